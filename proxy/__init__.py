@@ -1,0 +1,3 @@
+"""pilotfish: a service-mesh sidecar proxy (Envoy-style L7 data plane in Python)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,48 @@
+"""The `pilotfish` command: dispatches to the proxy, the capture init command and the injector.
+
+Each subcommand's module is imported only when it is chosen, so `pilotfish iptables`
+(the init container) never pays for the data plane's imports and vice versa.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, one-line help). Each module exposes `main(argv: list[str]) -> int`.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("proxy.runtime.main", "run the sidecar proxy (--sidecar, or --listen/--upstream)"),
+    "demo": ("proxy.demo.main", "run a demo app behind the sidecar, drive traffic, summarise"),
+    "iptables": ("proxy.capture.cli", "install the transparent-capture rules (init container)"),
+    "injector": ("injector.cli", "the admission webhook: `injector serve`, `injector certs`"),
+    "inject": ("injector.offline", "offline injection: `inject -f FILE|-` to stdout"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: pilotfish <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if args[0] == "--version":
+        from proxy import __version__
+
+        print(f"pilotfish {__version__}")
+        return 0
+    entry = SUBCOMMANDS.get(args[0])
+    if entry is None:
+        print(f"pilotfish: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(entry[0])
+    result: int = module.main(args[1:])
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
