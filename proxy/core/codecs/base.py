@@ -1,0 +1,63 @@
+"""The codec seam: what a server-side and a client-side HTTP codec must offer.
+
+Codecs are sans-IO. `receive` takes bytes and returns neutral events; the `send_*`
+methods take neutral values and return the bytes to write. Nothing here touches a
+socket, a clock or an event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.core.messages import Event, Headers, RequestHead, ResponseHead
+
+
+@dataclass(frozen=True, slots=True)
+class CodecLimits:
+    """Size limits a codec enforces while parsing (each answered with its own status)."""
+
+    # 60 KiB: Envoy's default max_request_headers_kb. Over it: 431.
+    max_header_bytes: int = 60 * 1024
+    # 8 KiB: nginx's large_client_header_buffers line size. Over it: 414.
+    max_target_bytes: int = 8 * 1024
+    # 100: Envoy's default max_headers_count. Over it: 431.
+    max_header_count: int = 100
+
+
+class ServerCodec(Protocol):
+    """Parses requests from a downstream client and frames responses to it."""
+
+    def receive(self, data: bytes) -> list[Event]: ...
+
+    def send_response_head(self, head: ResponseHead, request: RequestHead) -> bytes: ...
+
+    def send_data(self, data: bytes) -> bytes: ...
+
+    def send_end(self, trailers: Headers) -> bytes: ...
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether another request may follow on this connection once this one is answered."""
+        ...
+
+
+class ClientCodec(Protocol):
+    """Frames requests to an upstream server and parses its responses."""
+
+    def send_request_head(self, head: RequestHead) -> bytes: ...
+
+    def send_data(self, data: bytes) -> bytes: ...
+
+    def send_end(self, trailers: Headers) -> bytes: ...
+
+    def receive(self, data: bytes) -> list[Event]: ...
+
+    def connection_closed(self) -> list[Event]:
+        """The upstream closed: completes a close-delimited body, or reports truncation."""
+        ...
+
+    @property
+    def reusable(self) -> bool:
+        """The last response was read completely and the server allows another request."""
+        ...
