@@ -1,0 +1,1 @@
+"""Transparent capture: the `pilotfish iptables` init command (pure rules, one executor, a CLI)."""

@@ -1,0 +1,93 @@
+"""The proxy's configuration contract: every setting, its type and its default (with why).
+
+A `ProxyConfig` is built once at start-up by `proxy.config.load` and never changes;
+the runtime reads it, nothing writes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["sidecar", "explicit"]
+CodecName = Literal["llhttp", "h11"]
+LogFormat = Literal["json", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. Defaults are Envoy's (and Istio's where Istio overrides Envoy)."""
+
+    # 10 s: Istio's default cluster connect_timeout.
+    connect: float = 10.0
+    # 15 s: Envoy's route timeout, from the end of the request to the end of the response.
+    route: float = 15.0
+    # 1 h: Envoy's HTTP connection manager idle_timeout for downstream connections.
+    downstream_idle: float = 3600.0
+    # 1 h: Envoy's cluster idle_timeout for pooled upstream connections.
+    upstream_idle: float = 3600.0
+    # 5 min: Envoy's stream_idle_timeout (no bytes either way on an open stream).
+    stream_idle: float = 300.0
+    # 5 s: Istio's terminationDrainDuration.
+    drain: float = 5.0
+    # A client that sends nothing for this long is treated as server-first opaque TCP
+    # (MySQL, SMTP greet first); Istio's protocol detection waited 100 ms.
+    sniff: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Circuit breakers and codec limits, per worker and destination."""
+
+    # 1024: Envoy's circuit-breaker defaults for max_connections and max_pending_requests.
+    max_upstream_connections: int = 1024
+    max_pending_requests: int = 1024
+    # 60 KiB: Envoy's max_request_headers_kb.
+    max_request_headers_bytes: int = 60 * 1024
+    # 8 KiB: nginx's large_client_header_buffers line size.
+    max_request_target_bytes: int = 8 * 1024
+    # 100: Envoy's max_headers_count.
+    max_request_headers_count: int = 100
+    # Bytes buffered per direction before the reading side is paused (Envoy's 1 MiB
+    # per_connection_buffer_limit_bytes, smaller because Python objects cost more).
+    buffer_high_water: int = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConfig:
+    path: str | None = None  # None: off; "-": stdout
+    format: LogFormat = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    mode: Mode = "sidecar"
+    # explicit mode: one listener, every request to one upstream.
+    listen: Address | None = None
+    upstream: Address | None = None
+    # 2: Istio's default proxy concurrency.
+    concurrency: int = 2
+    codec: CodecName = "llhttp"
+    admin: Address = field(default_factory=lambda: Address("127.0.0.1", 15000))
+    # sidecar-mode ports, as in the contract (Istio's numbers).
+    outbound_port: int = 15001
+    inbound_port: int = 15006
+    agent_port: int = 15020
+    health_port: int = 15021
+    prometheus_port: int = 15090
+    # Inbound traffic reaches the app from this address, which capture exempts.
+    inbound_source: str = "127.0.0.6"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    # Where the file came from, for messages; not a setting.
+    source: str = "<defaults>"

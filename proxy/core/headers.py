@@ -1,0 +1,90 @@
+"""Header policy at the proxy hop: hop-by-hop removal, X-Forwarded-*, X-Request-Id.
+
+Pure functions over neutral header lists; the request id generator is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from proxy.core.messages import Headers
+
+# RFC 9110 section 7.6.1 (plus the legacy Proxy-Connection): meaningful for one hop
+# only, so never forwarded. Transfer-Encoding is re-derived by the outgoing codec.
+HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade")
+)
+
+
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
+    """Headers without hop-by-hop fields, including any that `Connection` names.
+
+    With `keep_upgrade` (an Upgrade request or a 101 answer) `Upgrade` and
+    `Connection: upgrade` pass, since the handshake must reach the other side.
+    """
+    listed: set[bytes] | None = None
+    kept: Headers = []
+    for name, value in headers:
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                listed = (listed or set()) | _connection_tokens(value)
+            elif keep_upgrade and name == b"upgrade":
+                kept.append((name, value))
+            continue
+        kept.append((name, value))
+    if listed:
+        listed.discard(b"upgrade")
+        listed.discard(b"close")
+        listed.discard(b"keep-alive")
+        if listed:
+            kept = [(name, value) for name, value in kept if name not in listed]
+    if keep_upgrade:
+        kept.append((b"connection", b"upgrade"))
+    return kept
+
+
+def forward_request_headers(
+    headers: Headers,
+    client_address: bytes,
+    scheme: bytes,
+    new_request_id: Callable[[], bytes],
+    upgrade: bool = False,
+) -> tuple[Headers, bytes]:
+    """Request headers as sent upstream, and the request id they carry.
+
+    X-Forwarded-For gets the client's address appended (RFC 7239's older cousin, as
+    Envoy does); X-Forwarded-Proto is set when absent; X-Request-Id is kept when the
+    caller sent one (so it survives every hop) and generated otherwise.
+    """
+    forwarded = strip_hop_by_hop(headers, upgrade)
+    request_id = b""
+    xff_index = -1
+    has_proto = False
+    for index, (name, value) in enumerate(forwarded):
+        if name == b"x-request-id":
+            request_id = value
+        elif name == b"x-forwarded-for":
+            xff_index = index
+        elif name == b"x-forwarded-proto":
+            has_proto = True
+    if xff_index >= 0:
+        forwarded[xff_index] = (b"x-forwarded-for", forwarded[xff_index][1] + b", " + client_address)
+    else:
+        forwarded.append((b"x-forwarded-for", client_address))
+    if not has_proto:
+        forwarded.append((b"x-forwarded-proto", scheme))
+    if not request_id:
+        request_id = new_request_id()
+        forwarded.append((b"x-request-id", request_id))
+    return forwarded, request_id
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
