@@ -1,4 +1,4 @@
-"""Pure `iptables-restore` batches: apply and cleanup, given the nat table as iptables-save shows it."""
+"""Pure `iptables-restore` batches for apply and cleanup, given the nat table as saved."""
 
 from __future__ import annotations
 

@@ -156,8 +156,3 @@ def parse_flags(argv: list[str]) -> CaptureFlags:
         dry_run=bool(args.dry_run),
         cleanup=bool(args.cleanup),
     )
-
-
-def usage_text() -> str:
-    """The one-line usage, printed after a UsageError."""
-    return _parser().format_usage().rstrip()
