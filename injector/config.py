@@ -117,15 +117,32 @@ class _Reader:
 
 _KNOWN: dict[str, set[str]] = {
     "": {
-        "revision", "systemNamespaces", "defaultInject", "proxyImage", "imagePullPolicy",
-        "imagePullSecrets", "logLevel", "nativeSidecar", "interceptionMode",
-        "rewriteAppHTTPProbers", "enablePrometheusMerge", "proxyUID", "proxyGID", "ports",
-        "capture", "resources", "proxyConfig",
+        "revision",
+        "systemNamespaces",
+        "defaultInject",
+        "proxyImage",
+        "imagePullPolicy",
+        "imagePullSecrets",
+        "logLevel",
+        "nativeSidecar",
+        "interceptionMode",
+        "rewriteAppHTTPProbers",
+        "enablePrometheusMerge",
+        "proxyUID",
+        "proxyGID",
+        "ports",
+        "capture",
+        "resources",
+        "proxyConfig",
     },
     "ports.": {"outboundCapture", "inboundCapture", "agent", "health", "stats"},
     "capture.": {
-        "includeOutboundIPRanges", "excludeOutboundIPRanges", "includeInboundPorts",
-        "excludeInboundPorts", "includeOutboundPorts", "excludeOutboundPorts",
+        "includeOutboundIPRanges",
+        "excludeOutboundIPRanges",
+        "includeInboundPorts",
+        "excludeInboundPorts",
+        "includeOutboundPorts",
+        "excludeOutboundPorts",
         "excludeInterfaces",
     },
     "resources.": {"requests", "limits"},
@@ -158,17 +175,23 @@ def parse_mesh_config(data: Any, source: str = "<mesh config>") -> MeshConfig:
     cap_defaults = CaptureDefaults()
     capture = CaptureDefaults(
         include_outbound_ip_ranges=cap_in.text(
-            "includeOutboundIPRanges", cap_defaults.include_outbound_ip_ranges),
+            "includeOutboundIPRanges", cap_defaults.include_outbound_ip_ranges
+        ),
         exclude_outbound_ip_ranges=cap_in.text(
-            "excludeOutboundIPRanges", cap_defaults.exclude_outbound_ip_ranges),
+            "excludeOutboundIPRanges", cap_defaults.exclude_outbound_ip_ranges
+        ),
         include_inbound_ports=cap_in.text(
-            "includeInboundPorts", cap_defaults.include_inbound_ports),
+            "includeInboundPorts", cap_defaults.include_inbound_ports
+        ),
         exclude_inbound_ports=cap_in.text(
-            "excludeInboundPorts", cap_defaults.exclude_inbound_ports),
+            "excludeInboundPorts", cap_defaults.exclude_inbound_ports
+        ),
         include_outbound_ports=cap_in.text(
-            "includeOutboundPorts", cap_defaults.include_outbound_ports),
+            "includeOutboundPorts", cap_defaults.include_outbound_ports
+        ),
         exclude_outbound_ports=cap_in.text(
-            "excludeOutboundPorts", cap_defaults.exclude_outbound_ports),
+            "excludeOutboundPorts", cap_defaults.exclude_outbound_ports
+        ),
         exclude_interfaces=cap_in.text("excludeInterfaces", cap_defaults.exclude_interfaces),
     )
     # The same validators as the pod annotations, so the defaults obey the same rules.
@@ -225,9 +248,11 @@ def parse_mesh_config(data: Any, source: str = "<mesh config>") -> MeshConfig:
         native_sidecar=top.get("nativeSidecar", bool, defaults.native_sidecar),
         interception_mode=interception_mode,
         rewrite_app_http_probers=top.get(
-            "rewriteAppHTTPProbers", bool, defaults.rewrite_app_http_probers),
+            "rewriteAppHTTPProbers", bool, defaults.rewrite_app_http_probers
+        ),
         enable_prometheus_merge=top.get(
-            "enablePrometheusMerge", bool, defaults.enable_prometheus_merge),
+            "enablePrometheusMerge", bool, defaults.enable_prometheus_merge
+        ),
         proxy_uid=top.get("proxyUID", int, defaults.proxy_uid),
         proxy_gid=top.get("proxyGID", int, defaults.proxy_gid),
         ports=ports,
