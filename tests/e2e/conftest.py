@@ -1,0 +1,80 @@
+"""Fixtures for the pod harness: two linked pods with apps and sidecars, torn down always."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+import pytest
+
+from tests.e2e import apps, netns
+from tests.e2e.pods import Pod, link, make_pod
+from tests.e2e.sidecar import Sidecar, start_sidecar
+
+# Pod A is the client side, pod B the server side; B's second address lets a test
+# include one of B's addresses in A's capture and leave the other out.
+A_ADDRESSES = ["198.18.0.1/24"]
+B_ADDRESSES = ["198.18.0.2/24", "198.18.0.3/24"]
+
+
+@dataclass
+class Mesh:
+    a: Pod
+    b: Pod
+    sidecar_a: Sidecar
+    sidecar_b: Sidecar
+    http_a: apps.HttpApp
+    http_b: apps.HttpApp
+    echo_b: apps.EchoApp
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (e.g. a CI timeout) must unwind like Ctrl-C so fixtures and atexit clean up.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def mesh() -> Iterator[Mesh]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, iptables)")
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    netns.delete_stale()
+    pods: list[Pod] = []
+    servers: list[object] = []
+    try:
+        a, b = make_pod(), make_pod()
+        pods += [a, b]
+        link(a, A_ADDRESSES, b, B_ADDRESSES)
+        http_a = apps.serve_in(a.name, lambda: apps.HttpApp(a.name, apps.HTTP_PORT))
+        http_b = apps.serve_in(b.name, lambda: apps.HttpApp(b.name, apps.HTTP_PORT))
+        echo_b = apps.serve_in(b.name, lambda: apps.EchoApp(apps.ECHO_PORT))
+        servers += [http_a, http_b, echo_b]
+        assert isinstance(http_a, apps.HttpApp) and isinstance(http_b, apps.HttpApp)
+        assert isinstance(echo_b, apps.EchoApp)
+        yield Mesh(a, b, start_sidecar(a), start_sidecar(b), http_a, http_b, echo_b)
+    finally:
+        for server in servers:
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]
+        for pod in pods:
+            pod.destroy()
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def capture() -> Iterator[Callable[..., None]]:
+    """capture(pod, *flags): apply rules for this test; they are cleaned up after it."""
+    applied: list[Pod] = []
+
+    def apply(pod: Pod, *flags: str) -> None:
+        applied.append(pod)
+        done = pod.capture(*flags)
+        assert done.returncode == 0, done.stderr
+
+    yield apply
+    for pod in applied:
+        done = pod.capture("--cleanup")
+        assert done.returncode == 0, done.stderr

@@ -1,0 +1,174 @@
+"""Pods for tests: a network namespace each, veth links in 198.18.0.0/15, processes inside."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e import netns
+
+REPO = Path(__file__).resolve().parents[2]
+PROXY_UID = 1337
+_PR_SET_PDEATHSIG = 1
+# The guard shell lives in the pod: if the test process dies (even by SIGKILL) the kernel
+# sends it SIGTERM and it takes its child down, so no process outlives the run. The
+# signal cannot be set on the child itself: it is cleared when setpriv changes the uid.
+_GUARD = "\"$@\" & child=$!; trap 'kill -TERM $child 2>/dev/null' TERM INT; wait $child"
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@functools.cache
+def _proxy_user_prefix() -> tuple[str, ...]:
+    """setpriv arguments that run a command as UID/GID 1337 with no groups.
+
+    If the interpreter or the checkout is not readable by 1337 (pyenv under /root is
+    mode 0700 on the dev machines), the proxy also gets CAP_DAC_READ_SEARCH as an ambient
+    capability, so that it can import its code. That changes no network behaviour: the
+    owner match the capture rules use looks only at the UID and GID.
+    """
+    base = ("setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups")
+    probe = subprocess.run(
+        [*base, sys.executable, "-c", "import proxy"],
+        cwd=REPO,
+        env=_python_env(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode == 0:
+        return base
+    return (*base, "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search")
+
+
+def _python_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+@dataclass
+class Process:
+    """A process started in a pod; stop() ends its whole process group."""
+
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5)
+
+
+@dataclass
+class Pod:
+    """A network namespace standing in for a pod, with its addresses on eth0."""
+
+    name: str
+    addresses: list[str] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def ip(self) -> str:
+        return self.addresses[0]
+
+    def exec(self, *command: str, check: bool = True) -> str:
+        return netns.run("ip", "netns", "exec", self.name, *command, check=check)
+
+    def start(self, *command: str, as_proxy: bool = False) -> Process:
+        """Start a long-running command inside the pod (as UID 1337 when as_proxy)."""
+        prefix = _proxy_user_prefix() if as_proxy else ()
+        log = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
+        with log.open("wb") as sink:
+            popen = subprocess.Popen(
+                ["ip", "netns", "exec", self.name, "sh", "-c", _GUARD, "guard", *prefix, *command],
+                cwd=REPO,
+                env=_python_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        process = Process(popen, log)
+        self.processes.append(process)
+        return process
+
+    def capture(self, *flags: str) -> subprocess.CompletedProcess[str]:
+        """Run `pilotfish iptables FLAGS` in the pod as root, the way the init container does."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, sys.executable, "-m", "proxy", "iptables", *flags],
+            cwd=REPO,
+            env=_python_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def nat(self, family: str = "ipv4") -> str:
+        """`iptables-save -t nat` without its timestamp comments: comparable across calls."""
+        tool = "iptables-save" if family == "ipv4" else "ip6tables-save"
+        saved = self.exec(tool, "-t", "nat")
+        return "".join(line + "\n" for line in saved.splitlines() if not line.startswith("#"))
+
+    def destroy(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        netns.delete(self.name)
+
+
+def make_pod() -> Pod:
+    return Pod(netns.create())
+
+
+def link(a: Pod, a_addresses: list[str], b: Pod, b_addresses: list[str]) -> None:
+    """A veth pair named eth0 at both ends, made directly inside the two pods.
+
+    The ends never exist in the host's namespace, so names cannot clash with other runs.
+    Addresses are "ip/prefix" strings inside 198.18.0.0/15.
+    """
+    netns.run(
+        "ip",
+        "link",
+        "add",
+        "eth0",
+        "netns",
+        a.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        b.name,
+    )
+    for pod, addresses in ((a, a_addresses), (b, b_addresses)):
+        for address in addresses:
+            netns.run("ip", "-n", pod.name, "addr", "add", address, "dev", "eth0")
+            pod.addresses.append(address.split("/")[0])
+        netns.run("ip", "-n", pod.name, "link", "set", "eth0", "up")

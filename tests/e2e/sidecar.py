@@ -1,0 +1,65 @@
+"""Starting a sidecar in a pod as UID 1337, waiting for it, and reading its stats."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import sys
+from dataclasses import dataclass
+
+from tests.e2e import netns
+from tests.e2e.pods import Pod, Process
+
+ADMIN_PORT = 15000
+SIDECAR_COMMAND = (sys.executable, "-m", "tests.e2e.standin")
+
+
+def _admin_get(pod_name: str, path: str) -> tuple[int, str]:
+    with netns.entered(pod_name):
+        sock = socket.create_connection(("127.0.0.1", ADMIN_PORT), timeout=2)
+    connection = http.client.HTTPConnection("127.0.0.1", ADMIN_PORT, timeout=2)
+    connection.sock = sock
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def parse_stats(text: str) -> dict[str, float]:
+    """Envoy's plain /stats: one `name: value` a line; non-numeric values are skipped."""
+    stats: dict[str, float] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        try:
+            if sep:
+                stats[name.strip()] = float(value.strip())
+        except ValueError:
+            continue
+    return stats
+
+
+@dataclass
+class Sidecar:
+    pod: Pod
+    process: Process
+
+    def stats(self) -> dict[str, float]:
+        status, text = _admin_get(self.pod.name, "/stats")
+        assert status == 200, text
+        return parse_stats(text)
+
+    def ready(self) -> bool:
+        if not self.process.alive():
+            raise RuntimeError(f"sidecar in {self.pod.name} exited:\n{self.process.output()}")
+        try:
+            return _admin_get(self.pod.name, "/ready")[0] == 200
+        except OSError:
+            return False
+
+
+def start_sidecar(pod: Pod) -> Sidecar:
+    sidecar = Sidecar(pod, pod.start(*SIDECAR_COMMAND, as_proxy=True))
+    netns.wait_until(sidecar.ready, 15, f"sidecar ready in {pod.name}")
+    return sidecar
