@@ -117,10 +117,43 @@ class Pod:
         self.processes.append(process)
         return process
 
-    def capture(self, *flags: str) -> subprocess.CompletedProcess[str]:
-        """Run `pilotfish iptables FLAGS` in the pod as root, the way the init container does."""
+    def capture(
+        self, *flags: str, as_proxy: bool = False, path_prefix: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `pilotfish iptables FLAGS` in the pod as root, the way the init container does.
+
+        as_proxy runs it as UID 1337 instead; path_prefix puts a directory of stand-in
+        tools first on PATH (to make iptables-restore fail on purpose).
+        """
+        env = _python_env()
+        if path_prefix is not None:
+            env["PATH"] = f"{path_prefix}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        prefix = _proxy_user_prefix() if as_proxy else ()
         return subprocess.run(
-            ["ip", "netns", "exec", self.name, sys.executable, "-m", "proxy", "iptables", *flags],
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.name,
+                *prefix,
+                sys.executable,
+                "-m",
+                "proxy",
+                "iptables",
+                *flags,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def run_as_proxy(self, *command: str) -> subprocess.CompletedProcess[str]:
+        """Run a short command in the pod as UID/GID 1337, like the sidecar's own sockets."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *_proxy_user_prefix(), *command],
             cwd=REPO,
             env=_python_env(),
             capture_output=True,
