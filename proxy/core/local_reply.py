@@ -1,0 +1,42 @@
+"""Responses the proxy makes itself (Envoy's "local replies"): errors, with flag and details."""
+
+from __future__ import annotations
+
+from proxy.core import flags
+from proxy.core.messages import H1_STREAM, ResponseHead
+
+# Bodies say what happened in Envoy's words, so runbooks written for Envoy still match.
+_BODIES = {
+    flags.UPSTREAM_CONNECT_FAILURE: b"upstream connect error or disconnect/reset before headers. "
+    b"reset reason: connection failure",
+    flags.UPSTREAM_CONNECTION_TERMINATION: b"upstream connect error or disconnect/reset before "
+    b"headers. reset reason: connection termination",
+    flags.UPSTREAM_OVERFLOW: b"upstream connect error or disconnect/reset before headers. "
+    b"reset reason: overflow",
+    flags.UPSTREAM_REQUEST_TIMEOUT: b"upstream request timeout",
+    flags.NO_ROUTE: b"no route for this request",
+    flags.UPSTREAM_PROTOCOL_ERROR: b"upstream sent an invalid HTTP response",
+}
+
+
+def local_reply(
+    status: int, flag: str, details: str, request_id: bytes, keep_alive: bool
+) -> tuple[ResponseHead, bytes]:
+    """The head and body of a proxy-generated response."""
+    if flag == flags.DOWNSTREAM_PROTOCOL_ERROR:
+        body = b"Bad Request" if status == 400 else _status_text(status)
+    else:
+        body = _BODIES.get(flag, _status_text(status))
+    headers = [(b"content-type", b"text/plain"), (b"server", b"pilotfish")]
+    if request_id:
+        headers.append((b"x-request-id", request_id))
+    return (
+        ResponseHead(H1_STREAM, status, headers, b"", b"1.1", keep_alive, len(body), False),
+        body,
+    )
+
+
+def _status_text(status: int) -> bytes:
+    from proxy.core.codecs.h1_framing import REASONS
+
+    return REASONS.get(status, b"Error")

@@ -1,0 +1,114 @@
+"""`pilotfish run`: parse flags, build the config, fork the workers, run until drained."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+
+from proxy.config import env as env_names
+from proxy.config.load import ConfigError, build
+from proxy.config.model import ProxyConfig
+from proxy.runtime.serve import WorkerProcess
+from proxy.telemetry.stats import StatsTable
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pilotfish run",
+        description="Run the sidecar proxy. Precedence: flags > PILOTFISH_* env > --config file > defaults.",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sidecar", action="store_true", help="transparent mode: 15001 out, 15006 in")
+    mode.add_argument("--listen", metavar="HOST:PORT", help="explicit mode: accept here ...")
+    p.add_argument("--upstream", metavar="HOST:PORT", help="... and send everything here")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (env PILOTFISH_CONFIG)")
+    p.add_argument("--concurrency", help="worker processes (default 2, as Istio)")
+    p.add_argument("--admin-port", help="admin port on 127.0.0.1 (default 15000)")
+    p.add_argument("--codec", help="HTTP/1 codec: llhttp (default) or h11")
+    p.add_argument("--drain-duration", help="terminationDrainDuration (default 5s)")
+    p.add_argument("--access-log", metavar="PATH|-", help="access log file, or - for stdout")
+    p.add_argument("--access-log-format", help="json (default) or text")
+    return p
+
+
+def load_config(argv: list[str], environ: dict[str, str]) -> ProxyConfig:
+    args = parser().parse_args(argv)
+    flags: dict[str, object] = {
+        "listen": args.listen,
+        "upstream": args.upstream,
+        "concurrency": args.concurrency,
+        "admin.port": args.admin_port,
+        "codec": args.codec,
+        "timeouts.drain": args.drain_duration,
+        "access_log.path": args.access_log,
+        "access_log.format": args.access_log_format,
+    }
+    if args.sidecar:
+        flags["mode"] = "sidecar"
+    elif args.listen:
+        flags["mode"] = "explicit"
+    return build(args.config or environ.get(env_names.CONFIG_FILE), environ, flags)
+
+
+def install_event_loop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        config = load_config(argv, dict(os.environ))
+    except ConfigError as error:
+        print(f"pilotfish: bad config: {error}", file=sys.stderr)
+        return 2
+    install_event_loop()
+    table = StatsTable(config.concurrency)
+    # Fork before any event loop exists: each worker builds its own loop and binds its
+    # own SO_REUSEPORT sockets, so the kernel spreads connections across workers.
+    children: list[int] = []
+    for index in range(1, config.concurrency):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = _run(WorkerProcess(index, config, table))
+            os._exit(code)
+        children.append(pid)
+    code = _run(WorkerProcess(0, config, table, children))
+    _reap(children, deadline=time.monotonic() + config.timeouts.drain + 1.0)
+    return code
+
+
+def _run(process: WorkerProcess) -> int:
+    try:
+        return asyncio.run(process.run())
+    except OSError as error:
+        print(f"pilotfish: worker {process.index}: cannot listen: {error}", file=sys.stderr)
+        return 1
+
+
+def _reap(children: list[int], deadline: float) -> None:
+    for child in children:
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(child, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                break
+            time.sleep(0.02)
+        else:
+            try:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass

@@ -1,0 +1,168 @@
+"""Runs one worker process: its listeners, its share of the traffic, and (worker 0) the admin ports.
+
+Lifecycle, as in Istio: LIVE once listeners are up; SIGTERM (or POST
+/drain_listeners) drains: readiness turns 503, listeners stop accepting, keep-alive
+responses carry `Connection: close`, in-flight requests finish, and the worker exits
+as soon as no connection is open or when the drain duration runs out. SIGINT (and
+POST /quitquitquit) exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from proxy.admin import server as admin_server
+from proxy.admin.endpoints import AdminEndpoints, ServerState
+from proxy.config.model import ProxyConfig
+from proxy.runtime.downstream import DownstreamConnection
+from proxy.runtime.listeners import ListenerSpec, listener_specs
+from proxy.runtime.worker import Worker
+from proxy.telemetry.stats import StatsTable
+
+log = logging.getLogger("pilotfish")
+
+# How often idle connections are looked for; while draining, much more often, so the
+# worker exits soon after its last client goes quiet.
+SWEEP_INTERVAL = 1.0
+DRAIN_SWEEP_INTERVAL = 0.05
+# While draining, a keep-alive connection quiet for this long is closed; a busier one
+# gets `Connection: close` on its next response instead (no race with a request in flight).
+DRAIN_IDLE_GRACE = 0.1
+BACKLOG = 4096
+
+
+class WorkerProcess:
+    def __init__(
+        self,
+        index: int,
+        config: ProxyConfig,
+        table: StatsTable,
+        children: list[int] | None = None,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.table = table
+        self.children = children or []
+        self.state = ServerState()
+        self.servers: list[asyncio.Server] = []
+        self.admin_servers: list[asyncio.Server] = []
+        self.exit_code = 0
+        self.stopped: asyncio.Event | None = None
+        self.worker: Worker | None = None
+        self.on_stop: list[Callable[[], None]] = []
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.stopped = asyncio.Event()
+        self.worker = worker = Worker(loop, self.config, self.table.row(self.index), None, self.index)
+        specs = listener_specs(self.config)
+        for spec in specs:
+            self.servers.append(await self._listen(spec))
+        if self.index == 0:
+            await self._start_admin(specs)
+        loop.add_signal_handler(signal.SIGTERM, self.drain)
+        loop.add_signal_handler(signal.SIGINT, self.quit_now)
+        if self.children:
+            loop.add_signal_handler(signal.SIGCHLD, self._child_exited)
+        self.state.state = "LIVE"
+        if self.index == 0:
+            where = ", ".join(f"{s.name} {s.host}:{s.port}" for s in specs)
+            log.info("pilotfish %s: LIVE (%s; admin %s)", self.config.mode, where, self.config.admin)
+        sweeper = loop.create_task(self._sweep())
+        await self.stopped.wait()
+        sweeper.cancel()
+        for server in self.servers + self.admin_servers:
+            server.close()
+        for callback in self.on_stop:
+            callback()
+        del worker
+        return self.exit_code
+
+    async def _listen(self, spec: ListenerSpec) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        worker = self.worker
+        assert worker is not None
+        resolve, name = spec.resolve, spec.name
+        return await loop.create_server(
+            lambda: DownstreamConnection(worker, resolve, name),
+            spec.host,
+            spec.port,
+            reuse_port=True,
+            backlog=BACKLOG,
+        )
+
+    async def _start_admin(self, specs: list[ListenerSpec]) -> None:
+        config = self.config
+        listeners = [{"name": s.name, "address": f"{s.host}:{s.port}", "direction": s.direction} for s in specs]
+        self.admin = AdminEndpoints(config, self.table, self.state, listeners, self.drain, self.quit_now)
+        self.admin_servers.append(await admin_server.serve(config.admin.host, config.admin.port, self.admin.handle))
+        if config.mode == "sidecar":
+            self.admin_servers.append(await admin_server.serve("0.0.0.0", config.health_port, self.admin.health_only))
+            self.admin_servers.append(await admin_server.serve("0.0.0.0", config.prometheus_port, self.admin.handle))
+
+    async def _sweep(self) -> None:
+        worker = self.worker
+        assert worker is not None
+        loop = asyncio.get_running_loop()
+        idle_limit = self.config.timeouts.downstream_idle
+        while True:
+            await asyncio.sleep(DRAIN_SWEEP_INTERVAL if worker.draining else SWEEP_INTERVAL)
+            now = loop.time()
+            limit = DRAIN_IDLE_GRACE if worker.draining else idle_limit
+            for connection in list(worker.connections):
+                if connection.idle_for(now) > limit:
+                    connection.drain()
+            worker.pool.sweep(now)
+            worker.check_drained()
+
+    def drain(self) -> None:
+        """Graceful: stop accepting, finish what is in flight, then exit."""
+        worker = self.worker
+        if worker is None or worker.draining:
+            return
+        self.state.state = "DRAINING"
+        for child in self.children:
+            _signal(child, signal.SIGTERM)
+        for server in self.servers:
+            server.close()
+        worker.start_drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.call_later(self.config.timeouts.drain, self._stop)
+        worker.drained.add_done_callback(lambda _: (deadline.cancel(), self._stop()))
+
+    def quit_now(self) -> None:
+        for child in self.children:
+            _signal(child, signal.SIGINT)
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.stopped is not None:
+            self.stopped.set()
+
+    def _child_exited(self) -> None:
+        for child in list(self.children):
+            try:
+                pid, status = os.waitpid(child, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = child, 0
+            if pid == 0:
+                continue
+            self.children.remove(child)
+            if self.state.state == "LIVE":
+                # A worker died on its own: fail fast so Kubernetes restarts the whole
+                # sidecar, rather than running on with a share of traffic unserved.
+                print(f"pilotfish: worker pid {child} exited unexpectedly ({status}); shutting down", file=sys.stderr)
+                self.exit_code = 1
+                self.drain()
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

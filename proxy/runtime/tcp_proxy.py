@@ -1,0 +1,163 @@
+"""Opaque TCP relay for connections that are not HTTP: byte-exact, counted, with backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from proxy.telemetry import stats as S
+
+if TYPE_CHECKING:
+    from proxy.runtime.downstream import DownstreamConnection
+    from proxy.runtime.upstream import Destination
+    from proxy.runtime.worker import Worker
+
+
+class _UpstreamSide(asyncio.Protocol):
+    def __init__(self, relay: TcpRelay) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.from_upstream(data)
+
+    def eof_received(self) -> bool | None:
+        return self.relay.upstream_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.upstream_lost()
+
+    def pause_writing(self) -> None:
+        self.relay.pause_downstream()
+
+    def resume_writing(self) -> None:
+        self.relay.resume_downstream()
+
+
+class TcpRelay:
+    """Both directions of one relayed connection; half-closes pass through (write_eof)."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        downstream: DownstreamConnection,
+        destination: Destination,
+        source: str | None,
+        first_bytes: bytes,
+    ) -> None:
+        self.worker = worker
+        self.stats = worker.stats
+        self.downstream = downstream
+        self.upstream: asyncio.Transport | None = None
+        self.buffer = [first_bytes] if first_bytes else []
+        self.downstream_done = False
+        self.upstream_done = False
+        self.closed = False
+        self.start = worker.loop.time()
+        self.received = 0
+        self.sent = 0
+        self.stats[S.TCP_DOWNSTREAM_CX_TOTAL] += 1
+        self.received += len(first_bytes)
+        self.stats[S.TCP_RX_BYTES] += len(first_bytes)
+        worker.loop.create_task(self._connect(destination, source))
+
+    async def _connect(self, destination: Destination, source: str | None) -> None:
+        loop = self.worker.loop
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _UpstreamSide(self),
+                    destination[0],
+                    destination[1],
+                    local_addr=(source, 0) if source else None,
+                ),
+                self.worker.config.timeouts.connect,
+            )
+        except (OSError, asyncio.TimeoutError):
+            self.stats[S.UPSTREAM_CX_CONNECT_FAIL] += 1
+            self._close_downstream()
+            return
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.stats[S.UPSTREAM_CX_TOTAL] += 1
+        if self.closed:
+            transport.close()
+            return
+        self.upstream = transport
+        if self.buffer:
+            transport.write(b"".join(self.buffer))
+            self.buffer = []
+        if self.downstream_done and transport.can_write_eof():
+            transport.write_eof()
+        self.downstream.resume_reading(4)
+
+    # downstream -> upstream
+    def from_downstream(self, data: bytes) -> None:
+        self.received += len(data)
+        self.stats[S.TCP_RX_BYTES] += len(data)
+        if self.upstream is not None:
+            self.upstream.write(data)
+        else:
+            self.buffer.append(data)
+            if sum(map(len, self.buffer)) > self.worker.config.limits.buffer_high_water:
+                self.downstream.pause_reading(4)
+
+    def downstream_eof(self) -> bool:
+        self.downstream_done = True
+        if self.upstream_done:
+            self._close_both()
+        elif self.upstream is not None and self.upstream.can_write_eof():
+            self.upstream.write_eof()
+        return True  # keep our write side open for the upstream's answer
+
+    def downstream_lost(self) -> None:
+        self.closed = True
+        if self.upstream is not None:
+            self.upstream.close()
+
+    # upstream -> downstream
+    def from_upstream(self, data: bytes) -> None:
+        self.sent += len(data)
+        self.stats[S.TCP_TX_BYTES] += len(data)
+        transport = self.downstream.transport
+        if transport is not None:
+            self.stats[S.DOWNSTREAM_CX_TX_BYTES] += len(data)
+            transport.write(data)
+
+    def upstream_eof(self) -> bool:
+        self.upstream_done = True
+        if self.downstream_done:
+            self._close_both()
+            return True
+        transport = self.downstream.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        return True
+
+    def _close_both(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+        self._close_downstream()
+
+    def upstream_lost(self) -> None:
+        self.upstream = None
+        self._close_downstream()
+
+    def _close_downstream(self) -> None:
+        self.closed = True
+        transport = self.downstream.transport
+        if transport is not None:
+            transport.close()
+
+    # backpressure
+    def pause_upstream(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_upstream(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def pause_downstream(self) -> None:
+        self.downstream.pause_reading(8)
+
+    def resume_downstream(self) -> None:
+        self.downstream.resume_reading(8)

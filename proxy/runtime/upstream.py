@@ -1,0 +1,261 @@
+"""Upstream HTTP/1 connections and the per-destination keep-alive pool that owns them.
+
+A connection belongs to at most one exchange at a time. The pool hands out idle
+connections, opens new ones up to the per-destination cap (Envoy's max_connections
+circuit breaker), queues requests beyond it up to max_pending_requests, refuses the
+rest (503 UO), and never reuses a connection whose last response was not read to
+the end or that the server marked close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
+
+from proxy.core import flags
+from proxy.core.codecs.base import ClientCodec
+from proxy.core.messages import Event
+from proxy.telemetry import stats as S
+
+if TYPE_CHECKING:
+    from proxy.config.model import ProxyConfig
+
+Destination = tuple[str, int]
+
+
+class UpstreamUser(Protocol):
+    """What an exchange waiting on the pool must accept (the downstream side implements it)."""
+
+    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None: ...
+
+    def upstream_failed(self, status: int, flag: str, details: str) -> None: ...
+
+    def upstream_events(self, events: list[Event]) -> None: ...
+
+    def upstream_lost(self, connection: UpstreamConnection) -> None: ...
+
+    def upstream_pause_writing(self) -> None: ...
+
+    def upstream_resume_writing(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection to an upstream server, driven by a client codec."""
+
+    __slots__ = (
+        "codec",
+        "destination",
+        "idle_since",
+        "pool",
+        "received_any",
+        "stats",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, pool: UpstreamPool, destination: Destination, codec: ClientCodec) -> None:
+        self.pool = pool
+        self.destination = destination
+        self.codec = codec
+        self.stats = pool.stats
+        self.transport: asyncio.Transport | None = None
+        self.user: UpstreamUser | None = None
+        self.idle_since = 0.0
+        self.received_any = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = transport
+        transport.set_write_buffer_limits(self.pool.high_water)
+        self.stats[S.UPSTREAM_CX_TOTAL] += 1
+        self.stats[S.UPSTREAM_CX_ACTIVE] += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.stats[S.UPSTREAM_CX_RX_BYTES] += len(data)
+        self.received_any = True
+        user = self.user
+        if user is None:
+            # Bytes on an idle keep-alive connection: the server broke the exchange
+            # (or is closing); it can carry nothing more.
+            self.close()
+            return
+        user.upstream_events(self.codec.receive(data))
+
+    def write(self, data: bytes) -> None:
+        if data and self.transport is not None:
+            self.stats[S.UPSTREAM_CX_TX_BYTES] += len(data)
+            self.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too: HTTP/1 has no half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats[S.UPSTREAM_CX_ACTIVE] -= 1
+        self.pool.forget(self)
+        user = self.user
+        self.user = None
+        self.transport = None
+        if user is not None:
+            user.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.user is not None:
+            self.user.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.user is not None:
+            self.user.upstream_resume_writing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def __repr__(self) -> str:
+        host, port = self.destination
+        state = "busy" if self.user else "idle"
+        return f"<UpstreamConnection {host}:{port} {state} reusable={self.codec.reusable}>"
+
+
+class UpstreamPool:
+    """Keep-alive connections per destination, with Envoy's circuit-breaker limits."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        config: ProxyConfig,
+        stats: memoryview,
+        codec_factory: Callable[[], ClientCodec],
+    ) -> None:
+        self.loop = loop
+        self.stats = stats
+        self.codec_factory = codec_factory
+        self.connect_timeout = config.timeouts.connect
+        self.idle_timeout = config.timeouts.upstream_idle
+        self.max_connections = config.limits.max_upstream_connections
+        self.max_pending = config.limits.max_pending_requests
+        self.high_water = config.limits.buffer_high_water
+        self.inbound_source = config.inbound_source
+        self.idle: dict[Destination, list[UpstreamConnection]] = {}
+        self.open_count: dict[Destination, int] = {}
+        self.pending: dict[Destination, deque[tuple[UpstreamUser, str | None]]] = {}
+        self.closing = False
+
+    def acquire(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
+        """Give `user` a connection now (idle), later (new or queued), or a 503 UO."""
+        idle = self.idle.get(destination)
+        while idle:
+            connection = idle.pop()
+            if connection.transport is not None and not connection.transport.is_closing():
+                connection.user = user
+                self.stats[S.UPSTREAM_CX_POOL_REUSE] += 1
+                user.upstream_ready(connection, True)
+                return
+        if self.open_count.get(destination, 0) < self.max_connections:
+            self._open(destination, user, source)
+            return
+        queue = self.pending.setdefault(destination, deque())
+        if len(queue) >= self.max_pending:
+            self.stats[S.UPSTREAM_RQ_PENDING_OVERFLOW] += 1
+            user.upstream_failed(503, flags.UPSTREAM_OVERFLOW, "upstream_pool_overflow")
+            return
+        queue.append((user, source))
+
+    def cancel(self, user: UpstreamUser) -> None:
+        """A waiting exchange went away before it got a connection."""
+        for queue in self.pending.values():
+            for item in queue:
+                if item[0] is user:
+                    queue.remove(item)
+                    return
+
+    def release(self, connection: UpstreamConnection) -> None:
+        """An exchange is done with `connection`: reuse it, hand it on, or close it."""
+        connection.user = None
+        if not connection.codec.reusable or self.closing or connection.transport is None:
+            connection.close()
+            return
+        connection.codec = self.codec_factory()
+        connection.received_any = False
+        queue = self.pending.get(connection.destination)
+        if queue:
+            user, _ = queue.popleft()
+            connection.user = user
+            self.stats[S.UPSTREAM_CX_POOL_REUSE] += 1
+            user.upstream_ready(connection, True)
+            return
+        connection.idle_since = self.loop.time()
+        self.idle.setdefault(connection.destination, []).append(connection)
+
+    def forget(self, connection: UpstreamConnection) -> None:
+        """The connection closed: stop counting it, and open one for a waiter if any."""
+        destination = connection.destination
+        self.open_count[destination] = self.open_count.get(destination, 1) - 1
+        idle = self.idle.get(destination)
+        if idle and connection in idle:
+            idle.remove(connection)
+        queue = self.pending.get(destination)
+        if queue and not self.closing:
+            user, source = queue.popleft()
+            self._open(destination, user, source)
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle for longer than the idle timeout."""
+        deadline = now - self.idle_timeout
+        for connections in self.idle.values():
+            for connection in [c for c in connections if c.idle_since < deadline]:
+                self.stats[S.UPSTREAM_CX_IDLE_TIMEOUT] += 1
+                connection.close()
+
+    def close_idle(self) -> None:
+        self.closing = True
+        for connections in list(self.idle.values()):
+            for connection in list(connections):
+                connection.close()
+
+    def _open(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
+        self.open_count[destination] = self.open_count.get(destination, 0) + 1
+        self.loop.create_task(self._connect(destination, user, source))
+
+    async def _connect(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
+        connection = UpstreamConnection(self, destination, self.codec_factory())
+        connection.user = user
+        local = (source, 0) if source else None
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: connection, destination[0], destination[1], local_addr=local
+                ),
+                self.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as error:
+            self.open_count[destination] = self.open_count.get(destination, 1) - 1
+            self.stats[S.UPSTREAM_CX_CONNECT_FAIL] += 1
+            if isinstance(error, asyncio.TimeoutError):
+                self.stats[S.UPSTREAM_CX_CONNECT_TIMEOUT] += 1
+                reason = "timeout"
+            else:
+                reason = error.strerror or type(error).__name__
+            if connection.user is user:
+                connection.user = None
+                user.upstream_failed(503, flags.UPSTREAM_CONNECT_FAILURE, f"upstream connect error: {reason}")
+            return
+        if connection.user is None:
+            # The exchange went away while we were connecting: keep the connection.
+            self.release(connection)
+            return
+        user.upstream_ready(connection, False)
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{host}:{port} open={self.open_count.get((host, port), 0)} "
+            f"idle={len(self.idle.get((host, port), []))} "
+            f"pending={len(self.pending.get((host, port), ()))}"
+            for host, port in sorted(set(self.open_count) | set(self.idle))
+        ]
+        return f"<UpstreamPool {'; '.join(parts) or 'empty'}>"

@@ -1,0 +1,66 @@
+"""Per-process runtime context: the loop, config, pool, stats row and drain state one worker shares."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from proxy.core.codecs import client_codec, server_codec
+from proxy.core.codecs.base import ClientCodec, CodecLimits, ServerCodec
+from proxy.runtime.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from proxy.config.model import ProxyConfig
+    from proxy.runtime.downstream import DownstreamConnection
+    from proxy.telemetry.observer import RequestObserver
+
+
+def new_request_id() -> bytes:
+    return str(uuid.uuid4()).encode()
+
+
+class Worker:
+    """Everything the connections of one worker process share; built once per process."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        config: ProxyConfig,
+        stats: memoryview,
+        observer: RequestObserver | None = None,
+        index: int = 0,
+    ) -> None:
+        self.loop = loop
+        self.config = config
+        self.stats = stats
+        self.index = index
+        self.observer = observer
+        limits = CodecLimits(
+            config.limits.max_request_headers_bytes,
+            config.limits.max_request_target_bytes,
+            config.limits.max_request_headers_count,
+        )
+        codec = config.codec
+        self.new_server_codec: Callable[[], ServerCodec] = lambda: server_codec(codec, limits)
+        self.new_client_codec: Callable[[], ClientCodec] = lambda: client_codec(codec)
+        self.new_request_id = new_request_id
+        self.pool = UpstreamPool(loop, config, stats, self.new_client_codec)
+        self.connections: set[DownstreamConnection] = set()
+        self.draining = False
+        self.drained = loop.create_future()
+
+    def start_drain(self) -> None:
+        """Stop reusing connections: idle ones close now, busy ones after their response."""
+        if self.draining:
+            return
+        self.draining = True
+        self.pool.close_idle()
+        for connection in list(self.connections):
+            connection.drain()
+        self.check_drained()
+
+    def check_drained(self) -> None:
+        if self.draining and not self.connections and not self.drained.done():
+            self.drained.set_result(None)

@@ -1,0 +1,114 @@
+"""The proxy's own stats in Envoy's vocabulary, declared once, summed across worker processes.
+
+Every counter and gauge is declared here at start-up (Envoy's ALL_*_STATS idea) and
+gets a fixed index. Each worker owns one row of int64 slots in an anonymous shared
+mapping created before the workers fork; the hot path does `row[INDEX] += 1` on its
+own row (no locks, no lookups by name), and the admin server sums the rows.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+# (name, kind, help). Gauges are per-worker values that sum to the process total.
+DECLARED: tuple[tuple[str, str, str], ...] = (
+    ("downstream_cx_total", "counter", "Downstream connections accepted"),
+    ("downstream_cx_active", "gauge", "Downstream connections open"),
+    ("downstream_cx_http1_total", "counter", "Downstream connections that spoke HTTP/1"),
+    ("downstream_cx_http2_total", "counter", "Downstream connections that sent the HTTP/2 preface"),
+    ("downstream_cx_tcp_total", "counter", "Downstream connections passed through as opaque TCP"),
+    ("downstream_cx_protocol_error", "counter", "Downstream connections closed for a protocol error"),
+    ("downstream_cx_drain_close", "counter", "Downstream connections closed because of draining"),
+    ("downstream_cx_idle_timeout", "counter", "Downstream connections closed for idleness"),
+    ("downstream_rq_total", "counter", "Downstream requests"),
+    ("downstream_rq_active", "gauge", "Downstream requests in flight"),
+    ("downstream_rq_1xx", "counter", "Responses with a 1xx status"),
+    ("downstream_rq_2xx", "counter", "Responses with a 2xx status"),
+    ("downstream_rq_3xx", "counter", "Responses with a 3xx status"),
+    ("downstream_rq_4xx", "counter", "Responses with a 4xx status"),
+    ("downstream_rq_5xx", "counter", "Responses with a 5xx status"),
+    ("downstream_rq_rx_reset", "counter", "Requests whose client went away before the response ended"),
+    ("downstream_cx_rx_bytes_total", "counter", "Bytes received from downstream"),
+    ("downstream_cx_tx_bytes_total", "counter", "Bytes sent to downstream"),
+    ("upstream_cx_total", "counter", "Upstream connections opened"),
+    ("upstream_cx_active", "gauge", "Upstream connections open"),
+    ("upstream_cx_connect_fail", "counter", "Upstream connection attempts that failed"),
+    ("upstream_cx_connect_timeout", "counter", "Upstream connection attempts that timed out"),
+    ("upstream_cx_idle_timeout", "counter", "Pooled upstream connections closed for idleness"),
+    ("upstream_cx_destroy_remote_with_active_rq", "counter", "Upstream closed mid-request"),
+    ("upstream_cx_protocol_error", "counter", "Upstream responses that broke the protocol"),
+    ("upstream_cx_pool_reuse", "counter", "Requests sent on a pooled keep-alive connection"),
+    ("upstream_rq_total", "counter", "Requests sent upstream"),
+    ("upstream_rq_timeout", "counter", "Requests that hit the route timeout"),
+    ("upstream_rq_pending_overflow", "counter", "Requests refused by the circuit breaker"),
+    ("upstream_rq_retry", "counter", "Requests retried on a fresh connection"),
+    ("upstream_cx_rx_bytes_total", "counter", "Bytes received from upstream"),
+    ("upstream_cx_tx_bytes_total", "counter", "Bytes sent to upstream"),
+    ("tcp_downstream_cx_total", "counter", "Opaque TCP connections relayed"),
+    ("tcp_downstream_cx_rx_bytes_total", "counter", "Opaque TCP bytes from downstream"),
+    ("tcp_downstream_cx_tx_bytes_total", "counter", "Opaque TCP bytes to downstream"),
+)
+
+NAMES = tuple(name for name, _, _ in DECLARED)
+INDEX = {name: index for index, name in enumerate(NAMES)}
+
+# Indices as module constants, so the hot path indexes by a global int.
+DOWNSTREAM_CX_TOTAL = INDEX["downstream_cx_total"]
+DOWNSTREAM_CX_ACTIVE = INDEX["downstream_cx_active"]
+DOWNSTREAM_CX_HTTP1_TOTAL = INDEX["downstream_cx_http1_total"]
+DOWNSTREAM_CX_HTTP2_TOTAL = INDEX["downstream_cx_http2_total"]
+DOWNSTREAM_CX_TCP_TOTAL = INDEX["downstream_cx_tcp_total"]
+DOWNSTREAM_CX_PROTOCOL_ERROR = INDEX["downstream_cx_protocol_error"]
+DOWNSTREAM_CX_DRAIN_CLOSE = INDEX["downstream_cx_drain_close"]
+DOWNSTREAM_CX_IDLE_TIMEOUT = INDEX["downstream_cx_idle_timeout"]
+DOWNSTREAM_RQ_TOTAL = INDEX["downstream_rq_total"]
+DOWNSTREAM_RQ_ACTIVE = INDEX["downstream_rq_active"]
+DOWNSTREAM_RQ_1XX = INDEX["downstream_rq_1xx"]  # 2xx..5xx follow in order
+DOWNSTREAM_RQ_RX_RESET = INDEX["downstream_rq_rx_reset"]
+DOWNSTREAM_CX_RX_BYTES = INDEX["downstream_cx_rx_bytes_total"]
+DOWNSTREAM_CX_TX_BYTES = INDEX["downstream_cx_tx_bytes_total"]
+UPSTREAM_CX_TOTAL = INDEX["upstream_cx_total"]
+UPSTREAM_CX_ACTIVE = INDEX["upstream_cx_active"]
+UPSTREAM_CX_CONNECT_FAIL = INDEX["upstream_cx_connect_fail"]
+UPSTREAM_CX_CONNECT_TIMEOUT = INDEX["upstream_cx_connect_timeout"]
+UPSTREAM_CX_IDLE_TIMEOUT = INDEX["upstream_cx_idle_timeout"]
+UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ = INDEX["upstream_cx_destroy_remote_with_active_rq"]
+UPSTREAM_CX_PROTOCOL_ERROR = INDEX["upstream_cx_protocol_error"]
+UPSTREAM_CX_POOL_REUSE = INDEX["upstream_cx_pool_reuse"]
+UPSTREAM_RQ_TOTAL = INDEX["upstream_rq_total"]
+UPSTREAM_RQ_TIMEOUT = INDEX["upstream_rq_timeout"]
+UPSTREAM_RQ_PENDING_OVERFLOW = INDEX["upstream_rq_pending_overflow"]
+UPSTREAM_RQ_RETRY = INDEX["upstream_rq_retry"]
+UPSTREAM_CX_RX_BYTES = INDEX["upstream_cx_rx_bytes_total"]
+UPSTREAM_CX_TX_BYTES = INDEX["upstream_cx_tx_bytes_total"]
+TCP_DOWNSTREAM_CX_TOTAL = INDEX["tcp_downstream_cx_total"]
+TCP_RX_BYTES = INDEX["tcp_downstream_cx_rx_bytes_total"]
+TCP_TX_BYTES = INDEX["tcp_downstream_cx_tx_bytes_total"]
+
+_SLOT = 8  # int64
+
+
+class StatsTable:
+    """One shared table of `workers` rows; create before forking, then take `row(i)`."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._memory = mmap.mmap(-1, max(1, workers) * len(NAMES) * _SLOT)
+        self._view = memoryview(self._memory).cast("q")
+
+    def row(self, worker: int) -> memoryview:
+        """The slots one worker writes (nobody else writes them)."""
+        start = worker * len(NAMES)
+        return self._view[start : start + len(NAMES)]
+
+    def totals(self) -> dict[str, int]:
+        """Every stat summed over all workers."""
+        width = len(NAMES)
+        view = self._view
+        return {
+            name: sum(view[w * width + index] for w in range(self.workers))
+            for index, name in enumerate(NAMES)
+        }
+
+    def kinds(self) -> dict[str, tuple[str, str]]:
+        return {name: (kind, text) for name, kind, text in DECLARED}
