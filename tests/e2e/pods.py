@@ -38,8 +38,17 @@ def _proxy_user_prefix() -> tuple[str, ...]:
     owner match the capture rules use looks only at the UID and GID.
     """
     base = ("setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups")
+    # An interpreter that cannot read its own prefix silently falls back to another
+    # stdlib and loses its site-packages, so compare the paths, not just "import proxy".
+    paths = [path for path in sys.path if path and os.path.isdir(path)]
+    probe_script = (
+        "import os, sys\n"
+        f"assert sys.prefix == {sys.prefix!r}, sys.prefix\n"
+        f"for path in {paths!r}: os.listdir(path)\n"
+        "import proxy\n"
+    )
     probe = subprocess.run(
-        [*base, sys.executable, "-c", "import proxy"],
+        [*base, sys.executable, "-c", probe_script],
         cwd=REPO,
         env=_python_env(),
         capture_output=True,

@@ -40,6 +40,18 @@ def parse_stats(text: str) -> dict[str, float]:
     return stats
 
 
+@dataclass(frozen=True)
+class Counts:
+    """The counters the tests read: connections accepted, HTTP requests, opaque TCP."""
+
+    cx: float
+    rq: float
+    tcp: float
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(self.cx - other.cx, self.rq - other.rq, self.tcp - other.tcp)
+
+
 @dataclass
 class Sidecar:
     pod: Pod
@@ -49,6 +61,14 @@ class Sidecar:
         status, text = _admin_get(self.pod.name, "/stats")
         assert status == 200, text
         return parse_stats(text)
+
+    def counts(self) -> Counts:
+        stats = self.stats()
+        return Counts(
+            stats.get("downstream_cx_total", 0.0),
+            stats.get("downstream_rq_total", 0.0),
+            stats.get("tcp_downstream_cx_total", 0.0),
+        )
 
     def ready(self) -> bool:
         if not self.process.alive():

@@ -30,13 +30,19 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, inbound: bool) -> None:
     host, port = original_dst(writer.get_extra_info("socket"))
-    stats[f"listener.0.0.0.0_{15006 if inbound else 15001}.downstream_cx_total"] += 1
+    stats["downstream_cx_total"] += 1
+    first = await reader.read(65536)
+    # One request per connection in the tests: enough to mimic the real counter.
+    stats[
+        "downstream_rq_total" if first[:5] in (b"GET /", b"POST ") else "tcp_downstream_cx_total"
+    ] += 1
     if inbound:
         up_reader, up_writer = await asyncio.open_connection(
             "127.0.0.1", port, local_addr=("127.0.0.6", 0)
         )
     else:
         up_reader, up_writer = await asyncio.open_connection(host, port)
+    up_writer.write(first)
     await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
     writer.close()
     up_writer.close()

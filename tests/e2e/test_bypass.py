@@ -9,7 +9,6 @@ import pytest
 
 from tests.e2e import apps, netns
 from tests.e2e.conftest import Mesh
-from tests.e2e.test_call_chain import counts
 
 pytestmark = netns.ROOT_ONLY
 
@@ -81,12 +80,13 @@ def test_capture_follows_the_lists(
     capture(mesh.a, *a_flags)
     capture(mesh.b, *b_flags)
     for address, port, a_captures, b_captures in calls:
-        before_a, before_b = counts(mesh.sidecar_a), counts(mesh.sidecar_b)
+        before_a, before_b = mesh.sidecar_a.counts(), mesh.sidecar_b.counts()
         peer = call(mesh, address, port)
-        after_a, after_b = counts(mesh.sidecar_a), counts(mesh.sidecar_b)
+        after_a, after_b = mesh.sidecar_a.counts(), mesh.sidecar_b.counts()
         where = f"{case}: call to {address}:{port}"
-        assert after_a[0] - before_a[0] == int(a_captures), f"{where}: A-sidecar outbound"
-        assert after_b[1] - before_b[1] == int(b_captures), f"{where}: B-sidecar inbound"
+        # A's sidecar only ever sees A's outbound calls and B's only B's inbound ones.
+        assert (after_a - before_a).cx == int(a_captures), f"{where}: A-sidecar outbound"
+        assert (after_b - before_b).cx == int(b_captures), f"{where}: B-sidecar inbound"
         # B's app sees the passthrough address only when B's sidecar delivered the call.
         assert (peer == "127.0.0.6") == b_captures, f"{where}: peer {peer}"
         assert peer in ("127.0.0.6", A_IP), where
@@ -94,12 +94,12 @@ def test_capture_follows_the_lists(
 
 def test_app_calling_its_own_pod_ip(mesh: Mesh, capture: Callable[..., None]) -> None:
     capture(mesh.a)
-    before = counts(mesh.sidecar_a)
+    before = mesh.sidecar_a.counts()
     status, meta, blob = apps.http_call(mesh.a.name, A_IP, HTTP, "/self")
     assert status == 200 and blob == apps.BLOB
     assert meta["pod"] == mesh.a.name and meta["peer"] == A_IP
     # Over lo and not the proxy's UID: neither outbound nor inbound capture touches it.
-    assert counts(mesh.sidecar_a) == before
+    assert mesh.sidecar_a.counts() == before
 
 
 ECHO_AS_PROXY = """
@@ -113,12 +113,12 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
 def test_proxy_uid_traffic_is_not_captured_again(mesh: Mesh, capture: Callable[..., None]) -> None:
     capture(mesh.a)
     capture(mesh.b)
-    before_a, before_b = counts(mesh.sidecar_a), counts(mesh.sidecar_b)
+    before_a, before_b = mesh.sidecar_a.counts(), mesh.sidecar_b.counts()
     done = mesh.a.run_as_proxy(sys.executable, "-c", ECHO_AS_PROXY, B_IP, str(ECHO))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "from-1337"
-    after_a, after_b = counts(mesh.sidecar_a), counts(mesh.sidecar_b)
+    after_a, after_b = mesh.sidecar_a.counts(), mesh.sidecar_b.counts()
     # A connection owned by UID 1337 in pod A skips A's capture (else the sidecar's own
     # upstream calls would loop back into it); B still captures it on the way in.
     assert after_a == before_a
-    assert after_b[1] - before_b[1] == 1
+    assert (after_b - before_b).cx == 1
