@@ -23,9 +23,7 @@ REFRESH = os.environ.get("REFRESH_GOLDEN") == "1"
 def render(path: Path, injector: Injector) -> str:
     documents, notices = inject_documents(path.read_text(), injector)
     # Notices go first as YAML comments, so the golden shows what stderr would say.
-    header = "".join(
-        f"# {'error' if n.error else 'warning'}: {n.text}\n" for n in notices
-    )
+    header = "".join(f"# {'error' if n.error else 'warning'}: {n.text}\n" for n in notices)
     return header + dump_documents(documents)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,18 @@ NAMESPACE = "pilotfish-system"
 SERVER_NAME = f"{SERVICE}.{NAMESPACE}.svc"
 
 
+class ServiceConnection(http.client.HTTPSConnection):
+    """Dials 127.0.0.1 but sends SNI and checks the certificate for the Service's name."""
+
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        super().__init__(SERVER_NAME, port, timeout=10, context=context)
+        self.tls_context = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        self.sock = self.tls_context.wrap_socket(raw, server_hostname=SERVER_NAME)
+
+
 @dataclass
 class RunningWebhook:
     server: WebhookServer
@@ -39,17 +52,7 @@ class RunningWebhook:
         return context
 
     def connection(self, ca_file: Path | None = None) -> http.client.HTTPSConnection:
-        connection = http.client.HTTPSConnection(
-            "127.0.0.1", self.port, timeout=10, context=self.client_context(ca_file)
-        )
-        # Dial 127.0.0.1 but verify the Service name (SNI and hostname check).
-        connection.host = SERVER_NAME
-        connection._create_connection = (  # type: ignore[attr-defined]
-            lambda address, *args, **kwargs: __import__("socket").create_connection(
-                ("127.0.0.1", self.port), *args, **kwargs
-            )
-        )
-        return connection
+        return ServiceConnection(self.port, self.client_context(ca_file))
 
     def post(
         self,
