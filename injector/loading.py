@@ -10,7 +10,7 @@ from injector.config import load_mesh_config
 from injector.mutate import Injector, mutate
 from injector.template import load_template
 
-# Where the Deployment mounts the `pilotfish-sidecar-injector` ConfigMap.
+# Where the Deployment mounts the `pilotfish-sidecar-template` ConfigMap.
 MOUNT_DIR = Path("/etc/pilotfish/inject")
 # In a source checkout the real files live in manifests/, next to the package.
 REPO_DIR = Path(__file__).resolve().parent.parent / "manifests" / "sidecar"
