@@ -39,6 +39,8 @@ def _framing(headers: Headers) -> tuple[Headers, int | None, bool, bool]:
     llhttp has already rejected conflicting framing (Content-Length with
     Transfer-Encoding, differing duplicate lengths, non-final chunked); here the
     declared values are lifted into fields so codecs can re-frame on the way out.
+    Only a single plain `chunked` coding is accepted: llhttp lets `gzip, chunked`
+    and a non-chunked coding by, and re-framing those would drop the coding.
     """
     rest: Headers = []
     content_length: int | None = None
@@ -53,10 +55,25 @@ def _framing(headers: Headers) -> tuple[Headers, int | None, bool, bool]:
                 return rest, None, False, True
             content_length = length
         elif name == b"transfer-encoding":
-            chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            if chunked or value.strip().lower() != b"chunked":
+                return rest, None, False, True
+            chunked = True
         else:
             rest.append((name, value))
     return rest, content_length, chunked, False
+
+
+# llhttp also parses HTTP/0.9 and HTTP/2.0 start lines; neither can be relayed as HTTP/1.
+_VERSIONS = ("1.1", "1.0")
+
+
+def _keep_alive(version: str, headers: Headers) -> bool:
+    """llhttp's keep-alive rule for a message that does not need EOF to end."""
+    tokens: list[bytes] = []
+    for name, value in headers:
+        if name == b"connection":
+            tokens += [token.strip(b" \t").lower() for token in value.split(b",")]
+    return b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
 
 
 def _check_header(name: bytes, value: bytes) -> str | None:
@@ -156,8 +173,10 @@ class LlhttpServerCodec:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the header section, llhttp reports the chunked trailer section here.
+        # llhttp keeps trailing whitespace, which is not part of the value (RFC 9110
+        # section 5.5); `rstrip` returns the same object when there is none.
         headers = self._trailers if self._head_done else self._headers
-        headers.append((name.lower(), value))
+        headers.append((name.lower(), value.rstrip(b" \t")))
         if len(headers) > self._limits.max_header_count:
             raise _Oversized(431, "too many request headers")
 
@@ -165,17 +184,27 @@ class LlhttpServerCodec:
         parser = self._parser
         self._head_done = True
         size = len(self._target)
+        hosts = 0
         for name, value in self._headers:
             size += len(name) + len(value) + 4
             problem = _check_header(name, value)
             if problem:
                 raise _Oversized(400, problem)
+            if name == b"host":
+                hosts += 1
         if size > self._limits.max_header_bytes:
             raise _Oversized(431, "request header section too large")
         headers, content_length, chunked, bad = _framing(self._headers)
         if bad:
-            raise _Oversized(400, "invalid or conflicting content-length")
-        version = parser.get_http_version().encode()
+            raise _Oversized(400, "invalid or conflicting content-length / transfer-encoding")
+        http_version = parser.get_http_version()
+        if http_version not in _VERSIONS:
+            raise _Oversized(400, "unsupported HTTP version")
+        # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without
+        # a Host, and to any request with more than one (two hosts: two routing answers).
+        if hosts > 1 or (hosts == 0 and http_version == "1.1"):
+            raise _Oversized(400, "missing or repeated host")
+        version = http_version.encode()
         keep_alive = parser.should_keep_alive()
         self._keep_alive = keep_alive
         self._request_chunked = chunked
@@ -221,8 +250,11 @@ class LlhttpServerCodec:
         bodiless = request.method == b"HEAD" or status in (204, 304)
         close = not (head.keep_alive and self._keep_alive)
         chunked = False
-        if status == 101:
+        if status == 101 or (request.method == b"CONNECT" and status < 300):
+            # The connection leaves HTTP: no framing (RFC 9110 section 9.3.6 forbids
+            # Content-Length and Transfer-Encoding on a 2xx to CONNECT).
             self._upgraded = True
+            content_length = None
         elif content_length is None and not bodiless:
             if request.http_version == b"1.1":
                 chunked = True
@@ -248,17 +280,23 @@ class LlhttpClientCodec:
     """Client side: frames a request upstream, parses the response (1xx and 101 included)."""
 
     __slots__ = (
+        "_carry",
         "_close_delimited",
         "_complete",
+        "_connect_request",
         "_events",
         "_failed",
+        "_final_head",
         "_head_request",
         "_headers",
         "_in_body",
         "_keep_alive",
         "_parser",
         "_request_chunked",
+        "_request_headers",
+        "_split_heads",
         "_trailers",
+        "_upgrade_proposed",
         "_upgraded",
     )
 
@@ -268,6 +306,13 @@ class LlhttpClientCodec:
         self._headers: Headers = []
         self._trailers: Headers = []
         self._head_request = False
+        self._connect_request = False
+        self._upgrade_proposed = False
+        self._request_headers: Headers = []
+        # HEAD and CONNECT exchanges feed the parser one head at a time (`_feed_heads`).
+        self._split_heads = False
+        self._final_head = False
+        self._carry = b""
         self._request_chunked = False
         self._complete = True
         self._in_body = False
@@ -283,10 +328,17 @@ class LlhttpClientCodec:
             # A request on an unfinished exchange would desynchronise the connection.
             raise RuntimeError("request sent before the previous response was read")
         self._complete = False
-        self._head_request = head.method == b"HEAD"
+        method = head.method
+        self._head_request = method == b"HEAD"
+        self._connect_request = method == b"CONNECT"
+        self._split_heads = self._head_request or self._connect_request
+        self._final_head = False
+        self._carry = b""
+        self._upgrade_proposed = head.upgrade is not None
+        self._request_headers = head.headers
         self._request_chunked = head.chunked
         return h1_framing.request_head(
-            head.method, head.target, head.headers, head.content_length, head.chunked
+            method, head.target, head.headers, head.content_length, head.chunked
         )
 
     def send_data(self, data: bytes) -> bytes:
@@ -307,16 +359,55 @@ class LlhttpClientCodec:
         if self._upgraded:
             return [Data(H1_STREAM, data)] if data else []
         try:
-            self._parser.feed_data(data)
+            if self._split_heads:
+                self._feed_heads(data)
+            else:
+                self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._upgraded = True
             self._events.append(Upgraded(H1_STREAM, data[upgrade.args[0] :]))
         except httptools.HttpParserError as error:
             self._failed = True
-            self._events.append(ProtocolError(H1_STREAM, 502, f"upstream: {error}"))
+            cause = (
+                error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
+            )
+            self._events.append(ProtocolError(H1_STREAM, 502, f"upstream: {cause or error}"))
         events = self._events
         self._events = []
         return events
+
+    def _feed_heads(self, data: bytes) -> None:
+        """Feed up to each head's end, so the parser never reads past the final head.
+
+        llhttp cannot be told that a response to HEAD has no body whatever its
+        Content-Length says, nor that a 2xx to CONNECT ends HTTP on the connection,
+        and httptools reports no offsets. llhttp needs CRLF CRLF to end a head, so
+        cutting the input after every CRLF CRLF lets the adapter take back the bytes
+        after the final head. Only HEAD and CONNECT exchanges come here.
+        """
+        while data:
+            joined = self._carry + data
+            end = joined.find(b"\r\n\r\n")
+            if end < 0:
+                self._parser.feed_data(data)
+                self._carry = joined[-3:]
+                return
+            cut = end + 4 - len(self._carry)
+            segment, data = data[:cut], data[cut:]
+            self._carry = b""
+            try:
+                self._parser.feed_data(segment)
+            except httptools.HttpParserUpgrade as upgrade:
+                self._upgraded = True
+                self._events.append(Upgraded(H1_STREAM, segment[upgrade.args[0] :] + data))
+                return
+            if self._final_head:
+                self._split_heads = False
+                if self._connect_request and self._upgraded:
+                    self._events.append(Upgraded(H1_STREAM, data))
+                elif data:
+                    self._parser.feed_data(data)
+                return
 
     def connection_closed(self) -> list[Event]:
         if self._complete or self._failed or self._upgraded:
@@ -328,26 +419,48 @@ class LlhttpClientCodec:
         return [ProtocolError(H1_STREAM, 502, "upstream connection closed before response end")]
 
     def on_message_begin(self) -> None:
+        if self._complete:
+            # No request is outstanding: an unsolicited response (or trailing bytes
+            # after a HEAD response) would be matched to the next request.
+            raise ValueError("response with no request outstanding")
         self._headers = []
         self._trailers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the header section, llhttp reports the chunked trailer section here.
-        (self._trailers if self._in_body else self._headers).append((name.lower(), value))
+        # Trailing whitespace is not part of the value (RFC 9110 section 5.5).
+        (self._trailers if self._in_body else self._headers).append(
+            (name.lower(), value.rstrip(b" \t"))
+        )
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
+        http_version = parser.get_http_version()
+        if http_version not in _VERSIONS:
+            raise ValueError("unsupported HTTP version")
+        if not 100 <= status <= 599:
+            raise ValueError("status code out of range")
         headers, content_length, chunked, bad = _framing(self._headers)
         if bad:
-            raise ValueError("upstream sent invalid or conflicting content-length")
+            raise ValueError("invalid or conflicting content-length / transfer-encoding")
+        if status == 101 and not (
+            self._upgrade_proposed or any(name == b"upgrade" for name, _ in self._request_headers)
+        ):
+            # Only a request carrying Upgrade can be switched; else the tunnel would
+            # carry whatever the client sends next as raw bytes.
+            raise ValueError("101 to a request that proposed no upgrade")
         keep_alive = parser.should_keep_alive()
+        if self._head_request and content_length is None and not chunked and status >= 200:
+            # llhttp does not know the request was HEAD, so it thinks this response
+            # is read to EOF and cannot be kept alive; it has no body at all.
+            keep_alive = _keep_alive(http_version, headers)
         head = ResponseHead(
             H1_STREAM,
             status,
             headers,
             b"",
-            parser.get_http_version().encode(),
+            http_version.encode(),
             keep_alive,
             content_length,
             chunked,
@@ -355,12 +468,17 @@ class LlhttpClientCodec:
         self._events.append(head)
         if status < 200:
             return
+        self._final_head = True
         self._keep_alive = keep_alive
+        if self._connect_request and status < 300:
+            self._upgraded = True  # `_feed_heads` hands over what follows
+            return
         if self._head_request or status in (204, 304):
-            # llhttp cannot be told the request was HEAD; the response has no body
-            # whatever its Content-Length says, so finish it here and start afresh.
+            # No body, whatever Content-Length says: finish here. A HEAD response's
+            # parser would wait for that body, so the next exchange gets a fresh one.
             self._finish()
-            self._parser = httptools.HttpResponseParser(self)
+            if self._head_request:
+                self._parser = httptools.HttpResponseParser(self)
             return
         self._in_body = True
         self._close_delimited = content_length is None and not chunked

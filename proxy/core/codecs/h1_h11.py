@@ -1,0 +1,644 @@
+"""HTTP/1.1 codec on h11: the compat codec, and the oracle the llhttp codec is tested against.
+
+h11 parses; a strict framing guard in front of it makes it reject what llhttp rejects.
+h11 is more lenient than llhttp on several request-smuggling shapes (bare LF line
+ends, obs-fold, duplicate equal Content-Length, whitespace and 20-digit sizes in
+chunk lines, control bytes in values), so this adapter finds message boundaries
+itself (head up to CRLFCRLF, then the body by its framing), checks them, and hands
+each message to its own `h11.Connection`. Both must agree: if h11 and the guard
+disagree on where a message ends, the message is rejected. One connection per
+exchange also lets requests be parsed ahead of their responses (pipelining), which
+a single h11 connection does not allow. Outgoing messages are framed by
+`h1_framing`, the same as the llhttp codec, so both make identical framing
+decisions. It is the only module that imports h11.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+
+import h11
+
+from proxy.core.codecs import h1_framing
+from proxy.core.codecs.base import CodecLimits
+from proxy.core.messages import (
+    H1_STREAM,
+    Data,
+    EndOfMessage,
+    Event,
+    Headers,
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+    Upgraded,
+)
+
+# The methods llhttp knows in HTTP mode; it rejects any other token, h11 would not.
+_METHODS: Final = frozenset(
+    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND "
+    b"PROPPATCH SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE "
+    b"M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE "
+    b"QUERY".split()
+)
+_VERSIONS: Final = (b"1.1", b"1.0")
+_HEAD_END: Final = b"\r\n\r\n"
+_LINE_ENDS: Final = b"\r\n"
+# Lengths are unsigned 64-bit in llhttp; anything larger is an overflow there.
+_MAX_LENGTH: Final = 2**64 - 1
+# Control bytes other than HTAB, CR and LF among them (h11 lets \x01-\x08, \x0e-\x1f,
+# \x7f by in values; llhttp needs CRLF everywhere, h11 takes a bare LF as a line end).
+_VALUE_CONTROL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_TOKEN_RE: Final = re.compile(_TOKEN)
+# RFC 9112 section 7.1.1 chunk line, without the whitespace llhttp refuses.
+_QUOTED: Final = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_LINE: Final = re.compile(
+    rb"([0-9A-Fa-f]+)(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb")?)?)*\r\n"
+)
+_HEX: Final = re.compile(rb"[0-9A-Fa-f]*")
+# Origin form (and `*`) or absolute form: llhttp refuses any other target outside CONNECT.
+_TARGET: Final = re.compile(rb"[/*]|[A-Za-z]+://")
+_STATUS_LINE: Final = re.compile(rb"HTTP/(\d\.\d) (\d{3})(?: [^\r\n]*)?")
+
+
+class _Reject(Exception):
+    """Stops parsing; carries the status to answer and the reason for logs."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(token.strip(b" \t").lower() for token in value.split(b","))
+    return tokens
+
+
+def _keep_alive(version: bytes, headers: Headers, needs_eof: bool) -> bool:
+    """llhttp's `should_keep_alive`: HTTP/1.0 keep-alive is opt-in (h11 never keeps it)."""
+    if needs_eof:
+        return False
+    tokens = _connection_tokens(headers)
+    if version == b"1.1":
+        return b"close" not in tokens
+    return b"keep-alive" in tokens
+
+
+def _check_fields(lines: list[bytes], status: int) -> tuple[int | None, bool]:
+    """Refuse field lines llhttp refuses; return (content-length, chunked) from the raw lines.
+
+    h11 folds obs-fold lines, merges equal duplicate Content-Length values and
+    accepts control bytes, so the framing must be read from the lines as received.
+    """
+    content_length: int | None = None
+    lengths = 0
+    encodings = 0
+    for line in lines:
+        if not line or line[0] in (0x20, 0x09):
+            raise _Reject(status, "obs-fold or empty field name")
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN_RE.fullmatch(name):
+            raise _Reject(status, "invalid field name (or whitespace before colon)")
+        if _VALUE_CONTROL.search(value):
+            raise _Reject(status, "control character in field value")
+        name = name.lower()
+        if name == b"content-length":
+            lengths += 1
+            value = value.strip(b" \t")
+            if not value.isdigit() or int(value) > _MAX_LENGTH:
+                raise _Reject(status, "invalid content-length")
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            encodings += 1
+            # Only plain `chunked` is framed here: anything else (gzip, chunked; a
+            # repeated header) is an ambiguity a proxy must not resolve on its own.
+            if value.strip(b" \t").lower() != b"chunked":
+                raise _Reject(status, "unsupported transfer-encoding")
+    if lengths > 1 or encodings > 1 or (lengths and encodings):
+        raise _Reject(status, "conflicting content-length / transfer-encoding")
+    return content_length, encodings == 1
+
+
+def _check_lines(data: bytes, status: int) -> None:
+    """Bare CR/LF and control bytes in a head or trailer, finished or not.
+
+    Run on unfinished lines too, so h11 rejects as soon as llhttp does; a final CR
+    may still be followed by its LF.
+    """
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    if _VALUE_CONTROL.search(data.replace(_LINE_ENDS, b"")):
+        raise _Reject(status, "bare CR or LF, or a control character")
+
+
+def _h11_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[Headers, int]:
+    """Lower-cased names and stripped values without the framing fields, and the head size."""
+    rest: Headers = []
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+        if name not in h1_framing.FRAMING_HEADERS:
+            rest.append((bytes(name), bytes(value)))
+    return rest, size
+
+
+class _Body:
+    """Finds where a body ends on the raw bytes and checks its chunk lines and trailers."""
+
+    __slots__ = ("_chunk_left", "_crlf", "_limit", "_remaining", "_state", "_status", "_trailers")
+
+    # States of a chunked body.
+    SIZE, DATA, DATA_END, TRAILERS = range(4)
+
+    def __init__(self, content_length: int | None, status: int, trailer_limit: int) -> None:
+        self._remaining = content_length  # None: chunked
+        self._state = self.SIZE
+        self._chunk_left = 0
+        self._crlf = 0
+        self._trailers = 0
+        self._limit = trailer_limit
+        self._status = status
+
+    def scan(self, data: bytes) -> tuple[int, bool]:
+        """How many bytes of `data` belong to this body, and whether it ends there."""
+        if self._remaining is not None:
+            take = min(self._remaining, len(data))
+            self._remaining -= take
+            return take, self._remaining == 0
+        position = 0
+        size = len(data)
+        status = self._status
+        while position < size:
+            state = self._state
+            if state == self.DATA:
+                take = min(self._chunk_left, size - position)
+                position += take
+                self._chunk_left -= take
+                if not self._chunk_left:
+                    self._state = self.DATA_END
+                    self._crlf = 0
+            elif state == self.DATA_END:
+                if data[position] != _LINE_ENDS[self._crlf]:
+                    raise _Reject(status, "chunk data not followed by CRLF")
+                position += 1
+                self._crlf += 1
+                if self._crlf == 2:
+                    self._state = self.SIZE
+            else:
+                end = data.find(b"\n", position)
+                if end < 0:
+                    partial = data[position:]
+                    if state == self.SIZE:
+                        digits = _HEX.match(partial)
+                        rest = partial[digits.end() :] if digits else partial
+                        if rest[:1] not in (b"", b";", b"\r") or len(partial) > 4096:
+                            raise _Reject(status, "invalid chunk size")
+                    else:
+                        _check_lines(partial, status)
+                    break
+                line = data[position : end + 1]
+                position = end + 1
+                if state == self.SIZE:
+                    match = _CHUNK_LINE.fullmatch(line)
+                    if match is None:
+                        raise _Reject(status, "invalid chunk size line")
+                    chunk_size = int(match[1], 16)
+                    if chunk_size > _MAX_LENGTH:
+                        raise _Reject(status, "chunk size overflow")
+                    self._chunk_left = chunk_size
+                    self._state = self.DATA if chunk_size else self.TRAILERS
+                elif line == _LINE_ENDS:
+                    return position, True
+                else:
+                    if not line.endswith(_LINE_ENDS):
+                        raise _Reject(status, "bare LF in trailer")
+                    _check_lines(line, status)
+                    _check_fields([line[:-2]], status)
+                    name = line.partition(b":")[0].lower()
+                    if name in h1_framing.FRAMING_HEADERS:
+                        raise _Reject(status, "framing field in trailers")
+                    self._trailers += 1
+                    if self._trailers > self._limit:
+                        raise _Reject(431, "too many trailer fields")
+        return position, False
+
+
+def _drain(connection: h11.Connection, events: list[Event]) -> bool:
+    """Translate h11's events into neutral ones; True once the message has ended."""
+    while True:
+        event = connection.next_event()
+        if type(event) is h11.Data:
+            events.append(Data(H1_STREAM, bytes(event.data)))
+        elif type(event) is h11.EndOfMessage:
+            trailers = [(bytes(name), bytes(value)) for name, value in event.headers]
+            events.append(EndOfMessage(H1_STREAM, trailers))
+            return True
+        else:
+            return False
+
+
+def _head_end(data: bytes, status: int) -> tuple[int, int]:
+    """(start of the head after skipped CR/LF, end of the head terminator) or end -1."""
+    start = len(data) - len(data.lstrip(_LINE_ENDS))
+    end = data.find(_HEAD_END, start)
+    # h11 splits lines on a bare LF too: refuse those before it sees them.
+    _check_lines(data[start:] if end < 0 else data[start:end], status)
+    return start, -1 if end < 0 else end + 4
+
+
+class H11ServerCodec:
+    """Server side: parses pipelined requests, frames responses for this client's version."""
+
+    __slots__ = (
+        "_body",
+        "_buffer",
+        "_closing",
+        "_connection",
+        "_failed",
+        "_keep_alive",
+        "_limits",
+        "_response_chunked",
+        "_response_close",
+        "_upgraded",
+    )
+
+    def __init__(self, limits: CodecLimits | None = None) -> None:
+        self._limits = limits or CodecLimits()
+        self._buffer = b""
+        self._connection: h11.Connection | None = None
+        self._body: _Body | None = None
+        self._failed = False
+        self._upgraded = False
+        self._keep_alive = True
+        # The last request was not keep-alive: only CR/LF may follow it, as in llhttp.
+        self._closing = False
+        self._response_chunked = False
+        self._response_close = False
+
+    # -- parsing -------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Event]:
+        if self._failed:
+            return []
+        if self._upgraded:
+            return [Data(H1_STREAM, data)] if data else []
+        buffer = self._buffer + data if self._buffer else data
+        events: list[Event] = []
+        try:
+            while buffer and not self._upgraded:
+                if self._body is None:
+                    used = self._read_head(buffer, events)
+                else:
+                    used = self._read_body(buffer, events)
+                if not used:
+                    break
+                buffer = buffer[used:]
+        except _Reject as reject:
+            return self._fail(events, reject.status, reject.reason)
+        except h11.ProtocolError as error:
+            return self._fail(events, 400, f"h11: {error}")
+        self._buffer = b"" if self._upgraded else buffer
+        return events
+
+    def _fail(self, events: list[Event], status: int, reason: str) -> list[Event]:
+        self._failed = True
+        self._keep_alive = False
+        self._buffer = b""
+        events.append(ProtocolError(H1_STREAM, status, reason))
+        return events
+
+    def _read_head(self, data: bytes, events: list[Event]) -> int:
+        limits = self._limits
+        start, end = _head_end(data, 400)
+        if start < len(data) and self._closing:
+            raise _Reject(400, "data after connection: close")
+        if end < 0:
+            self._check_partial_limits(data[start:])
+            return start
+        head = data[start:end]
+        lines = head[:-4].split(_LINE_ENDS)
+        request_line = lines[0]
+        first_space = request_line.find(b" ")
+        target_end = request_line.find(b" ", first_space + 1)
+        if first_space >= 0 and target_end - first_space - 1 > limits.max_target_bytes:
+            raise _Reject(414, "request target too long")
+        content_length, chunked = _check_fields(lines[1:], 400)
+        if len(lines) - 1 > limits.max_header_count:
+            raise _Reject(431, "too many request headers")
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+        connection.receive_data(head)
+        request = connection.next_event()
+        if type(request) is not h11.Request:
+            raise _Reject(400, "no request in head")
+        method = request.method
+        target = request.target
+        version = request.http_version
+        if method not in _METHODS:
+            raise _Reject(400, "unknown method")
+        if version not in _VERSIONS:
+            raise _Reject(400, "unsupported HTTP version")
+        if method != b"CONNECT" and not _TARGET.match(target):
+            raise _Reject(400, "invalid request target")
+        headers, size = _h11_headers(request.headers)
+        if len(target) + size > limits.max_header_bytes:
+            raise _Reject(431, "request header section too large")
+        keep_alive = _keep_alive(version, headers, False)
+        self._keep_alive = keep_alive
+        upgrade: bytes | None = None
+        expect_continue = False
+        upgrade_proposed = False
+        for name, value in headers:
+            if name == b"upgrade":
+                upgrade = value
+                upgrade_proposed = True
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect_continue = True
+        # llhttp switches protocols on CONNECT, or on Upgrade with a `Connection: upgrade`.
+        switching = method == b"CONNECT" or (
+            upgrade_proposed and b"upgrade" in _connection_tokens(headers)
+        )
+        if not switching:
+            upgrade = None
+        events.append(
+            RequestHead(
+                H1_STREAM,
+                method,
+                target,
+                headers,
+                version,
+                keep_alive,
+                content_length,
+                chunked,
+                expect_continue,
+                upgrade,
+            )
+        )
+        if switching:
+            # Like llhttp through httptools: no body is read; what follows the head
+            # belongs to the new protocol.
+            events.append(EndOfMessage(H1_STREAM))
+            events.append(Upgraded(H1_STREAM, data[end:]))
+            self._upgraded = True
+            return len(data)
+        if chunked or content_length:
+            self._connection = connection
+            self._body = _Body(None if chunked else content_length, 400, limits.max_header_count)
+            return end
+        if not _drain(connection, events):
+            raise _Reject(400, "h11 did not end a request without a body")
+        self._closing = not keep_alive
+        return end
+
+    def _check_partial_limits(self, partial: bytes) -> None:
+        limits = self._limits
+        if len(partial) > limits.max_header_bytes + limits.max_target_bytes:
+            raise _Reject(431, "request header section too large")
+        line_end = partial.find(b"\r")
+        request_line = partial if line_end < 0 else partial[:line_end]
+        first_space = request_line.find(b" ")
+        if first_space >= 0:
+            target_end = request_line.find(b" ", first_space + 1)
+            if target_end < 0:
+                target_end = len(request_line)
+            if target_end - first_space - 1 > limits.max_target_bytes:
+                raise _Reject(414, "request target too long")
+        if partial.count(_LINE_ENDS) - 1 > limits.max_header_count:
+            raise _Reject(431, "too many request headers")
+
+    def _read_body(self, data: bytes, events: list[Event]) -> int:
+        body = self._body
+        connection = self._connection
+        assert body is not None and connection is not None
+        used, done = body.scan(data)
+        if used:  # h11 takes empty data as the end of the stream
+            connection.receive_data(data[:used])
+        ended = _drain(connection, events)
+        if ended != done:
+            raise _Reject(400, "h11 and the framing guard disagree on the body's end")
+        if done:
+            self._body = None
+            self._connection = None
+            self._closing = not self._keep_alive
+        return used
+
+    # -- framing -------------------------------------------------------------------
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._keep_alive and not self._failed and not self._response_close
+
+    def send_response_head(self, head: ResponseHead, request: RequestHead) -> bytes:
+        status = head.status
+        if status < 200:
+            return h1_framing.response_head(status, head.reason, head.headers, None, False, False)
+        content_length = head.content_length
+        bodiless = request.method == b"HEAD" or status in (204, 304)
+        close = not (head.keep_alive and self._keep_alive)
+        chunked = False
+        if status == 101 or (request.method == b"CONNECT" and status < 300):
+            # The connection leaves HTTP: no framing (RFC 9110 section 9.3.6 forbids
+            # Content-Length and Transfer-Encoding on a 2xx to CONNECT).
+            self._upgraded = True
+            content_length = None
+        elif content_length is None and not bodiless:
+            if request.http_version == b"1.1":
+                chunked = True
+            else:
+                close = True  # an HTTP/1.0 client reads a body of unknown length to EOF
+        self._response_chunked = chunked
+        self._response_close = close
+        return h1_framing.response_head(
+            status, head.reason, head.headers, content_length, chunked, close
+        )
+
+    def send_data(self, data: bytes) -> bytes:
+        return h1_framing.chunk(data) if self._response_chunked else data
+
+    def send_end(self, trailers: Headers) -> bytes:
+        if self._response_chunked:
+            self._response_chunked = False
+            return h1_framing.last_chunk(trailers)
+        return b""
+
+
+class H11ClientCodec:
+    """Client side: frames a request upstream, parses the response (1xx and 101 included)."""
+
+    __slots__ = (
+        "_body",
+        "_buffer",
+        "_close_delimited",
+        "_complete",
+        "_connection",
+        "_failed",
+        "_keep_alive",
+        "_method",
+        "_request_chunked",
+        "_upgraded",
+    )
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._connection: h11.Connection | None = None
+        self._body: _Body | None = None
+        self._method = b""
+        self._request_chunked = False
+        self._complete = True
+        self._close_delimited = False
+        self._keep_alive = True
+        self._failed = False
+        self._upgraded = False
+
+    # -- framing -------------------------------------------------------------------
+
+    def send_request_head(self, head: RequestHead) -> bytes:
+        if not self._complete:
+            # A request on an unfinished exchange would desynchronise the connection.
+            raise RuntimeError("request sent before the previous response was read")
+        self._complete = False
+        self._method = head.method
+        self._request_chunked = head.chunked
+        # h11 reads a response only after it has seen the request it answers; only the
+        # method and the upgrade proposal matter to how it reads the response.
+        connection = h11.Connection(h11.CLIENT)
+        proposal: list[tuple[bytes, bytes]] = [(b"host", b"upstream")]
+        if head.upgrade is not None or any(name == b"upgrade" for name, _ in head.headers):
+            proposal.append((b"upgrade", b"proposed"))
+        connection.send(h11.Request(method=head.method, target=b"/", headers=proposal))
+        connection.send(h11.EndOfMessage())
+        self._connection = connection
+        return h1_framing.request_head(
+            head.method, head.target, head.headers, head.content_length, head.chunked
+        )
+
+    def send_data(self, data: bytes) -> bytes:
+        return h1_framing.chunk(data) if self._request_chunked else data
+
+    def send_end(self, trailers: Headers) -> bytes:
+        return h1_framing.last_chunk(trailers) if self._request_chunked else b""
+
+    # -- parsing -------------------------------------------------------------------
+
+    @property
+    def reusable(self) -> bool:
+        return self._complete and self._keep_alive and not self._failed and not self._upgraded
+
+    def receive(self, data: bytes) -> list[Event]:
+        if self._failed:
+            return []
+        if self._upgraded:
+            return [Data(H1_STREAM, data)] if data else []
+        buffer = self._buffer + data if self._buffer else data
+        events: list[Event] = []
+        try:
+            while buffer and not self._upgraded:
+                if self._complete:
+                    if buffer.lstrip(_LINE_ENDS):
+                        raise _Reject(502, "upstream sent data with no request outstanding")
+                    buffer = b""
+                    break
+                if self._body is None:
+                    used = self._read_head(buffer, events)
+                else:
+                    used = self._read_body(buffer, events)
+                if not used:
+                    break
+                buffer = buffer[used:]
+        except _Reject as reject:
+            return self._fail(events, reject.reason)
+        except h11.ProtocolError as error:
+            return self._fail(events, f"h11: {error}")
+        self._buffer = b"" if self._upgraded else buffer
+        return events
+
+    def _fail(self, events: list[Event], reason: str) -> list[Event]:
+        self._failed = True
+        self._buffer = b""
+        events.append(ProtocolError(H1_STREAM, 502, f"upstream: {reason}"))
+        return events
+
+    def connection_closed(self) -> list[Event]:
+        if self._complete or self._failed or self._upgraded:
+            return []
+        self._failed = True
+        connection = self._connection
+        if self._body is not None and self._close_delimited and connection is not None:
+            connection.receive_data(b"")
+            events: list[Event] = []
+            if _drain(connection, events):
+                self._complete = True
+                return events
+        return [ProtocolError(H1_STREAM, 502, "upstream connection closed before response end")]
+
+    def _read_head(self, data: bytes, events: list[Event]) -> int:
+        start, end = _head_end(data, 502)
+        if end < 0:
+            return start
+        head = data[start:end]
+        lines = head[:-4].split(_LINE_ENDS)
+        status_line = _STATUS_LINE.fullmatch(lines[0])
+        if status_line is None:
+            raise _Reject(502, "invalid status line")
+        content_length, chunked = _check_fields(lines[1:], 502)
+        connection = self._connection
+        assert connection is not None
+        connection.receive_data(head)
+        response = connection.next_event()
+        if not isinstance(response, (h11.InformationalResponse, h11.Response)):
+            raise _Reject(502, "no response in head")
+        status = response.status_code
+        version = response.http_version
+        if version not in _VERSIONS:
+            raise _Reject(502, "unsupported HTTP version")
+        if not 100 <= status <= 599:
+            raise _Reject(502, "status code out of range")
+        headers, _ = _h11_headers(response.headers)
+        bodiless = status < 200 or status in (204, 304) or self._method == b"HEAD"
+        needs_eof = not bodiless and content_length is None and not chunked
+        keep_alive = _keep_alive(version, headers, needs_eof)
+        events.append(
+            ResponseHead(
+                H1_STREAM, status, headers, b"", version, keep_alive, content_length, chunked
+            )
+        )
+        if status == 101 or (self._method == b"CONNECT" and 200 <= status < 300):
+            # h11 switched protocols (it refuses a 101 nobody asked for).
+            if connection.next_event() is not h11.PAUSED:
+                raise _Reject(502, "h11 did not switch protocols")
+            self._upgraded = True
+            events.append(Upgraded(H1_STREAM, data[end:]))
+            return len(data)
+        if status < 200:
+            return end
+        self._keep_alive = keep_alive
+        if bodiless or content_length == 0:
+            if not _drain(connection, events):
+                raise _Reject(502, "h11 did not end a response without a body")
+            self._complete = True
+            return end
+        self._close_delimited = needs_eof
+        # A close-delimited body has no end on the wire; the guard never ends it.
+        limit = 2**63 if needs_eof else content_length
+        self._body = _Body(None if chunked else limit, 502, 2**31)
+        return end
+
+    def _read_body(self, data: bytes, events: list[Event]) -> int:
+        body = self._body
+        connection = self._connection
+        assert body is not None and connection is not None
+        used, done = body.scan(data)
+        if used:  # h11 takes empty data as the end of the stream
+            connection.receive_data(data[:used])
+        ended = _drain(connection, events)
+        if ended != done:
+            raise _Reject(502, "h11 and the framing guard disagree on the body's end")
+        if done:
+            self._body = None
+            self._complete = True
+        return used

@@ -1,0 +1,1 @@
+"""Codec tests: llhttp and h11 side by side, each the oracle for the other."""
