@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Mapping
@@ -12,7 +11,7 @@ from typing import Any
 from injector import names
 from injector.config import MeshConfig
 from injector.overrides import PodSettings, read_settings
-from injector.template import SidecarTemplate
+from injector.template import SidecarTemplate, plain_copy
 
 PROBE_KINDS = (
     ("livenessProbe", "livez"),
@@ -322,7 +321,7 @@ def mutate(
     A pod that was injected before (it has the status annotation) is un-injected first and
     injected again, so `mutate(mutate(pod)) == mutate(pod)` and no pod gets two sidecars.
     """
-    result: dict[str, Any] = copy.deepcopy(dict(pod))
+    result: dict[str, Any] = plain_copy(dict(pod))
     metadata = _dict(result, "metadata")
     spec = _dict(result, "spec")
     annotations = metadata.get("annotations")

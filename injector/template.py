@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,16 @@ class SidecarTemplate:
 
     source: str
     tree: Mapping[str, Any]
+    # The tree compiled into closures once, at load: rendering a pod then does no parsing,
+    # no regex matching of static strings, and copies static subtrees with a plain copier.
+    compiled: Callable[[Mapping[str, Any]], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compiled", _compile(self.tree, self.source))
 
     def render(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        rendered = _render(self.tree, context, self.source)
-        if not isinstance(rendered, dict):  # pragma: no cover - guarded by load_template
+        rendered = self.compiled(context)
+        if not isinstance(rendered, dict):  # pragma: no cover - guarded by parse_template
             raise TemplateError(f"{self.source}: the template must render to a mapping")
         return rendered
 
@@ -89,62 +94,114 @@ def lookup(context: Mapping[str, Any], path: str, source: str) -> Any:
     return value
 
 
-def _truthy(context: Mapping[str, Any], condition: Any, source: str) -> bool:
+def plain_copy(value: Any) -> Any:
+    """A deep copy of JSON-shaped data, several times faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {key: plain_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_copy(item) for item in value]
+    return value
+
+
+Renderer = Callable[[Mapping[str, Any]], Any]
+
+
+def _is_static(node: Any) -> bool:
+    if isinstance(node, str):
+        return "${" not in node
+    if isinstance(node, list):
+        return all(_is_static(item) for item in node)
+    if isinstance(node, dict):
+        return "$if" not in node and all(
+            not str(key).startswith("$") and _is_static(value) for key, value in node.items()
+        )
+    return True
+
+
+def _compile_string(text: str, source: str) -> Renderer:
+    whole = _PLACEHOLDER.fullmatch(text.strip()) if text.strip().startswith("${") else None
+    if whole is not None:
+        path, as_string = whole.group(1), whole.group(2) == "str"
+
+        def value_of(context: Mapping[str, Any]) -> Any:
+            value = lookup(context, path, source)
+            if value is None:
+                return _ABSENT
+            # Copied so a rendered pod never shares lists or dicts with the context.
+            return str(value) if as_string else plain_copy(value)
+
+        return value_of
+
+    def interpolate(context: Mapping[str, Any]) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            value = lookup(context, match.group(1), source)
+            return "" if value is None else str(value)
+
+        return _PLACEHOLDER.sub(substitute, text)
+
+    return interpolate
+
+
+def _compile_condition(condition: Any, source: str) -> Renderer:
     if not isinstance(condition, str):
         raise TemplateError(f"{source}: `$if` takes a name, got {condition!r}")
     negate = condition.startswith("!")
-    value = lookup(context, condition.lstrip("!").strip(), source)
-    return bool(value) != negate
+    path = condition.lstrip("!").strip()
+    return lambda context: bool(lookup(context, path, source)) != negate
 
 
-def _render_string(text: str, context: Mapping[str, Any], source: str) -> Any:
-    whole = _PLACEHOLDER.fullmatch(text.strip()) if text.strip().startswith("${") else None
-    if whole is not None:
-        value = lookup(context, whole.group(1), source)
-        if value is None:
-            return _ABSENT
-        # Deep-copied so a rendered pod never shares lists or dicts with the context.
-        return str(value) if whole.group(2) == "str" else copy.deepcopy(value)
-
-    def substitute(match: re.Match[str]) -> str:
-        value = lookup(context, match.group(1), source)
-        return "" if value is None else str(value)
-
-    return _PLACEHOLDER.sub(substitute, text)
-
-
-def _render(node: Any, context: Mapping[str, Any], source: str) -> Any:
+def _compile(node: Any, source: str) -> Renderer:
+    if _is_static(node):
+        if isinstance(node, dict | list):
+            return lambda context: plain_copy(node)
+        return lambda context: node
     if isinstance(node, str):
-        return _render_string(node, context, source)
+        return _compile_string(node, source)
     if isinstance(node, list):
-        items: list[Any] = []
-        for item in node:
-            if isinstance(item, dict) and "$splice" in item:
-                if "$if" in item and not _truthy(context, item["$if"], source):
-                    continue
-                spliced = _render(item["$splice"], context, source)
-                if not isinstance(spliced, list):
-                    raise TemplateError(f"{source}: `$splice` needs a list, got {spliced!r}")
-                items.extend(spliced)
-                continue
-            rendered = _render(item, context, source)
+        return _compile_list(node, source)
+    assert isinstance(node, dict)
+    if "$if" in node:
+        condition = _compile_condition(node["$if"], source)
+        if "$value" in node:
+            inner = _compile(node["$value"], source)
+        else:
+            inner = _compile({k: v for k, v in node.items() if k != "$if"}, source)
+        return lambda context: inner(context) if condition(context) else _ABSENT
+    fields = [(str(key), _compile(value, source)) for key, value in node.items()]
+
+    def render_mapping(context: Mapping[str, Any]) -> Any:
+        result: dict[str, Any] = {}
+        for key, render_value in fields:
+            rendered = render_value(context)
             if rendered is not _ABSENT:
+                result[key] = rendered
+        # A mapping whose keys all rendered away is itself absent (no `lifecycle: {}`).
+        return result if result or not fields else _ABSENT
+
+    return render_mapping
+
+
+def _compile_list(node: list[Any], source: str) -> Renderer:
+    parts: list[tuple[bool, Renderer | None, Renderer]] = []  # (splice, condition, render)
+    for item in node:
+        if isinstance(item, dict) and "$splice" in item:
+            condition = _compile_condition(item["$if"], source) if "$if" in item else None
+            parts.append((True, condition, _compile(item["$splice"], source)))
+        else:
+            parts.append((False, None, _compile(item, source)))
+
+    def render_list(context: Mapping[str, Any]) -> list[Any]:
+        items: list[Any] = []
+        for splice, condition, render_item in parts:
+            if condition is not None and not condition(context):
+                continue
+            rendered = render_item(context)
+            if splice:
+                if not isinstance(rendered, list):
+                    raise TemplateError(f"{source}: `$splice` needs a list, got {rendered!r}")
+                items.extend(rendered)
+            elif rendered is not _ABSENT:
                 items.append(rendered)
         return items
-    if isinstance(node, dict):
-        if "$if" in node:
-            if not _truthy(context, node["$if"], source):
-                return _ABSENT
-            if "$value" in node:
-                return _render(node["$value"], context, source)
-            node = {key: value for key, value in node.items() if key != "$if"}
-        result: dict[str, Any] = {}
-        for key, value in node.items():
-            rendered = _render(value, context, source)
-            if rendered is not _ABSENT:
-                result[str(key)] = rendered
-        # A mapping whose keys all rendered away is itself absent (no `lifecycle: {}`).
-        if node and not result:
-            return _ABSENT
-        return result
-    return node
+
+    return render_list
