@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e import apps, netns
 from tests.e2e.pods import Pod, link, make_pod
-from tests.e2e.sidecar import Sidecar, start_sidecar
+from tests.e2e.sidecar import Sidecar, start_sidecars
 
 # Pod A is the client side, pod B the server side; B's second address lets a test
 # include one of B's addresses in A's capture and leave the other out.
@@ -21,14 +21,23 @@ B_ADDRESSES = ["198.18.0.2/24", "198.18.0.3/24"]
 
 
 @dataclass
-class Mesh:
+class Pods:
+    """The two pods and their apps; they live for the whole session."""
+
     a: Pod
     b: Pod
-    sidecar_a: Sidecar
-    sidecar_b: Sidecar
     http_a: apps.HttpApp
     http_b: apps.HttpApp
     echo_b: apps.EchoApp
+
+
+@dataclass
+class Mesh(Pods):
+    """The pods with fresh sidecars: new per test, so no pooled upstream connection made
+    under one test's rules carries over into the next test."""
+
+    sidecar_a: Sidecar
+    sidecar_b: Sidecar
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -37,7 +46,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 @pytest.fixture(scope="session")
-def mesh() -> Iterator[Mesh]:
+def pods() -> Iterator[Pods]:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, iptables)")
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -54,7 +63,7 @@ def mesh() -> Iterator[Mesh]:
         servers += [http_a, http_b, echo_b]
         assert isinstance(http_a, apps.HttpApp) and isinstance(http_b, apps.HttpApp)
         assert isinstance(echo_b, apps.EchoApp)
-        yield Mesh(a, b, start_sidecar(a), start_sidecar(b), http_a, http_b, echo_b)
+        yield Pods(a, b, http_a, http_b, echo_b)
     finally:
         for server in servers:
             server.shutdown()  # type: ignore[attr-defined]
@@ -62,6 +71,17 @@ def mesh() -> Iterator[Mesh]:
         for pod in pods:
             pod.destroy()
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def mesh(pods: Pods) -> Iterator[Mesh]:
+    sidecar_a, sidecar_b = start_sidecars(pods.a, pods.b)
+    try:
+        yield Mesh(pods.a, pods.b, pods.http_a, pods.http_b, pods.echo_b, sidecar_a, sidecar_b)
+    finally:
+        for sidecar in (sidecar_a, sidecar_b):
+            sidecar.process.stop()
+            sidecar.pod.processes.remove(sidecar.process)
 
 
 @pytest.fixture

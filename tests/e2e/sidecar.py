@@ -11,7 +11,9 @@ from tests.e2e import netns
 from tests.e2e.pods import Pod, Process
 
 ADMIN_PORT = 15000
-SIDECAR_COMMAND = (sys.executable, "-m", "tests.e2e.standin")
+# The real sidecar (`pilotfish run --sidecar`), one worker: with more than one, worker 0
+# dies at start under uvloop (add_signal_handler(SIGCHLD) in proxy/runtime/serve.py).
+SIDECAR_COMMAND = (sys.executable, "-m", "proxy", "run", "--sidecar", "--concurrency", "1")
 
 
 def _admin_get(pod_name: str, path: str) -> tuple[int, str]:
@@ -54,6 +56,8 @@ class Counts:
 
 @dataclass
 class Sidecar:
+    """A running sidecar process in a pod, read through its admin port."""
+
     pod: Pod
     process: Process
 
@@ -79,7 +83,9 @@ class Sidecar:
             return False
 
 
-def start_sidecar(pod: Pod) -> Sidecar:
-    sidecar = Sidecar(pod, pod.start(*SIDECAR_COMMAND, as_proxy=True))
-    netns.wait_until(sidecar.ready, 15, f"sidecar ready in {pod.name}")
-    return sidecar
+def start_sidecars(*pods: Pod) -> list[Sidecar]:
+    """Start one sidecar per pod (all at once, then wait for each to be ready)."""
+    sidecars = [Sidecar(pod, pod.start(*SIDECAR_COMMAND, as_proxy=True)) for pod in pods]
+    for sidecar in sidecars:
+        netns.wait_until(sidecar.ready, 15, f"sidecar ready in {sidecar.pod.name}")
+    return sidecars

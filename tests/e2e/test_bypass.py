@@ -84,9 +84,12 @@ def test_capture_follows_the_lists(
         peer = call(mesh, address, port)
         after_a, after_b = mesh.sidecar_a.counts(), mesh.sidecar_b.counts()
         where = f"{case}: call to {address}:{port}"
-        # A's sidecar only ever sees A's outbound calls and B's only B's inbound ones.
-        assert (after_a - before_a).cx == int(a_captures), f"{where}: A-sidecar outbound"
-        assert (after_b - before_b).cx == int(b_captures), f"{where}: B-sidecar inbound"
+        # A's sidecar only ever sees A's outbound calls and B's only B's inbound ones; a
+        # call is an HTTP request on 8080 and an opaque TCP connection on 9000.
+        delta_a, delta_b = after_a - before_a, after_b - before_b
+        seen_a, seen_b = (delta_a.rq, delta_b.rq) if port == HTTP else (delta_a.tcp, delta_b.tcp)
+        assert seen_a == int(a_captures), f"{where}: A-sidecar outbound {delta_a}"
+        assert seen_b == int(b_captures), f"{where}: B-sidecar inbound {delta_b}"
         # B's app sees the passthrough address only when B's sidecar delivered the call.
         assert (peer == "127.0.0.6") == b_captures, f"{where}: peer {peer}"
         assert peer in ("127.0.0.6", A_IP), where
@@ -121,4 +124,4 @@ def test_proxy_uid_traffic_is_not_captured_again(mesh: Mesh, capture: Callable[.
     # A connection owned by UID 1337 in pod A skips A's capture (else the sidecar's own
     # upstream calls would loop back into it); B still captures it on the way in.
     assert after_a == before_a
-    assert (after_b - before_b).cx == 1
+    assert (after_b - before_b).tcp == 1
