@@ -18,7 +18,9 @@ _DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
-INTERCEPTION_MODES = ("REDIRECT", "TPROXY")
+# `pilotfish iptables -m` implements REDIRECT only (contracts.md, Capture); accepting TPROXY
+# here would make pods that fail in their init container instead of a clear denial.
+INTERCEPTION_MODES = ("REDIRECT",)
 
 
 def _items(text: str) -> list[str]:

@@ -179,6 +179,7 @@ def test_not_a_pod_or_not_create_is_allowed_without_patch(webhook: RunningWebhoo
         (names.LOG_LEVEL, "chatty"),
         (names.NATIVE_SIDECAR, "maybe"),
         (names.INTERCEPTION_MODE, "NAT"),
+        (names.INTERCEPTION_MODE, "TPROXY"),
         (names.PROXY_CONFIG, "concurrency: many"),
         (names.STATS_HISTOGRAM_BUCKETS, "5,1"),
     ],
