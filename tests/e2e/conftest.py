@@ -86,15 +86,17 @@ def mesh(pods: Pods) -> Iterator[Mesh]:
 
 @pytest.fixture
 def capture() -> Iterator[Callable[..., None]]:
-    """capture(pod, *flags): apply rules for this test; they are cleaned up after it."""
-    applied: list[Pod] = []
+    """capture(pod, *flags): apply rules for this test; after it, `--cleanup` must put the
+    pod's nat table back exactly as it was before the first apply (traffic and all)."""
+    before: dict[str, tuple[Pod, str]] = {}
 
     def apply(pod: Pod, *flags: str) -> None:
-        applied.append(pod)
+        before.setdefault(pod.name, (pod, pod.nat()))
         done = pod.capture(*flags)
         assert done.returncode == 0, done.stderr
 
     yield apply
-    for pod in applied:
+    for pod, saved in before.values():
         done = pod.capture("--cleanup")
         assert done.returncode == 0, done.stderr
+        assert pod.nat() == saved, f"--cleanup did not restore the nat table of {pod.name}"
