@@ -11,7 +11,7 @@ from proxy.capture.batch import apply_batch, cleanup_batch, fresh_batch, parse_n
 from proxy.capture.cli import EXIT_FAILED, run
 from proxy.capture.executor import ExecutorError
 from proxy.capture.flags import CaptureFlags
-from proxy.capture.rules import build_rules
+from proxy.capture.rules import Family, build_rules
 from tests.capture.fakes import EMPTY_NAT, FakeHost, RecordingExecutor
 
 # What iptables-save shows after our default rules were applied to an empty table
@@ -92,7 +92,7 @@ def test_fresh_batch_declares_all_chains_once() -> None:
 
 def test_failure_in_the_second_family_puts_the_first_back() -> None:
     executor = RecordingExecutor(tables={"ipv4": APPLIED, "ipv6": EMPTY_NAT}, fail_on="ipv6")
-    plan = {"ipv4": RULES, "ipv6": build_rules(CaptureFlags(), "ipv6")}
+    plan: dict[Family, list[str]] = {"ipv4": RULES, "ipv6": build_rules(CaptureFlags(), "ipv6")}
     with pytest.raises(ExecutorError):
         apply_rules(executor, plan)
     (first, *rest) = executor.restores

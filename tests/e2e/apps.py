@@ -124,9 +124,12 @@ def echo(pod_name: str, host: str, port: int, data: bytes) -> bytes:
     """Send `data`, half-close, and read the echo until the server closes."""
     with connect_from(pod_name, host, port) as connection:
         received = bytearray()
-        sender = threading.Thread(
-            target=lambda: (connection.sendall(data), connection.shutdown(socket.SHUT_WR))
-        )
+
+        def send() -> None:
+            connection.sendall(data)
+            connection.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
         sender.start()
         for _ in range(1_000_000):
             chunk = connection.recv(65536)
