@@ -43,6 +43,7 @@ _METHODS: Final = frozenset(
     b"QUERY".split()
 )
 _VERSIONS: Final = (b"1.1", b"1.0")
+_HTTP_NAME: Final = b"HTTP/"
 _HEAD_END: Final = b"\r\n\r\n"
 _LINE_ENDS: Final = b"\r\n"
 # Lengths are unsigned 64-bit in llhttp; anything larger is an overflow there.
@@ -54,12 +55,27 @@ _TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _TOKEN_RE: Final = re.compile(_TOKEN)
 # RFC 9112 section 7.1.1 chunk line, without the whitespace llhttp refuses.
 _QUOTED: Final = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+# llhttp takes empty extensions (`;=v`, `;;a`) but not a `;` that ends the line.
+_EXT_VALUE: Final = rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb")?)"
 _CHUNK_LINE: Final = re.compile(
-    rb"([0-9A-Fa-f]+)(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb")?)?)*\r\n"
+    rb"([0-9A-Fa-f]+)(?:;(?:" + _TOKEN + _EXT_VALUE + rb"?|" + _EXT_VALUE + rb")?)*(?<!;)\r\n"
 )
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]*")
-# Origin form (and `*`) or absolute form: llhttp refuses any other target outside CONNECT.
-_TARGET: Final = re.compile(rb"[/*]|[A-Za-z]+://")
+# llhttp's request line: it tolerates runs of spaces (h11 does not: a known divergence).
+_REQUEST_LINE: Final = re.compile(rb"([^ ]+) +([^ ]+) +HTTP/(\d\.\d)")
+# Request targets as llhttp takes them: origin form or `*` (then any visible ASCII),
+# absolute form (a letters-only scheme, an authority without `#`), and for CONNECT
+# authority characters until a `/` or `?` (then anything visible).
+_AUTHORITY: Final = rb"!$%&'()*+,.0-9:;=@A-Z\[\]_a-z~-"
+_TARGET: Final = re.compile(
+    rb"[/*][\x21-\x7e]*|[A-Za-z]+://([" + _AUTHORITY + rb"]*)(?:[/?][\x21-\x7e]*)?"
+)
+_CONNECT_TARGET: Final = re.compile(rb"([" + _AUTHORITY + rb"]*)(?:[/?][\x21-\x7e]*)?")
+# The llhttp codec bounds neither chunk extensions nor an upstream's head; these
+# bounds only keep this adapter's buffer from growing without end.
+_MAX_CHUNK_LINE: Final = 64 * 1024
+_MAX_RESPONSE_HEAD: Final = 1024 * 1024
+_H11_BUFFER: Final = 2 * _MAX_RESPONSE_HEAD
 _STATUS_LINE: Final = re.compile(rb"HTTP/(\d\.\d) (\d{3})(?: [^\r\n]*)?")
 
 
@@ -151,18 +167,33 @@ def _h11_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[Headers, int]:
 class _Body:
     """Finds where a body ends on the raw bytes and checks its chunk lines and trailers."""
 
-    __slots__ = ("_chunk_left", "_crlf", "_limit", "_remaining", "_state", "_status", "_trailers")
+    __slots__ = (
+        "_chunk_left",
+        "_crlf",
+        "_max_bytes",
+        "_max_count",
+        "_remaining",
+        "_state",
+        "_status",
+        "_trailer_bytes",
+        "_trailers",
+    )
 
     # States of a chunked body.
     SIZE, DATA, DATA_END, TRAILERS = range(4)
 
-    def __init__(self, content_length: int | None, status: int, trailer_limit: int) -> None:
+    def __init__(
+        self, content_length: int | None, status: int, max_count: int, max_bytes: int
+    ) -> None:
         self._remaining = content_length  # None: chunked
         self._state = self.SIZE
         self._chunk_left = 0
         self._crlf = 0
         self._trailers = 0
-        self._limit = trailer_limit
+        self._trailer_bytes = 0
+        # Trailers are bounded like a header section: unfinished lines wait in our buffer.
+        self._max_count = max_count
+        self._max_bytes = max_bytes
         self._status = status
 
     def scan(self, data: bytes) -> tuple[int, bool]:
@@ -197,10 +228,12 @@ class _Body:
                     if state == self.SIZE:
                         digits = _HEX.match(partial)
                         rest = partial[digits.end() :] if digits else partial
-                        if rest[:1] not in (b"", b";", b"\r") or len(partial) > 4096:
+                        if rest[:1] not in (b"", b";", b"\r") or len(partial) > _MAX_CHUNK_LINE:
                             raise _Reject(status, "invalid chunk size")
                     else:
                         _check_lines(partial, status)
+                        if self._trailer_bytes + len(partial) > self._max_bytes:
+                            raise _Reject(431 if status == 400 else status, "trailers too large")
                     break
                 line = data[position : end + 1]
                 position = end + 1
@@ -224,7 +257,8 @@ class _Body:
                     if name in h1_framing.FRAMING_HEADERS:
                         raise _Reject(status, "framing field in trailers")
                     self._trailers += 1
-                    if self._trailers > self._limit:
+                    self._trailer_bytes += len(line)
+                    if self._trailers > self._max_count or self._trailer_bytes > self._max_bytes:
                         raise _Reject(431, "too many trailer fields")
         return position, False
 
@@ -323,15 +357,12 @@ class H11ServerCodec:
             return start
         head = data[start:end]
         lines = head[:-4].split(_LINE_ENDS)
-        request_line = lines[0]
-        first_space = request_line.find(b" ")
-        target_end = request_line.find(b" ", first_space + 1)
-        if first_space >= 0 and target_end - first_space - 1 > limits.max_target_bytes:
-            raise _Reject(414, "request target too long")
+        self._check_request_line(lines[0])
         content_length, chunked = _check_fields(lines[1:], 400)
         if len(lines) - 1 > limits.max_header_count:
             raise _Reject(431, "too many request headers")
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+        # Sizes are bounded by the guard before h11 sees the bytes.
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=_H11_BUFFER)
         connection.receive_data(head)
         request = connection.next_event()
         if type(request) is not h11.Request:
@@ -339,12 +370,6 @@ class H11ServerCodec:
         method = request.method
         target = request.target
         version = request.http_version
-        if method not in _METHODS:
-            raise _Reject(400, "unknown method")
-        if version not in _VERSIONS:
-            raise _Reject(400, "unsupported HTTP version")
-        if method != b"CONNECT" and not _TARGET.match(target):
-            raise _Reject(400, "invalid request target")
         headers, size = _h11_headers(request.headers)
         if len(target) + size > limits.max_header_bytes:
             raise _Reject(431, "request header section too large")
@@ -388,15 +413,52 @@ class H11ServerCodec:
             return len(data)
         if chunked or content_length:
             self._connection = connection
-            self._body = _Body(None if chunked else content_length, 400, limits.max_header_count)
+            self._body = _Body(
+                None if chunked else content_length,
+                400,
+                limits.max_header_count,
+                limits.max_header_bytes,
+            )
             return end
         if not _drain(connection, events):
             raise _Reject(400, "h11 did not end a request without a body")
         self._closing = not keep_alive
         return end
 
+    def _check_request_line(self, line: bytes) -> None:
+        """The request line by llhttp's rules, in the order it finds faults."""
+        match = _REQUEST_LINE.fullmatch(line)
+        if match is None:
+            raise _Reject(400, "invalid request line")
+        method, target, version = match.groups()
+        if method not in _METHODS:
+            raise _Reject(400, "unknown method")
+        if len(target) > self._limits.max_target_bytes:
+            raise _Reject(414, "request target too long")
+        target_match = (_CONNECT_TARGET if method == b"CONNECT" else _TARGET).fullmatch(target)
+        # llhttp refuses `@@` in an authority (an empty userinfo after another).
+        if target_match is None or b"@@" in (target_match[1] or b""):
+            raise _Reject(400, "invalid request target")
+        if version not in _VERSIONS:
+            raise _Reject(400, "unsupported HTTP version")
+
     def _check_partial_limits(self, partial: bytes) -> None:
         limits = self._limits
+        line_end = partial.find(_LINE_ENDS)
+        if line_end >= 0:
+            self._check_request_line(partial[:line_end])
+            # Finished field lines: llhttp refuses a bad one before the head ends.
+            fields_end = partial.rfind(_LINE_ENDS)
+            if fields_end > line_end:
+                _check_fields(partial[line_end + 2 : fields_end].split(_LINE_ENDS), 400)
+        # llhttp refuses an unknown method at its first wrong byte.
+        space = partial.find(b" ")
+        if space >= 0:
+            known = partial[:space] in _METHODS
+        else:
+            known = any(method.startswith(partial) for method in _METHODS)
+        if not known:
+            raise _Reject(400, "unknown method")
         if len(partial) > limits.max_header_bytes + limits.max_target_bytes:
             raise _Reject(431, "request header section too large")
         line_end = partial.find(b"\r")
@@ -506,7 +568,7 @@ class H11ClientCodec:
         self._request_chunked = head.chunked
         # h11 reads a response only after it has seen the request it answers; only the
         # method and the upgrade proposal matter to how it reads the response.
-        connection = h11.Connection(h11.CLIENT)
+        connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=_H11_BUFFER)
         proposal: list[tuple[bytes, bytes]] = [(b"host", b"upstream")]
         if head.upgrade is not None or any(name == b"upgrade" for name, _ in head.headers):
             proposal.append((b"upgrade", b"proposed"))
@@ -579,6 +641,10 @@ class H11ClientCodec:
     def _read_head(self, data: bytes, events: list[Event]) -> int:
         start, end = _head_end(data, 502)
         if end < 0:
+            # llhttp refuses a start that cannot become `HTTP/` at once.
+            prefix = data[start : start + 5]
+            if not _HTTP_NAME.startswith(prefix) or len(data) - start > _MAX_RESPONSE_HEAD:
+                raise _Reject(502, "not an HTTP/1 response")
             return start
         head = data[start:end]
         lines = head[:-4].split(_LINE_ENDS)
@@ -602,6 +668,12 @@ class H11ClientCodec:
         bodiless = status < 200 or status in (204, 304) or self._method == b"HEAD"
         needs_eof = not bodiless and content_length is None and not chunked
         keep_alive = _keep_alive(version, headers, needs_eof)
+        if status == 101 and not (
+            any(name == b"upgrade" for name, _ in headers)
+            and b"upgrade" in _connection_tokens(headers)
+        ):
+            # RFC 9110 section 7.8 (and llhttp, which stops on such a 101).
+            raise _Reject(502, "101 without Upgrade and Connection: upgrade")
         events.append(
             ResponseHead(
                 H1_STREAM, status, headers, b"", version, keep_alive, content_length, chunked
@@ -625,7 +697,7 @@ class H11ClientCodec:
         self._close_delimited = needs_eof
         # A close-delimited body has no end on the wire; the guard never ends it.
         limit = 2**63 if needs_eof else content_length
-        self._body = _Body(None if chunked else limit, 502, 2**31)
+        self._body = _Body(None if chunked else limit, 502, _MAX_RESPONSE_HEAD, _MAX_RESPONSE_HEAD)
         return end
 
     def _read_body(self, data: bytes, events: list[Event]) -> int:

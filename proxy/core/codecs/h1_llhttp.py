@@ -76,6 +76,24 @@ def _keep_alive(version: str, headers: Headers) -> bool:
     return b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
 
 
+def _check_switch(proposed: bool, request_headers: Headers, headers: Headers) -> None:
+    """Refuse a 101 unless the request proposed an upgrade and the response names one.
+
+    Only a request carrying Upgrade can be switched, else the tunnel would carry what
+    the client sends next as raw bytes; and RFC 9110 section 7.8 makes a 101 send
+    Upgrade with `Connection: upgrade` (without it llhttp stops with a bare error).
+    """
+    if not (proposed or any(name == b"upgrade" for name, _ in request_headers)):
+        raise ValueError("101 to a request that proposed no upgrade")
+    if not any(name == b"upgrade" for name, _ in headers) or b"upgrade" not in [
+        token.strip(b" \t").lower()
+        for name, value in headers
+        if name == b"connection"
+        for token in value.split(b",")
+    ]:
+        raise ValueError("101 without Upgrade and Connection: upgrade")
+
+
 def _check_header(name: bytes, value: bytes) -> str | None:
     """Field shapes llhttp tolerates but RFC 9112 forbids a proxy to forward."""
     if b"\r" in value or b"\n" in value:
@@ -444,12 +462,8 @@ class LlhttpClientCodec:
         headers, content_length, chunked, bad = _framing(self._headers)
         if bad:
             raise ValueError("invalid or conflicting content-length / transfer-encoding")
-        if status == 101 and not (
-            self._upgrade_proposed or any(name == b"upgrade" for name, _ in self._request_headers)
-        ):
-            # Only a request carrying Upgrade can be switched; else the tunnel would
-            # carry whatever the client sends next as raw bytes.
-            raise ValueError("101 to a request that proposed no upgrade")
+        if status == 101:
+            _check_switch(self._upgrade_proposed, self._request_headers, headers)
         keep_alive = parser.should_keep_alive()
         if self._head_request and content_length is None and not chunked and status >= 200:
             # llhttp does not know the request was HEAD, so it thinks this response

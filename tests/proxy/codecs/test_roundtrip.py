@@ -115,7 +115,7 @@ def test_pipelined_requests_parsed_ahead_answered_in_order(client: str, server: 
 
 def test_head_response_has_no_body(client: str, server: str) -> None:
     link = Link(client, server)
-    at_server, at_client = link.exchange(request(b"HEAD"), response(content_length=1234))
+    _, at_client = link.exchange(request(b"HEAD"), response(content_length=1234))
     assert b"content-length: 1234" in link.to_client[0]
     assert at_client == [
         ResponseHead(H1_STREAM, 200, [], content_length=1234),
@@ -123,7 +123,7 @@ def test_head_response_has_no_body(client: str, server: str) -> None:
     ]
     assert link.client.reusable
     # Unknown length: no chunked framing either, the head is all there is.
-    at_server, at_client = link.exchange(request(b"HEAD"), response())
+    _, at_client = link.exchange(request(b"HEAD"), response())
     assert b"transfer-encoding" not in link.to_client[-1]
     assert [type(event) for event in at_client] == [ResponseHead, EndOfMessage]
     assert link.client.reusable
@@ -143,7 +143,9 @@ def test_bodiless_statuses(client: str, server: str, status: int) -> None:
 
 def test_expect_100_continue(client: str, server: str) -> None:
     link = Link(client, server)
-    head = request(b"PUT", headers=[(b"host", b"a"), (b"expect", b"100-continue")], content_length=4)
+    head = request(
+        b"PUT", headers=[(b"host", b"a"), (b"expect", b"100-continue")], content_length=4
+    )
     link.to_server.append(link.client.send_request_head(head))
     at_server = link.server.receive(link.to_server[-1])
     parsed = at_server[0]
@@ -250,7 +252,7 @@ def test_connection_close(client: str, server: str) -> None:
 
 def test_server_side_close_decision(client: str, server: str) -> None:
     link = Link(client, server)
-    _, at_client = link.exchange(request(), response(content_length=0, keep_alive=False))
+    link.exchange(request(), response(content_length=0, keep_alive=False))
     assert b"connection: close\r\n" in link.to_client[0]
     assert not link.server.keep_alive
     assert not link.client.reusable
