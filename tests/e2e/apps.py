@@ -120,6 +120,18 @@ def http_call(
     return response.status, meta, blob
 
 
+def http_get_text(pod_name: str, host: str, port: int, path: str) -> tuple[int, str]:
+    """A plain GET from the app in `pod_name` to something that is not our test app."""
+    connection = http.client.HTTPConnection(host, port, timeout=_TIMEOUT)
+    connection.sock = connect_from(pod_name, host, port)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
 def echo(pod_name: str, host: str, port: int, data: bytes) -> bytes:
     """Send `data`, half-close, and read the echo until the server closes."""
     with connect_from(pod_name, host, port) as connection:

@@ -125,3 +125,12 @@ def test_proxy_uid_traffic_is_not_captured_again(mesh: Mesh, capture: Callable[.
     # upstream calls would loop back into it); B still captures it on the way in.
     assert after_a == before_a
     assert (after_b - before_b).tcp == 1
+
+
+def test_sidecar_health_port_is_reached_directly(mesh: Mesh, capture: Callable[..., None]) -> None:
+    # 15021 is in the default inbound exclusions: a kubelet-style probe from outside the
+    # pod must reach B's sidecar health listener itself, not be redirected to 15006.
+    capture(mesh.a)
+    capture(mesh.b)
+    status, body = apps.http_get_text(mesh.a.name, B_IP, 15021, "/healthz/ready")
+    assert (status, body.strip()) == (200, "LIVE")
