@@ -334,6 +334,14 @@ def mutate(
     annotations = _dict(metadata, "annotations")
     settings = read_settings(annotations, injector.mesh)
     mesh = injector.mesh
+    # Containers with our names but no (or a damaged) status annotation, e.g. added by hand:
+    # replaced, never duplicated (a duplicate name would make the API server reject the pod).
+    ours = {names.PROXY_CONTAINER, names.INIT_CONTAINER}
+    for key in ("initContainers", "containers"):
+        if isinstance(spec.get(key), list):
+            spec[key] = [
+                c for c in spec[key] if not (isinstance(c, dict) and c.get("name") in ours)
+            ]
     containers = _list(spec, "containers")
     probers = _rewrite_probes(containers, mesh.ports.agent) if settings.rewrite_probers else {}
     prometheus = (
@@ -362,7 +370,13 @@ def mutate(
         status_init, status_containers = [init["name"]], [proxy["name"]]
     volumes = rendered.get("volumes") or []
     if volumes:
-        _list(spec, "volumes").extend(volumes)
+        volume_names = {volume.get("name") for volume in volumes}
+        kept = [
+            v
+            for v in spec.get("volumes") or []
+            if not (isinstance(v, dict) and v.get("name") in volume_names)
+        ]
+        spec["volumes"] = [*kept, *volumes]
     pull_secrets = [
         name
         for name in mesh.image_pull_secrets
