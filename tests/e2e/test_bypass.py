@@ -54,6 +54,12 @@ CASES = [
         [],
         [(B_IP, ECHO, True, True), (B_IP, HTTP, False, True)],
     ),
+    (
+        "excluded interface",
+        ["-c", "eth0"],
+        ["-c", "eth0"],
+        [(B_IP, HTTP, False, False), (B_IP, ECHO, False, False)],
+    ),
 ]
 
 
