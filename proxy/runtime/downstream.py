@@ -60,7 +60,7 @@ class Exchange:
         "sent_continue",
         "start",
         "status",
-        "timer",
+        "deadline",
         "upstream",
         "trailers",
         "upgrade_requested",
@@ -99,7 +99,7 @@ class Exchange:
         self.bytes_sent = 0
         self.flags: list[str] = []
         self.details = "via_upstream"
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # route timeout; 0 when none is running
 
     # The pool and the upstream connection call these (UpstreamUser); an exchange that
     # has already finished ignores late callbacks instead of disturbing its successor.
@@ -486,9 +486,8 @@ class DownstreamConnection(asyncio.Protocol):
             return
         exchange.status = status
         exchange.response_started = True
-        if exchange.timer is not None and status == 101:
-            exchange.timer.cancel()
-            exchange.timer = None
+        if status == 101:
+            exchange.deadline = 0.0  # a tunnel has no response to time out
         head.headers = strip_hop_by_hop(head.headers, status == 101)
         head.keep_alive = not self.close_after and not self.worker.draining
         out.append(codec.send_response_head(head, exchange.request))
@@ -539,13 +538,11 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _arm_route_timeout(self, exchange: Exchange) -> None:
-        if exchange.timer is None and not exchange.upgraded:
-            exchange.timer = self.worker.loop.call_later(
-                self.worker.config.timeouts.route, self._route_timeout, exchange
-            )
+        if not exchange.deadline and not exchange.upgraded:
+            worker = self.worker
+            worker.route_deadlines.add(exchange, worker.loop.time() + worker.config.timeouts.route)
 
-    def _route_timeout(self, exchange: Exchange) -> None:
-        exchange.timer = None
+    def route_timeout(self, exchange: Exchange) -> None:
         if exchange.finished:
             return
         self.stats[S.UPSTREAM_RQ_TIMEOUT] += 1
@@ -573,9 +570,7 @@ class DownstreamConnection(asyncio.Protocol):
         if exchange.finished:
             return
         exchange.finished = True
-        if exchange.timer is not None:
-            exchange.timer.cancel()
-            exchange.timer = None
+        exchange.deadline = 0.0
         stats = self.stats
         stats[S.DOWNSTREAM_RQ_ACTIVE] -= 1
         status = exchange.status

@@ -10,6 +10,7 @@ POST /quitquitquit) exits at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -34,6 +35,8 @@ DRAIN_SWEEP_INTERVAL = 0.05
 # gets `Connection: close` on its next response instead (no race with a request in flight).
 DRAIN_IDLE_GRACE = 0.1
 BACKLOG = 4096
+# Allocations between young-generation collections (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 50_000
 
 
 class WorkerProcess:
@@ -70,6 +73,12 @@ class WorkerProcess:
         if self.children:
             loop.add_signal_handler(signal.SIGCHLD, self._child_exited)
         self.state.state = "LIVE"
+        # Everything built so far lives as long as the process: move it out of the
+        # collector's sight, and collect the young generation less often. The hot path
+        # makes few reference cycles, and with the defaults the cycle collector cost
+        # about a tenth of all CPU per request.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         if self.index == 0:
             where = ", ".join(f"{s.name} {s.host}:{s.port}" for s in specs)
             log.info("pilotfish %s: LIVE (%s; admin %s)", self.config.mode, where, self.config.admin)

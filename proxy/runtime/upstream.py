@@ -180,7 +180,6 @@ class UpstreamPool:
         if not connection.codec.reusable or self.closing or connection.transport is None:
             connection.close()
             return
-        connection.codec = self.codec_factory()
         connection.received_any = False
         queue = self.pending.get(connection.destination)
         if queue:

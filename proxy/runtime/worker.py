@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.core.codecs import client_codec, server_codec
 from proxy.core.codecs.base import ClientCodec, CodecLimits, ServerCodec
+from proxy.runtime.deadlines import DeadlineQueue
 from proxy.runtime.upstream import UpstreamPool
 
 if TYPE_CHECKING:
@@ -17,8 +18,24 @@ if TYPE_CHECKING:
     from proxy.telemetry.observer import RequestObserver
 
 
+_random_bits = random.getrandbits  # reseeded in each forked worker by the random module
+# RFC 9562 UUIDv4: version nibble 4, variant bits 10.
+_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)
+
+
 def new_request_id() -> bytes:
-    return str(uuid.uuid4()).encode()
+    """A random UUIDv4 for X-Request-Id, about 3x cheaper than `str(uuid.uuid4())`.
+
+    Request ids need uniqueness, not secrecy, so the Mersenne Twister replaces the
+    getrandom() syscall that uuid4 makes per call.
+    """
+    h = ((_random_bits(128) & _UUID4_CLEAR) | _UUID4_SET).to_bytes(16, "big").hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+
+
+def _route_timeout(exchange: object) -> None:
+    exchange.downstream.route_timeout(exchange)  # type: ignore[attr-defined]
 
 
 class Worker:
@@ -48,6 +65,7 @@ class Worker:
         self.new_request_id = new_request_id
         self.pool = UpstreamPool(loop, config, stats, self.new_client_codec)
         self.connections: set[DownstreamConnection] = set()
+        self.route_deadlines = DeadlineQueue(loop, _route_timeout)
         self.draining = False
         self.drained = loop.create_future()
 
