@@ -357,7 +357,7 @@ def mutate(
     )
     rendered = injector.template.render(context)
     init, proxy = rendered["initContainer"], rendered["proxyContainer"]
-    existing_init = [item for item in spec.get("initContainers") or []]
+    existing_init = list(spec.get("initContainers") or [])
     if settings.native_sidecar:
         # Capture first, then the proxy: the app's own init containers already run meshed.
         spec["initContainers"] = [init, proxy, *existing_init]
@@ -395,19 +395,14 @@ def mutate(
             labels.setdefault(key, value)
     for key, value in (rendered.get("annotations") or {}).items():
         annotations.setdefault(key, value)
-    status = dict(
-        zip(
-            names.STATUS_KEYS,
-            (
-                status_init,
-                status_containers,
-                [v["name"] for v in volumes],
-                pull_secrets,
-                mesh.revision,
-            ),
-            strict=True,
-        )
-    )
+    status = {
+        "initContainers": status_init,
+        "containers": status_containers,
+        "volumes": [volume["name"] for volume in volumes],
+        "imagePullSecrets": pull_secrets,
+        "revision": mesh.revision,
+    }
+    assert tuple(status) == names.STATUS_KEYS  # the contract's keys, in its order
     annotations[names.STATUS] = _json_status(status)
     return result
 
