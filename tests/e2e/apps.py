@@ -8,7 +8,9 @@ import json
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 from tests.e2e import netns
 
@@ -86,11 +88,13 @@ class EchoApp(socketserver.ThreadingTCPServer):
         self.peers: list[str] = []
 
 
-def serve_in(pod_name: str, server_factory: object) -> socketserver.BaseServer:
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+def serve_in(pod_name: str, server_factory: Callable[[], Server]) -> Server:
     """Make the server's socket inside the pod and serve it from a daemon thread."""
-    assert callable(server_factory)
     with netns.entered(pod_name):
-        server: socketserver.BaseServer = server_factory()
+        server = server_factory()
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     ).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socketserver
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -51,24 +52,22 @@ def pods() -> Iterator[Pods]:
         pytest.skip("needs root (network namespaces, iptables)")
     previous = signal.signal(signal.SIGTERM, _terminate)
     netns.delete_stale()
-    pods: list[Pod] = []
-    servers: list[object] = []
+    made: list[Pod] = []
+    servers: list[socketserver.BaseServer] = []
     try:
         a, b = make_pod(), make_pod()
-        pods += [a, b]
+        made += [a, b]
         link(a, A_ADDRESSES, b, B_ADDRESSES)
         http_a = apps.serve_in(a.name, lambda: apps.HttpApp(a.name, apps.HTTP_PORT))
         http_b = apps.serve_in(b.name, lambda: apps.HttpApp(b.name, apps.HTTP_PORT))
         echo_b = apps.serve_in(b.name, lambda: apps.EchoApp(apps.ECHO_PORT))
         servers += [http_a, http_b, echo_b]
-        assert isinstance(http_a, apps.HttpApp) and isinstance(http_b, apps.HttpApp)
-        assert isinstance(echo_b, apps.EchoApp)
         yield Pods(a, b, http_a, http_b, echo_b)
     finally:
         for server in servers:
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
-        for pod in pods:
+            server.shutdown()
+            server.server_close()
+        for pod in made:
             pod.destroy()
         signal.signal(signal.SIGTERM, previous)
 

@@ -11,7 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,9 +114,8 @@ def entered(name: str) -> Iterator[None]:
             _setns(home.fileno())
 
 
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    """Poll `predicate` (a callable returning bool) every 20 ms until true or timeout."""
-    assert callable(predicate)
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` every 20 ms until it is true; TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
