@@ -53,6 +53,8 @@ class Exchange:
         "request",
         "request_complete",
         "request_id",
+        "response",
+        "response_trailers",
         "response_complete",
         "response_started",
         "retried",
@@ -70,6 +72,7 @@ class Exchange:
         "upstream_start",
         "upgraded",
         "details",
+        "telemetry",
     )
 
     def __init__(self, downstream: DownstreamConnection, request: RequestHead, start: float) -> None:
@@ -99,6 +102,12 @@ class Exchange:
         self.bytes_sent = 0
         self.flags: list[str] = []
         self.details = "via_upstream"
+        # The response as the upstream sent it (headers after hop-by-hop removal), and
+        # its trailers: telemetry reads grpc-status and friends from them.
+        self.response: ResponseHead | None = None
+        self.response_trailers: list[tuple[bytes, bytes]] = []
+        # Per-request state a RequestObserver keeps (a span, say); None when unused.
+        self.telemetry: object = None
         self.deadline = 0.0  # route timeout; 0 when none is running
 
     # The pool and the upstream connection call these (UpstreamUser); an exchange that
@@ -390,7 +399,12 @@ class DownstreamConnection(asyncio.Protocol):
             True,
             request.content_length,
             request.chunked,
+            False,
+            request.upgrade,
         )
+        observer = worker.observer
+        if observer is not None:
+            observer.request_start(self, exchange)  # may add headers (trace context)
         worker.pool.acquire(destination, exchange, self.source)
 
     def _request_data(self, exchange: Exchange, data: bytes) -> None:
@@ -455,6 +469,7 @@ class DownstreamConnection(asyncio.Protocol):
                 self._on_response_head(exchange, event, out)
             elif kind is EndOfMessage:
                 assert isinstance(event, EndOfMessage)
+                exchange.response_trailers = event.trailers
                 out.append(codec.send_end(event.trailers))
                 exchange.response_complete = True
                 self._write(b"".join(out))
@@ -490,6 +505,7 @@ class DownstreamConnection(asyncio.Protocol):
             exchange.deadline = 0.0  # a tunnel has no response to time out
         head.headers = strip_hop_by_hop(head.headers, status == 101)
         head.keep_alive = not self.close_after and not self.worker.draining
+        exchange.response = head
         out.append(codec.send_response_head(head, exchange.request))
 
     def on_upstream_lost(self, exchange: Exchange, upstream: UpstreamConnection) -> None:

@@ -109,6 +109,10 @@ class TcpRelay:
         return True  # keep our write side open for the upstream's answer
 
     def downstream_lost(self) -> None:
+        if not self.closed:
+            observer = self.worker.observer
+            if observer is not None:
+                observer.tcp_done(self, self.worker.loop.time())
         self.closed = True
         if self.upstream is not None:
             self.upstream.close()
@@ -142,6 +146,10 @@ class TcpRelay:
         self._close_downstream()
 
     def _close_downstream(self) -> None:
+        if not self.closed:
+            observer = self.worker.observer
+            if observer is not None:
+                observer.tcp_done(self, self.worker.loop.time())
         self.closed = True
         transport = self.downstream.transport
         if transport is not None:

@@ -1,7 +1,9 @@
 """The seam between the data plane and telemetry: called once per finished request or TCP connection.
 
-The runtime calls these at the end of each exchange, with the downstream connection
-and the exchange record; metrics, traces and access logs are implementations.
+The runtime calls `request_start` once the upstream request is built (trace context
+goes in here) and `request_done` once per exchange when it is over, with the
+downstream connection and the exchange record; `tcp_done` when an opaque TCP relay
+closes. Metrics, traces and access logs are implementations.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ if TYPE_CHECKING:
 
 
 class RequestObserver(Protocol):
+    def request_start(self, downstream: DownstreamConnection, exchange: Exchange) -> None:
+        """Before the request goes upstream: `exchange.upstream_head.headers` may be extended."""
+        ...
+
     def request_done(self, downstream: DownstreamConnection, exchange: Exchange, now: float) -> None: ...
 
     def tcp_done(self, relay: TcpRelay, now: float) -> None: ...
