@@ -31,6 +31,10 @@ def _gone(pid: int) -> bool:
     return False
 
 
+def _has_processes(namespace: str) -> bool:
+    return bool(netns.run("ip", "netns", "pids", namespace, check=False).split())
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_an_interrupted_run_leaves_no_pods(tmp_path: Path, signum: int) -> None:
     report = tmp_path / "report.json"
@@ -57,12 +61,8 @@ def test_an_interrupted_run_leaves_no_pods(tmp_path: Path, signum: int) -> None:
     netns.wait_until(lambda: all(_gone(pid) for pid in made["pids"]), 10, "sidecars gone")
     if signum == signal.SIGKILL:
         # Nothing ran in the killed process, yet no process is left in its pods ...
-        for name in made["namespaces"]:
-            netns.wait_until(
-                lambda name=name: not netns.run("ip", "netns", "pids", name, check=False).split(),
-                10,
-                f"processes gone from {name}",
-            )
+        namespaces: list[str] = made["namespaces"]
+        netns.wait_until(lambda: not any(map(_has_processes, namespaces)), 10, "pods emptied")
         # ... and the next run's sweep removes the namespaces themselves.
         netns.delete_stale()
     assert not set(made["namespaces"]) & _namespaces()
