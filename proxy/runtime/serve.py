@@ -70,8 +70,6 @@ class WorkerProcess:
             await self._start_admin(specs)
         loop.add_signal_handler(signal.SIGTERM, self.drain)
         loop.add_signal_handler(signal.SIGINT, self.quit_now)
-        if self.children:
-            loop.add_signal_handler(signal.SIGCHLD, self._child_exited)
         self.state.state = "LIVE"
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight, and collect the young generation less often. The hot path
@@ -128,6 +126,9 @@ class WorkerProcess:
                     connection.drain()
             worker.pool.sweep(now)
             worker.check_drained()
+            if self.children:
+                # Polled, not SIGCHLD: uvloop keeps that signal for its own use.
+                self._child_exited()
 
     def drain(self) -> None:
         """Graceful: stop accepting, finish what is in flight, then exit."""
