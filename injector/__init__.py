@@ -1,0 +1,1 @@
+"""pilotfish's injector: the admission webhook that adds the sidecar, and offline inject."""

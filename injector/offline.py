@@ -14,6 +14,7 @@ from injector.config import MeshConfigError
 from injector.loading import load_injector
 from injector.mutate import Injector, mutate
 from injector.overrides import InvalidAnnotation
+from injector.review import pod_shape_problem
 from injector.template import TemplateError
 
 # kind -> path to its pod template, for the workload kinds that create pods.
@@ -45,6 +46,9 @@ def _describe(obj: dict[str, Any]) -> str:
 def _inject_pod_like(
     pod: dict[str, Any], namespace: str, workload: str, label: str, injector: Injector
 ) -> tuple[dict[str, Any] | None, Notice | None]:
+    problem = pod_shape_problem(pod)
+    if problem is not None:
+        return None, Notice(f"not injecting {label}: not a valid pod: {problem}", error=True)
     decision = policy.decide(pod, namespace, injector.mesh)
     if not decision.inject:
         return None, Notice(f"skipping {label}: {decision.detail or decision.reason}")

@@ -41,7 +41,7 @@ def _review(uid: str, response: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pod_shape_problem(pod: Mapping[str, Any]) -> str | None:
+def pod_shape_problem(pod: Mapping[str, Any]) -> str | None:
     """What the API server would never send; checked so odd input is denied, not crashed on."""
     metadata, spec = pod.get("metadata", {}), pod.get("spec")
     if not isinstance(metadata, dict):
@@ -122,7 +122,7 @@ def handle_review(body: bytes, content_type: str | None, injector: Injector) -> 
         return Outcome(
             400, "malformed AdmissionReview: request.object is not a pod", INVALID, "malformed"
         )
-    problem = _pod_shape_problem(pod)
+    problem = pod_shape_problem(pod)
     if problem is not None:
         return Outcome(200, _deny(uid, f"pilotfish: not a valid pod: {problem}"), DENIED, "pod")
     namespace = request.get("namespace") or pod.get("metadata", {}).get("namespace") or "default"

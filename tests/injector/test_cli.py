@@ -182,3 +182,14 @@ def test_serve_refuses_a_bad_template(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "proxy.imaeg" in result.stderr and str(bad) in result.stderr
+
+
+def test_inject_reports_a_pod_that_is_not_pod_shaped() -> None:
+    text = (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: odd}\n"
+        "spec:\n  template:\n    spec:\n      containers: oops\n"
+    )
+    result = pilotfish("inject", "-f", "-", stdin=text)
+    assert result.returncode == 1
+    assert "Deployment/odd: not a valid pod: spec.containers" in result.stderr
+    assert yaml.safe_load(result.stdout)["spec"]["template"]["spec"]["containers"] == "oops"
