@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -151,3 +152,15 @@ def test_workload_name_without_owner() -> None:
     assert workload_name({"metadata": {"name": "solo"}}) == "solo"
     assert workload_name({"metadata": {"generateName": "batch-"}}) == "batch"
     assert workload_name({"metadata": {}}) == "unknown"
+
+
+def test_files_are_found_by_flag_then_env_then_mount_then_repo(tmp_path: Path) -> None:
+    from injector import loading
+
+    flag, env_file = tmp_path / "flag.yaml", tmp_path / "env.yaml"
+    env = {loading.ENV_TEMPLATE: str(env_file)}
+    assert loading.find_file(str(flag), loading.ENV_TEMPLATE, "template.yaml", env) == flag
+    assert loading.find_file(None, loading.ENV_TEMPLATE, "template.yaml", env) == env_file
+    found = loading.find_file(None, loading.ENV_TEMPLATE, "template.yaml", {})
+    assert found in (loading.MOUNT_DIR / "template.yaml", loading.REPO_DIR / "template.yaml")
+    assert found.is_file()
