@@ -80,10 +80,14 @@ class AdminEndpoints:
         if path == "/logging" and method == "GET":
             return Reply(200, f"active loggers:\n  pilotfish: {self.log_level}\n".encode())
         if method != wanted and not (wanted == "GET" and method == "HEAD"):
-            return Reply(405, f"{path} needs {wanted}\n".encode(), headers=((b"allow", wanted.encode()),))
+            return Reply(
+                405, f"{path} needs {wanted}\n".encode(), headers=((b"allow", wanted.encode()),)
+            )
         return handler(query)
 
-    def health_only(self, method: str, path: str, query: dict[str, list[str]], r: RequestHead) -> Reply:
+    def health_only(
+        self, method: str, path: str, query: dict[str, list[str]], r: RequestHead
+    ) -> Reply:
         """15021: the sidecar's own readiness probe and nothing else."""
         if path == "/healthz/ready":
             return self.ready(query)
@@ -138,13 +142,18 @@ class AdminEndpoints:
         return Reply(200, body, PROMETHEUS)
 
     def listeners_info(self, _: dict[str, list[str]]) -> Reply:
-        return Reply(200, json.dumps({"listeners": self.listeners}, indent=1).encode() + b"\n", JSON)
+        return Reply(
+            200, json.dumps({"listeners": self.listeners}, indent=1).encode() + b"\n", JSON
+        )
 
     def clusters(self, _: dict[str, list[str]]) -> Reply:
         if self.config.mode == "explicit":
             text = f"upstream::{self.config.upstream}::cx_active::see /stats\n"
         else:
-            text = "PassthroughCluster::original destination (outbound)\ninbound|127.0.0.1::original port (inbound)\n"
+            text = (
+                "PassthroughCluster::original destination (outbound)\n"
+                "inbound|127.0.0.1::original port (inbound)\n"
+            )
         return Reply(200, text.encode())
 
     def config_dump(self, _: dict[str, list[str]]) -> Reply:
@@ -154,7 +163,9 @@ class AdminEndpoints:
     def logging(self, query: dict[str, list[str]]) -> Reply:
         level = query.get("level", [None])[0]
         if level not in ("trace", "debug", "info", "warning", "error", "critical", "off"):
-            return Reply(400, b"usage: POST /logging?level=<trace|debug|info|warning|error|critical|off>\n")
+            return Reply(
+                400, b"usage: POST /logging?level=<trace|debug|info|warning|error|critical|off>\n"
+            )
         self.log_level = level
         return Reply(200, f"active loggers:\n  pilotfish: {level}\n".encode())
 

@@ -7,9 +7,9 @@ bytes. Admin traffic is rare, so clarity wins over speed here.
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from proxy.core.codecs.h1_llhttp import LlhttpServerCodec
@@ -48,7 +48,11 @@ class AdminConnection(asyncio.Protocol):
                 self.queue.append(self.request)
                 self.request = None
             elif isinstance(event, ProtocolError):
-                self._send(RequestHead(1, b"GET", b"/", []), Reply(event.status, b"bad request\n"), close=True)
+                self._send(
+                    RequestHead(1, b"GET", b"/", []),
+                    Reply(event.status, b"bad request\n"),
+                    close=True,
+                )
                 return
         if self.queue and not self.busy:
             asyncio.get_running_loop().create_task(self._serve())
@@ -60,7 +64,9 @@ class AdminConnection(asyncio.Protocol):
                 request = self.queue.pop(0)
                 url = urlsplit(request.target.decode("latin-1"))
                 try:
-                    result = self.handler(request.method.decode(), url.path, parse_qs(url.query), request)
+                    result = self.handler(
+                        request.method.decode(), url.path, parse_qs(url.query), request
+                    )
                     reply = await result if isinstance(result, Awaitable) else result
                 except Exception as error:  # an admin bug must not kill the proxy
                     reply = Reply(500, f"admin handler failed: {error!r}\n".encode())
@@ -73,9 +79,13 @@ class AdminConnection(asyncio.Protocol):
             return
         headers = [(b"content-type", reply.content_type), *reply.headers]
         body = b"" if request.method == b"HEAD" else reply.body
-        head = ResponseHead(H1_STREAM, reply.status, headers, b"", b"1.1", not close, len(reply.body))
+        head = ResponseHead(
+            H1_STREAM, reply.status, headers, b"", b"1.1", not close, len(reply.body)
+        )
         self.transport.write(
-            self.codec.send_response_head(head, request) + self.codec.send_data(body) + self.codec.send_end([])
+            self.codec.send_response_head(head, request)
+            + self.codec.send_data(body)
+            + self.codec.send_end([])
         )
         if close or not self.codec.keep_alive:
             self.transport.close()
@@ -86,4 +96,6 @@ class AdminConnection(asyncio.Protocol):
 
 async def serve(host: str, port: int, handler: Handler, reuse_port: bool = False) -> asyncio.Server:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: AdminConnection(handler), host, port, reuse_port=reuse_port)
+    return await loop.create_server(
+        lambda: AdminConnection(handler), host, port, reuse_port=reuse_port
+    )

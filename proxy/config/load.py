@@ -88,7 +88,9 @@ def parse_address(value: Any) -> Address:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
-            raise ValueError(f"{host!r} is not an IP address (names other than localhost are not resolved)") from None
+            raise ValueError(
+                f"{host!r} is not an IP address (names other than localhost are not resolved)"
+            ) from None
         host = "127.0.0.1"
     return Address(host, parse_port(port))
 
@@ -221,6 +223,7 @@ def build(
 
 def _check(config: ProxyConfig, sources: Mapping[str, str]) -> None:
     """Rules between fields."""
+
     def where(name: str) -> str:
         return sources.get(name, config.source)
 
@@ -228,8 +231,14 @@ def _check(config: ProxyConfig, sources: Mapping[str, str]) -> None:
         if config.listen is None:
             raise ConfigError(where("mode"), "listen", "explicit mode needs --listen host:port")
         if config.upstream is None:
-            raise ConfigError(where("listen"), "upstream", "explicit mode needs --upstream host:port")
+            raise ConfigError(
+                where("listen"), "upstream", "explicit mode needs --upstream host:port"
+            )
     elif config.listen is not None or config.upstream is not None:
-        raise ConfigError(where("listen"), "listen", "listen/upstream are for explicit mode, not --sidecar")
+        raise ConfigError(
+            where("listen"), "listen", "listen/upstream are for explicit mode, not --sidecar"
+        )
     if config.timeouts.connect <= 0 or config.timeouts.route <= 0:
-        raise ConfigError(where("timeouts.connect"), "timeouts", "connect and route timeouts must be > 0")
+        raise ConfigError(
+            where("timeouts.connect"), "timeouts", "connect and route timeouts must be > 0"
+        )

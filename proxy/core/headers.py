@@ -72,7 +72,10 @@ def forward_request_headers(
         elif name == b"x-forwarded-proto":
             has_proto = True
     if xff_index >= 0:
-        forwarded[xff_index] = (b"x-forwarded-for", forwarded[xff_index][1] + b", " + client_address)
+        forwarded[xff_index] = (
+            b"x-forwarded-for",
+            forwarded[xff_index][1] + b", " + client_address,
+        )
     else:
         forwarded.append((b"x-forwarded-for", client_address))
     if not has_proto:

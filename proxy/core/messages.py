@@ -11,7 +11,6 @@ per field on construction, and several of these are built for every request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 # Header names are lower-cased bytes; values are bytes as received (no decoding on
 # the hot path). Order and duplicates are preserved, as RFC 9110 requires for
@@ -95,4 +94,4 @@ class ProtocolError:
     reason: str
 
 
-Event = Union[RequestHead, ResponseHead, Data, EndOfMessage, Upgraded, ProtocolError]
+Event = RequestHead | ResponseHead | Data | EndOfMessage | Upgraded | ProtocolError

@@ -19,7 +19,9 @@ class HasDeadline(Protocol):
 
 
 class DeadlineQueue:
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_expired: Callable[[HasDeadline], None]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_expired: Callable[[HasDeadline], None]
+    ) -> None:
         self.loop = loop
         self.on_expired = on_expired
         self.entries: deque[tuple[float, HasDeadline]] = deque()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from proxy.core import flags
@@ -40,13 +39,14 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINED_EVENTS = 64
 
 
-
 class Exchange:
-    """One request/response pair in flight: what the access log and metrics need, and its upstream."""
+    """One request/response pair in flight: its upstream, and what logs and metrics need."""
 
     __slots__ = (
         "bytes_received",
         "bytes_sent",
+        "deadline",
+        "details",
         "downstream",
         "finished",
         "flags",
@@ -54,28 +54,28 @@ class Exchange:
         "request_complete",
         "request_id",
         "response",
-        "response_trailers",
         "response_complete",
         "response_started",
+        "response_trailers",
         "retried",
         "reused",
         "sent_continue",
         "start",
         "status",
-        "deadline",
-        "upstream",
+        "telemetry",
         "trailers",
         "upgrade_requested",
+        "upgraded",
+        "upstream",
         "upstream_buffer",
         "upstream_buffered",
         "upstream_head",
         "upstream_start",
-        "upgraded",
-        "details",
-        "telemetry",
     )
 
-    def __init__(self, downstream: DownstreamConnection, request: RequestHead, start: float) -> None:
+    def __init__(
+        self, downstream: DownstreamConnection, request: RequestHead, start: float
+    ) -> None:
         self.downstream = downstream
         self.request = request
         self.start = start
@@ -149,10 +149,12 @@ class DownstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "client_address",
+        "close_after",
         "codec",
         "destination",
         "exchange",
         "last_activity",
+        "listener_name",
         "local_address",
         "mode",
         "paused",
@@ -167,8 +169,6 @@ class DownstreamConnection(asyncio.Protocol):
         "transport",
         "worker",
         "write_paused",
-        "close_after",
-        "listener_name",
     )
 
     def __init__(self, worker: Worker, resolve: Resolver, listener_name: str) -> None:
@@ -430,7 +430,9 @@ class DownstreamConnection(asyncio.Protocol):
 
     # -- HTTP/1: the upstream side -------------------------------------------------------
 
-    def on_upstream_ready(self, exchange: Exchange, upstream: UpstreamConnection, reused: bool) -> None:
+    def on_upstream_ready(
+        self, exchange: Exchange, upstream: UpstreamConnection, reused: bool
+    ) -> None:
         exchange.upstream = upstream
         exchange.reused = reused
         exchange.upstream_start = self.worker.loop.time()
@@ -537,7 +539,10 @@ class DownstreamConnection(asyncio.Protocol):
             return
         exchange.upstream = None
         self._upstream_broke(
-            exchange, flags.UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started", 503
+            exchange,
+            flags.UPSTREAM_CONNECTION_TERMINATION,
+            "upstream_reset_before_response_started",
+            503,
         )
 
     def _upstream_broke(self, exchange: Exchange, flag: str, details: str, status: int) -> None:
@@ -633,9 +638,13 @@ class DownstreamConnection(asyncio.Protocol):
             self._close()
             return
         self._abort_upstream(exchange)
-        self._local_reply(exchange, error.status, flags.DOWNSTREAM_PROTOCOL_ERROR, error.reason, close=True)
+        self._local_reply(
+            exchange, error.status, flags.DOWNSTREAM_PROTOCOL_ERROR, error.reason, close=True
+        )
 
-    def _local_reply(self, exchange: Exchange, status: int, flag: str, details: str, close: bool) -> None:
+    def _local_reply(
+        self, exchange: Exchange, status: int, flag: str, details: str, close: bool
+    ) -> None:
         """Answer from the proxy itself (Envoy's local reply), then carry on or close."""
         if close:
             self.close_after = True
@@ -648,7 +657,11 @@ class DownstreamConnection(asyncio.Protocol):
         head, body = local_reply(status, flag, details, exchange.request_id, keep_alive)
         assert self.codec is not None
         exchange.bytes_sent += len(body)
-        self._write(self.codec.send_response_head(head, exchange.request) + self.codec.send_data(body) + self.codec.send_end([]))
+        self._write(
+            self.codec.send_response_head(head, exchange.request)
+            + self.codec.send_data(body)
+            + self.codec.send_end([])
+        )
         if not exchange.request_complete:
             self.close_after = True
         self._abort_upstream(exchange)

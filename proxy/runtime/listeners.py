@@ -61,10 +61,20 @@ def listener_specs(config: ProxyConfig) -> list[ListenerSpec]:
     if config.mode == "explicit":
         assert config.listen is not None and config.upstream is not None
         upstream = (config.upstream.host, config.upstream.port)
-        return [ListenerSpec("explicit", config.listen.host, config.listen.port, _fixed(upstream), "explicit")]
+        return [
+            ListenerSpec(
+                "explicit", config.listen.host, config.listen.port, _fixed(upstream), "explicit"
+            )
+        ]
     return [
-        ListenerSpec("virtualOutbound", "0.0.0.0", config.outbound_port, outbound_resolver, "outbound"),
         ListenerSpec(
-            "virtualInbound", "0.0.0.0", config.inbound_port, inbound_resolver(config.inbound_source), "inbound"
+            "virtualOutbound", "0.0.0.0", config.outbound_port, outbound_resolver, "outbound"
+        ),
+        ListenerSpec(
+            "virtualInbound",
+            "0.0.0.0",
+            config.inbound_port,
+            inbound_resolver(config.inbound_source),
+            "inbound",
         ),
     ]

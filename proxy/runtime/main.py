@@ -20,10 +20,13 @@ from proxy.telemetry.stats import StatsTable
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pilotfish run",
-        description="Run the sidecar proxy. Precedence: flags > PILOTFISH_* env > --config file > defaults.",
+        description="Run the sidecar proxy. "
+        "Precedence: flags > PILOTFISH_* env > --config file > defaults.",
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--sidecar", action="store_true", help="transparent mode: 15001 out, 15006 in")
+    mode.add_argument(
+        "--sidecar", action="store_true", help="transparent mode: 15001 out, 15006 in"
+    )
     mode.add_argument("--listen", metavar="HOST:PORT", help="explicit mode: accept here ...")
     p.add_argument("--upstream", metavar="HOST:PORT", help="... and send everything here")
     p.add_argument("--config", metavar="FILE", help="YAML config file (env PILOTFISH_CONFIG)")
@@ -65,7 +68,9 @@ def install_event_loop() -> str:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
     try:
         config = load_config(argv, dict(os.environ))
     except ConfigError as error:

@@ -10,6 +10,7 @@ POST /quitquitquit) exits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -62,7 +63,9 @@ class WorkerProcess:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.stopped = asyncio.Event()
-        self.worker = worker = Worker(loop, self.config, self.table.row(self.index), None, self.index)
+        self.worker = worker = Worker(
+            loop, self.config, self.table.row(self.index), None, self.index
+        )
         specs = listener_specs(self.config)
         for spec in specs:
             self.servers.append(await self._listen(spec))
@@ -79,7 +82,9 @@ class WorkerProcess:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         if self.index == 0:
             where = ", ".join(f"{s.name} {s.host}:{s.port}" for s in specs)
-            log.info("pilotfish %s: LIVE (%s; admin %s)", self.config.mode, where, self.config.admin)
+            log.info(
+                "pilotfish %s: LIVE (%s; admin %s)", self.config.mode, where, self.config.admin
+            )
         sweeper = loop.create_task(self._sweep())
         await self.stopped.wait()
         sweeper.cancel()
@@ -105,12 +110,23 @@ class WorkerProcess:
 
     async def _start_admin(self, specs: list[ListenerSpec]) -> None:
         config = self.config
-        listeners = [{"name": s.name, "address": f"{s.host}:{s.port}", "direction": s.direction} for s in specs]
-        self.admin = AdminEndpoints(config, self.table, self.state, listeners, self.drain, self.quit_now)
-        self.admin_servers.append(await admin_server.serve(config.admin.host, config.admin.port, self.admin.handle))
+        listeners = [
+            {"name": s.name, "address": f"{s.host}:{s.port}", "direction": s.direction}
+            for s in specs
+        ]
+        self.admin = AdminEndpoints(
+            config, self.table, self.state, listeners, self.drain, self.quit_now
+        )
+        self.admin_servers.append(
+            await admin_server.serve(config.admin.host, config.admin.port, self.admin.handle)
+        )
         if config.mode == "sidecar":
-            self.admin_servers.append(await admin_server.serve("0.0.0.0", config.health_port, self.admin.health_only))
-            self.admin_servers.append(await admin_server.serve("0.0.0.0", config.prometheus_port, self.admin.handle))
+            self.admin_servers.append(
+                await admin_server.serve("0.0.0.0", config.health_port, self.admin.health_only)
+            )
+            self.admin_servers.append(
+                await admin_server.serve("0.0.0.0", config.prometheus_port, self.admin.handle)
+            )
 
     async def _sweep(self) -> None:
         worker = self.worker
@@ -143,7 +159,11 @@ class WorkerProcess:
         worker.start_drain()
         loop = asyncio.get_running_loop()
         deadline = loop.call_later(self.config.timeouts.drain, self._stop)
-        worker.drained.add_done_callback(lambda _: (deadline.cancel(), self._stop()))
+        def drained(_: object) -> None:
+            deadline.cancel()
+            self._stop()
+
+        worker.drained.add_done_callback(drained)
 
     def quit_now(self) -> None:
         for child in self.children:
@@ -166,13 +186,14 @@ class WorkerProcess:
             if self.state.state == "LIVE":
                 # A worker died on its own: fail fast so Kubernetes restarts the whole
                 # sidecar, rather than running on with a share of traffic unserved.
-                print(f"pilotfish: worker pid {child} exited unexpectedly ({status}); shutting down", file=sys.stderr)
+                print(
+                    f"pilotfish: worker pid {child} exited unexpectedly ({status}); shutting down",
+                    file=sys.stderr,
+                )
                 self.exit_code = 1
                 self.drain()
 
 
 def _signal(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from proxy.telemetry import stats as S
 
@@ -72,11 +72,10 @@ class TcpRelay:
                 ),
                 self.worker.config.timeouts.connect,
             )
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             self.stats[S.UPSTREAM_CX_CONNECT_FAIL] += 1
             self._close_downstream()
             return
-        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.stats[S.UPSTREAM_CX_TOTAL] += 1
         if self.closed:
             transport.close()

@@ -221,7 +221,9 @@ class UpstreamPool:
         self.open_count[destination] = self.open_count.get(destination, 0) + 1
         self.loop.create_task(self._connect(destination, user, source))
 
-    async def _connect(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
+    async def _connect(
+        self, destination: Destination, user: UpstreamUser, source: str | None
+    ) -> None:
         connection = UpstreamConnection(self, destination, self.codec_factory())
         connection.user = user
         local = (source, 0) if source else None
@@ -232,7 +234,7 @@ class UpstreamPool:
                 ),
                 self.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError) as error:
             self.open_count[destination] = self.open_count.get(destination, 1) - 1
             self.stats[S.UPSTREAM_CX_CONNECT_FAIL] += 1
             if isinstance(error, asyncio.TimeoutError):
@@ -242,7 +244,9 @@ class UpstreamPool:
                 reason = error.strerror or type(error).__name__
             if connection.user is user:
                 connection.user = None
-                user.upstream_failed(503, flags.UPSTREAM_CONNECT_FAILURE, f"upstream connect error: {reason}")
+                user.upstream_failed(
+                    503, flags.UPSTREAM_CONNECT_FAILURE, f"upstream connect error: {reason}"
+                )
             return
         if connection.user is None:
             # The exchange went away while we were connecting: keep the connection.

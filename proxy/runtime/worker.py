@@ -1,4 +1,4 @@
-"""Per-process runtime context: the loop, config, pool, stats row and drain state one worker shares."""
+"""Per-process runtime context: the loop, config, pool, stats and drain state of one worker."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seam between the data plane and telemetry: called once per finished request or TCP connection.
+"""The seam between the data plane and telemetry: called per request and per TCP connection.
 
 The runtime calls `request_start` once the upstream request is built (trace context
 goes in here) and `request_done` once per exchange when it is over, with the
@@ -20,6 +20,8 @@ class RequestObserver(Protocol):
         """Before the request goes upstream: `exchange.upstream_head.headers` may be extended."""
         ...
 
-    def request_done(self, downstream: DownstreamConnection, exchange: Exchange, now: float) -> None: ...
+    def request_done(
+        self, downstream: DownstreamConnection, exchange: Exchange, now: float
+    ) -> None: ...
 
     def tcp_done(self, relay: TcpRelay, now: float) -> None: ...
