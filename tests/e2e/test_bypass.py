@@ -140,3 +140,28 @@ def test_sidecar_health_port_is_reached_directly(mesh: Mesh, capture: Callable[.
     capture(mesh.b)
     status, body = apps.http_get_text(mesh.a.name, B_IP, 15021, "/healthz/ready")
     assert (status, body.strip()) == (200, "LIVE")
+
+
+GET_AS_PROXY = """
+import http.client, sys
+connection = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=5)
+connection.request("GET", "/hairpin")
+response = connection.getresponse()
+print(response.status, len(response.read()))
+"""
+
+
+def test_proxy_calling_its_own_pod_ip_goes_to_inbound(
+    mesh: Mesh, capture: Callable[..., None]
+) -> None:
+    # The VIP hairpin: when the sidecar's outbound side sends an app's call to this very
+    # pod, the UID 1337 connection over lo is sent to inbound capture (15006), so the app
+    # gets it from the passthrough address like any inbound call.
+    capture(mesh.a)
+    before = mesh.sidecar_a.counts()
+    peers = len(mesh.http_a.peers)
+    done = mesh.a.run_as_proxy(sys.executable, "-c", GET_AS_PROXY, A_IP, str(HTTP))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "200"
+    assert mesh.http_a.peers[peers:] == ["127.0.0.6"]
+    assert (mesh.sidecar_a.counts() - before).rq == 1
