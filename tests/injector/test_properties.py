@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import jsonpatch
@@ -17,7 +18,7 @@ from injector.server import WebhookServer
 from injector.tls import ReloadingServerTLS
 from tests.injector.k8s_schema import validate_all_versions
 from tests.injector.reviews import admission_review
-from tests.injector.webhook_harness import write_certs
+from tests.injector.webhook_harness import RunningWebhook, running_webhook, write_certs
 
 SETTINGS = settings(
     max_examples=60,
@@ -235,3 +236,28 @@ def test_arbitrary_bytes_never_get_a_5xx(
 ) -> None:
     reply = server.route("POST", "/inject", {"content-type": content_type}, body)
     assert reply.status in (200, 400, 415)
+
+
+@pytest.fixture(scope="module")
+def live_webhook(
+    injector: Injector, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningWebhook]:
+    with running_webhook(injector, tmp_path_factory.mktemp("live")) as running:
+        yield running
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        any_json.map(lambda value: json.dumps(value).encode()),
+        pods().map(lambda pod: json.dumps(admission_review(pod)).encode()),
+    ),
+    content_type=st.sampled_from(["application/json", "text/plain", "application/json; x=y"]),
+)
+def test_over_tls_nothing_gets_a_5xx(
+    live_webhook: RunningWebhook, body: bytes, content_type: str
+) -> None:
+    status, _ = live_webhook.post(body, content_type=content_type)
+    assert status in (200, 400, 415)
+    assert live_webhook.get("/healthz")[0] == 200
