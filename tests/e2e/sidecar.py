@@ -11,9 +11,8 @@ from tests.e2e import netns
 from tests.e2e.pods import Pod, Process
 
 ADMIN_PORT = 15000
-# The real sidecar (`pilotfish run --sidecar`), one worker: with more than one, worker 0
-# dies at start under uvloop (add_signal_handler(SIGCHLD) in proxy/runtime/serve.py).
-SIDECAR_COMMAND = (sys.executable, "-m", "proxy", "run", "--sidecar", "--concurrency", "1")
+# The real sidecar with its defaults (two worker processes, whose stats /stats sums).
+SIDECAR_COMMAND = (sys.executable, "-m", "proxy", "run", "--sidecar")
 
 
 def _admin_get(pod_name: str, path: str) -> tuple[int, str]:
