@@ -239,7 +239,7 @@ class _Body:
                 position = end + 1
                 if state == self.SIZE:
                     match = _CHUNK_LINE.fullmatch(line)
-                    if match is None:
+                    if match is None or len(line) > _MAX_CHUNK_LINE:
                         raise _Reject(status, "invalid chunk size line")
                     chunk_size = int(match[1], 16)
                     if chunk_size > _MAX_LENGTH:
@@ -281,8 +281,20 @@ def _head_end(data: bytes, status: int) -> tuple[int, int]:
     """(start of the head after skipped CR/LF, end of the head terminator) or end -1."""
     start = len(data) - len(data.lstrip(_LINE_ENDS))
     end = data.find(_HEAD_END, start)
+    # A finished head keeps its first CRLF, so a lone status line is a whole line.
+    head = data[start:] if end < 0 else data[start : end + 2]
+    if status == 502:
+        # llhttp takes any byte but CR and LF in a reason phrase; check from line two.
+        line_end = head.find(b"\n")
+        if line_end < 0:
+            if b"\r" in head[:-1]:
+                raise _Reject(status, "bare CR in the status line")
+            return start, -1
+        if head[line_end - 1 : line_end] != b"\r" or b"\r" in head[: line_end - 1]:
+            raise _Reject(status, "bare CR or LF in the status line")
+        head = head[line_end + 1 :]
     # h11 splits lines on a bare LF too: refuse those before it sees them.
-    _check_lines(data[start:] if end < 0 else data[start:end], status)
+    _check_lines(head, status)
     return start, -1 if end < 0 else end + 4
 
 
@@ -501,7 +513,9 @@ class H11ServerCodec:
             return h1_framing.response_head(status, head.reason, head.headers, None, False, False)
         content_length = head.content_length
         bodiless = request.method == b"HEAD" or status in (204, 304)
-        close = not (head.keep_alive and self._keep_alive)
+        # Decided per answered request: a pipelined request parsed later must not change it.
+        self._keep_alive = request.keep_alive
+        close = not (head.keep_alive and request.keep_alive)
         chunked = False
         if status == 101 or (request.method == b"CONNECT" and status < 300):
             # The connection leaves HTTP: no framing (RFC 9110 section 9.3.6 forbids
@@ -646,6 +660,8 @@ class H11ClientCodec:
             if not _HTTP_NAME.startswith(prefix) or len(data) - start > _MAX_RESPONSE_HEAD:
                 raise _Reject(502, "not an HTTP/1 response")
             return start
+        if end - start > _MAX_RESPONSE_HEAD:
+            raise _Reject(502, "response head too large")
         head = data[start:end]
         lines = head[:-4].split(_LINE_ENDS)
         status_line = _STATUS_LINE.fullmatch(lines[0])
@@ -654,7 +670,10 @@ class H11ClientCodec:
         content_length, chunked = _check_fields(lines[1:], 502)
         connection = self._connection
         assert connection is not None
-        connection.receive_data(head)
+        # The reason phrase is not used (RFC 9112 section 4): h11 gets a plain one.
+        connection.receive_data(
+            b"HTTP/%s %s OK\r\n" % status_line.groups() + head[len(lines[0]) + 2 :]
+        )
         response = connection.next_event()
         if not isinstance(response, (h11.InformationalResponse, h11.Response)):
             raise _Reject(502, "no response in head")

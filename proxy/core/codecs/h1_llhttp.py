@@ -223,8 +223,9 @@ class LlhttpServerCodec:
         if hosts > 1 or (hosts == 0 and http_version == "1.1"):
             raise _Oversized(400, "missing or repeated host")
         version = http_version.encode()
+        # Whether this connection stays open is decided per answered request (in
+        # send_response_head): a pipelined request parsed later must not change it.
         keep_alive = parser.should_keep_alive()
-        self._keep_alive = keep_alive
         self._request_chunked = chunked
         upgrade: bytes | None = None
         expect_continue = False
@@ -266,7 +267,8 @@ class LlhttpServerCodec:
             return h1_framing.response_head(status, head.reason, head.headers, None, False, False)
         content_length = head.content_length
         bodiless = request.method == b"HEAD" or status in (204, 304)
-        close = not (head.keep_alive and self._keep_alive)
+        self._keep_alive = request.keep_alive
+        close = not (head.keep_alive and request.keep_alive)
         chunked = False
         if status == 101 or (request.method == b"CONNECT" and status < 300):
             # The connection leaves HTTP: no framing (RFC 9110 section 9.3.6 forbids
