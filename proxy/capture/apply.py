@@ -7,6 +7,10 @@ from proxy.capture.executor import ExecutorError, NatExecutor
 from proxy.capture.rules import Family
 
 
+class RollbackError(ExecutorError):
+    """Applying failed and putting an already-applied family back failed as well."""
+
+
 def _put_back(executor: NatExecutor, family: Family, snapshot: str) -> None:
     state = parse_nat_save(snapshot)
     if state.has_table():
@@ -29,9 +33,15 @@ def apply_rules(executor: NatExecutor, plan: dict[Family, list[str]]) -> None:
         snapshot = executor.save(family)
         try:
             executor.restore(family, apply_batch(rules, parse_nat_save(snapshot)), noflush=True)
-        except ExecutorError:
+        except ExecutorError as error:
             for applied_family, applied_snapshot in reversed(done):
-                _put_back(executor, applied_family, applied_snapshot)
+                try:
+                    _put_back(executor, applied_family, applied_snapshot)
+                except ExecutorError as rollback_error:
+                    raise RollbackError(
+                        f"{error}; putting the {applied_family} nat table back failed too: "
+                        f"{rollback_error}"
+                    ) from error
             raise
         done.append((family, snapshot))
 

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import TextIO
 
-from proxy.capture.apply import apply_rules, cleanup_rules
+from proxy.capture.apply import RollbackError, apply_rules, cleanup_rules
 from proxy.capture.batch import cleanup_batch, fresh_batch, parse_nat_save
 from proxy.capture.executor import ExecutorError, NatExecutor, SubprocessExecutor
 from proxy.capture.flags import CaptureFlags, UsageError, parse_flags
@@ -80,6 +80,9 @@ def run(argv: list[str], executor: NatExecutor, host: Host, out: TextIO, err: Te
             apply_rules(executor, plan)
             count = sum(len(rules) for rules in plan.values())
             print(f"{PROG}: applied {count} nat rules ({', '.join(plan)})", file=out)
+    except RollbackError as error:
+        print(f"{PROG}: failed, and the nat table may be half-changed: {error}", file=err)
+        return EXIT_FAILED
     except ExecutorError as error:
         if error.permission:
             print(_no_privilege_message(), file=err)

@@ -103,6 +103,9 @@ def _interfaces(flag: str, text: str) -> tuple[str, ...]:
 def _parser() -> _Parser:
     parser = _Parser(
         prog="pilotfish iptables",
+        # Exact flag names only: an init container's arguments should not mean something
+        # different when a new long option happens to share a prefix.
+        allow_abbrev=False,
         description="Install (or remove) the nat rules that send a pod's TCP through the sidecar.",
     )
     add = parser.add_argument

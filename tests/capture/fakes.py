@@ -33,6 +33,7 @@ class RecordingExecutor:
         default_factory=lambda: {"ipv4": EMPTY_NAT, "ipv6": EMPTY_NAT}
     )
     fail_on: Family | None = None
+    fail_rollback: bool = False
     permission_denied: bool = False
     restores: list[tuple[Family, str, bool]] = field(default_factory=list)
 
@@ -44,4 +45,6 @@ class RecordingExecutor:
             raise ExecutorError(
                 "iptables-restore: line 7 failed", permission=self.permission_denied
             )
+        if self.fail_rollback and not noflush:
+            raise ExecutorError("iptables-restore: cannot put the snapshot back")
         self.restores.append((family, batch, noflush))

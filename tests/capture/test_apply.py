@@ -125,3 +125,13 @@ def test_cleanup_skips_families_with_nothing_of_ours() -> None:
     executor = RecordingExecutor(tables={"ipv4": APPLIED, "ipv6": EMPTY_NAT})
     assert cleanup_rules(executor, ("ipv4", "ipv6")) == ["ipv4"]
     assert [family for family, _, _ in executor.restores] == ["ipv4"]
+
+
+def test_a_failed_rollback_is_not_reported_as_a_clean_failure() -> None:
+    executor = RecordingExecutor(
+        tables={"ipv4": APPLIED, "ipv6": EMPTY_NAT}, fail_on="ipv6", fail_rollback=True
+    )
+    err = io.StringIO()
+    assert run(["-x", "2001:db8::/32"], executor, FakeHost(), io.StringIO(), err) == EXIT_FAILED
+    assert "may be half-changed" in err.getvalue()
+    assert "putting the ipv4 nat table back failed too" in err.getvalue()

@@ -60,6 +60,7 @@ def test_lists_and_wildcards() -> None:
         (["-c", "much-too-long-interface"], "-c"),
         (["-p"], "-p"),
         (["--no-such-flag"], "--no-such-flag"),
+        (["--dry"], "--dry"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(argv: list[str], named: str) -> None:
