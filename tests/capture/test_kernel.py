@@ -137,3 +137,16 @@ def test_bad_flag_exits_2_from_the_real_entry_point(pod: Pod) -> None:
     assert done.returncode == 2
     assert "-i" in done.stderr and "Traceback" not in done.stderr
     assert os.geteuid() == 0
+
+
+def test_dry_run_output_is_iptables_restore_input(pod: Pod) -> None:
+    before = pod.nat()
+    printed = pod.capture("--dry-run", "-x", "198.18.9.0/24")
+    assert printed.returncode == 0
+    netns.run(
+        "ip", "netns", "exec", pod.name, "iptables-restore", "--noflush", stdin=printed.stdout
+    )
+    assert len(ours(pod.nat())) == len(build_rules(CaptureFlags(), "ipv4")) + 1
+    undo = pod.capture("--dry-run", "--cleanup")
+    netns.run("ip", "netns", "exec", pod.name, "iptables-restore", "--noflush", stdin=undo.stdout)
+    assert pod.nat() == before
