@@ -228,11 +228,9 @@ class DownstreamConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.relay is not None:
             return self.relay.downstream_eof()
-        exchange = self.exchange
-        if exchange is not None and exchange.request_complete and not exchange.response_complete:
-            # A client may half-close after its request; let the response finish.
-            self.close_after = True
-            return True
+        # As Envoy does for HTTP/1 by default: a client's FIN ends the connection and
+        # any request in flight is reset (flag DC), since most clients that half-close
+        # have in fact gone away.
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
