@@ -49,7 +49,7 @@ def _owner_pid(name: str) -> int | None:
     return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -78,7 +78,7 @@ def delete_stale() -> None:
         return
     for entry in _NETNS_DIR.iterdir():
         pid = _owner_pid(entry.name)
-        if entry.name.startswith(PREFIX) and (pid is None or not _alive(pid)):
+        if entry.name.startswith(PREFIX) and (pid is None or not alive(pid)):
             delete(entry.name)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,23 @@ _PR_SET_PDEATHSIG = 1
 # sends it SIGTERM and it takes its child down, so no process outlives the run. The
 # signal cannot be set on the child itself: it is cleared when setpriv changes the uid.
 _GUARD = "\"$@\" & child=$!; trap 'kill -TERM $child 2>/dev/null' TERM INT; wait $child"
+
+
+def delete_stale_logs() -> None:
+    """A run killed outright cannot remove its logs: remove those whose run is gone."""
+    for stale in Path(tempfile.gettempdir()).glob("pf-logs-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and not netns.alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+@functools.cache
+def _log_dir() -> str:
+    """One directory for this run's process logs, removed when the run ends."""
+    delete_stale_logs()
+    directory = tempfile.mkdtemp(prefix=f"pf-logs-{os.getpid()}-")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
 
 
 def _die_with_parent() -> None:
@@ -110,7 +129,7 @@ class Pod:
     def start(self, *command: str, as_proxy: bool = False) -> Process:
         """Start a long-running command inside the pod (as UID 1337 when as_proxy)."""
         prefix = _proxy_user_prefix() if as_proxy else ()
-        log = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
+        log = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log", dir=_log_dir())[1])
         with log.open("wb") as sink:
             popen = subprocess.Popen(
                 ["ip", "netns", "exec", self.name, "sh", "-c", _GUARD, "guard", *prefix, *command],

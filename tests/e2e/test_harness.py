@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import netns
+from tests.e2e import netns, pods
 from tests.e2e.pods import REPO
 
 pytestmark = netns.ROOT_ONLY
@@ -63,6 +63,7 @@ def test_an_interrupted_run_leaves_no_pods(tmp_path: Path, signum: int) -> None:
         # Nothing ran in the killed process, yet no process is left in its pods ...
         namespaces: list[str] = made["namespaces"]
         netns.wait_until(lambda: not any(map(_has_processes, namespaces)), 10, "pods emptied")
-        # ... and the next run's sweep removes the namespaces themselves.
+        # ... and the next run's sweep removes the namespaces and logs themselves.
         netns.delete_stale()
+        pods.delete_stale_logs()
     assert not set(made["namespaces"]) & _namespaces()
