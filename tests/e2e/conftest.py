@@ -72,12 +72,28 @@ def pods() -> Iterator[Pods]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # Keep the call-phase report on the item, so fixtures can tell whether the test failed.
+    report = yield
+    if call.when == "call":
+        item.stash[_CALL_FAILED] = bool(getattr(report, "failed", False))
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def mesh(pods: Pods) -> Iterator[Mesh]:
+def mesh(pods: Pods, request: pytest.FixtureRequest) -> Iterator[Mesh]:
     sidecar_a, sidecar_b = start_sidecars(pods.a, pods.b)
     try:
         yield Mesh(pods.a, pods.b, pods.http_a, pods.http_b, pods.echo_b, sidecar_a, sidecar_b)
     finally:
+        if request.node.stash.get(_CALL_FAILED, False):
+            # Shown under "Captured stdout teardown": what each sidecar said before it failed.
+            for sidecar in (sidecar_a, sidecar_b):
+                print(f"--- sidecar in {sidecar.pod.name}:\n{sidecar.process.output()}")
         for sidecar in (sidecar_a, sidecar_b):
             sidecar.process.stop()
             sidecar.pod.processes.remove(sidecar.process)
