@@ -150,3 +150,22 @@ def test_dry_run_output_is_iptables_restore_input(pod: Pod) -> None:
     undo = pod.capture("--dry-run", "--cleanup")
     netns.run("ip", "netns", "exec", pod.name, "iptables-restore", "--noflush", stdin=undo.stdout)
     assert pod.nat() == before
+
+
+def test_the_legacy_backend_behaves_the_same(pod: Pod, tmp_path: Path) -> None:
+    # Debian's default is nf_tables; images that pick iptables-legacy must work alike.
+    for tool in ("iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"):
+        legacy = netns.run("sh", "-c", f"command -v {tool.replace('tables-', 'tables-legacy-')}")
+        (tmp_path / tool).symlink_to(legacy.strip())
+
+    def legacy_nat() -> str:
+        saved = pod.exec(str(tmp_path / "iptables-save"), "-t", "nat")
+        return "".join(line + "\n" for line in saved.splitlines() if not line.startswith("#"))
+
+    before = legacy_nat()
+    for _ in range(2):
+        done = pod.capture(path_prefix=str(tmp_path))
+        assert done.returncode == 0, done.stderr
+    assert len(ours(legacy_nat())) == len(build_rules(CaptureFlags(), "ipv4"))
+    assert pod.capture("--cleanup", path_prefix=str(tmp_path)).returncode == 0
+    assert legacy_nat() == before
