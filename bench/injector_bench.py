@@ -190,6 +190,21 @@ def main() -> int:
             if index >= warmup_count:
                 latencies.append((done - scheduled) * 1000)
         elapsed = time.perf_counter() - start - warmup_count * interval
+        # The floor: the same client, TLS connection and rate, but GET /healthz (no review),
+        # so the cost of the review itself can be told apart from the transport's.
+        floor: list[float] = []
+        floor_start = time.perf_counter() + 0.1
+        for index in range(int(5 * args.rate)):  # bounded: 5 s of requests
+            scheduled = floor_start + index * interval
+            delay = scheduled - time.perf_counter() - 0.001
+            if delay > 0:
+                time.sleep(delay)
+            while time.perf_counter() < scheduled:
+                pass
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+            floor.append((time.perf_counter() - scheduled) * 1000)
+        floor.sort()
         connection.request("GET", "/metrics")
         metrics_text = connection.getresponse().read().decode()
         connection.close()
@@ -210,6 +225,8 @@ def main() -> int:
         "p90_ms": round(percentile(latencies, 0.90), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "max_ms": round(latencies[-1], 2),
+        "healthz_p50_ms": round(percentile(floor, 0.50), 2),
+        "healthz_p99_ms": round(percentile(floor, 0.99), 2),
         "patch_bytes": len(payload),
         # The server's own view (decide + mutate + patch, no network): its histogram buckets.
         "server_le_1ms": server_fraction(metrics_text, "0.001"),
