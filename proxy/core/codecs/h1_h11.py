@@ -550,6 +550,7 @@ class H11ClientCodec:
         "_body",
         "_buffer",
         "_close_delimited",
+        "_closing",
         "_complete",
         "_connection",
         "_failed",
@@ -567,6 +568,7 @@ class H11ClientCodec:
         self._request_chunked = False
         self._complete = True
         self._close_delimited = False
+        self._closing = False
         self._keep_alive = True
         self._failed = False
         self._upgraded = False
@@ -619,6 +621,8 @@ class H11ClientCodec:
                         raise _Reject(502, "upstream sent data with no request outstanding")
                     buffer = b""
                     break
+                if self._closing and buffer.lstrip(_LINE_ENDS):
+                    raise _Reject(502, "upstream sent data after connection: close")
                 if self._body is None:
                     used = self._read_head(buffer, events)
                 else:
@@ -706,6 +710,9 @@ class H11ClientCodec:
             events.append(Upgraded(H1_STREAM, data[end:]))
             return len(data)
         if status < 200:
+            if not keep_alive:
+                # llhttp takes a 1xx with `Connection: close` as the last message.
+                self._closing = True
             return end
         self._keep_alive = keep_alive
         if bodiless or content_length == 0:
