@@ -10,7 +10,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy import __version__
@@ -46,6 +46,7 @@ class AdminEndpoints:
         drain: Callable[[], None],
         quit_now: Callable[[], None],
         extra_metrics: Callable[[], bytes] | None = None,
+        metrics_page: Callable[[RequestHead], Awaitable[tuple[bytes, bytes]]] | None = None,
     ) -> None:
         self.config = config
         self.table = table
@@ -54,6 +55,8 @@ class AdminEndpoints:
         self.drain = drain
         self.quit_now = quit_now
         self.extra_metrics = extra_metrics
+        # Telemetry's /stats/prometheus (all workers, Istio metrics, OpenMetrics): replaces ours.
+        self.metrics_page = metrics_page
         self.log_level = "info"
         self.routes: dict[str, tuple[str, Callable[[dict[str, list[str]]], Reply]]] = {
             "/": ("GET", self.index),
@@ -72,7 +75,12 @@ class AdminEndpoints:
             "/healthcheck/ok": ("POST", self.healthcheck_ok),
         }
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], _: RequestHead) -> Reply:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], request: RequestHead
+    ) -> Reply | Awaitable[Reply]:
+        wants_telemetry = self.metrics_page is not None and method in ("GET", "HEAD")
+        if path == "/stats/prometheus" and wants_telemetry:
+            return self.telemetry_metrics(request)
         route = self.routes.get(path)
         if route is None:
             return Reply(404, b"not found; GET / lists the endpoints\n")
@@ -140,6 +148,11 @@ class AdminEndpoints:
         if self.extra_metrics is not None:
             body += self.extra_metrics()
         return Reply(200, body, PROMETHEUS)
+
+    async def telemetry_metrics(self, request: RequestHead) -> Reply:
+        assert self.metrics_page is not None
+        body, content_type = await self.metrics_page(request)
+        return Reply(200, body, content_type)
 
     def listeners_info(self, _: dict[str, list[str]]) -> Reply:
         return Reply(

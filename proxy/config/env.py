@@ -19,6 +19,7 @@ SETTINGS: dict[str, str] = {
     "PILOTFISH_ROUTE_TIMEOUT": "timeouts.route",
     "PILOTFISH_ACCESS_LOG": "access_log.path",
     "PILOTFISH_ACCESS_LOG_FORMAT": "access_log.format",
+    "PILOTFISH_EXPLICIT_DIRECTION": "telemetry.explicit_direction",
 }
 
 # Identity set by the injector through the downward API (contracts: "Ports and identity").
@@ -32,8 +33,16 @@ APP = "PILOTFISH_APP"
 VERSION = "PILOTFISH_VERSION"
 CANONICAL_SERVICE = "PILOTFISH_CANONICAL_SERVICE"
 CANONICAL_REVISION = "PILOTFISH_CANONICAL_REVISION"
+# The mesh's cluster name for the *_cluster metric labels (Istio's ISTIO_META_CLUSTER_ID).
+CLUSTER_ID = "PILOTFISH_CLUSTER_ID"
 # The app's original probes and Prometheus annotations, moved aside by the injector.
 KUBE_APP_PROBERS = "PILOTFISH_KUBE_APP_PROBERS"
 PROMETHEUS_ANNOTATIONS = "PILOTFISH_PROMETHEUS_ANNOTATIONS"
 # The path to a YAML config file, when not given with --config.
 CONFIG_FILE = "PILOTFISH_CONFIG"
+# OpenTelemetry's standard variables (the SDK and exporter read the OTEL_BSP_* and
+# OTEL_EXPORTER_OTLP_* families themselves); these are the ones pilotfish reads.
+OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
+OTEL_TRACES_SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
+OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"

@@ -16,7 +16,14 @@ from typing import Any
 import yaml
 
 from proxy.config import env as env_names
-from proxy.config.model import AccessLogConfig, Address, Limits, ProxyConfig, Timeouts
+from proxy.config.model import (
+    AccessLogConfig,
+    Address,
+    Limits,
+    ProxyConfig,
+    TelemetryConfig,
+    Timeouts,
+)
 
 
 class ConfigError(Exception):
@@ -136,6 +143,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     **{f"limits.{f.name}": parse_positive for f in dataclasses.fields(Limits)},
     "access_log.path": optional_path,
     "access_log.format": one_of("json", "text"),
+    "telemetry.explicit_direction": one_of("outbound", "inbound"),
 }
 
 # YAML also accepts Istio's spelling for the drain duration.
@@ -215,6 +223,7 @@ def build(
         timeouts=section("timeouts", Timeouts),
         limits=section("limits", Limits),
         access_log=section("access_log", AccessLogConfig),
+        telemetry=section("telemetry", TelemetryConfig),
         source=file_path or "<defaults>",
     )
     _check(config, {k: s for k, (s, _) in layered.items()})

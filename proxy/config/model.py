@@ -12,6 +12,7 @@ from typing import Literal
 Mode = Literal["sidecar", "explicit"]
 CodecName = Literal["llhttp", "h11"]
 LogFormat = Literal["json", "text"]
+Direction = Literal["outbound", "inbound"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,13 @@ class AccessLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    # Which side of a call an explicit-mode listener reports as: "outbound" (the
+    # client's proxy: reporter="source", client spans) or "inbound" (the server's).
+    explicit_direction: Direction = "outbound"
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyConfig:
     mode: Mode = "sidecar"
     # explicit mode: one listener, every request to one upstream.
@@ -89,5 +97,6 @@ class ProxyConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     # Where the file came from, for messages; not a setting.
     source: str = "<defaults>"

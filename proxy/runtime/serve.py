@@ -24,6 +24,7 @@ from proxy.config.model import ProxyConfig
 from proxy.runtime.downstream import DownstreamConnection
 from proxy.runtime.listeners import ListenerSpec, listener_specs
 from proxy.runtime.worker import Worker
+from proxy.telemetry.pipeline import Telemetry
 from proxy.telemetry.stats import StatsTable
 
 log = logging.getLogger("pilotfish")
@@ -63,8 +64,12 @@ class WorkerProcess:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.stopped = asyncio.Event()
+        # Telemetry is built here, after the fork: its threads and timers are per process.
+        self.telemetry = Telemetry(loop, self.config, self.index, os.environ, self.table)
+        self.on_stop.append(self.telemetry.close)
+        await self.telemetry.start()
         self.worker = worker = Worker(
-            loop, self.config, self.table.row(self.index), None, self.index
+            loop, self.config, self.table.row(self.index), self.telemetry, self.index
         )
         specs = listener_specs(self.config)
         for spec in specs:
@@ -115,7 +120,8 @@ class WorkerProcess:
             for s in specs
         ]
         self.admin = AdminEndpoints(
-            config, self.table, self.state, listeners, self.drain, self.quit_now
+            config, self.table, self.state, listeners, self.drain, self.quit_now,
+            metrics_page=self.telemetry.metrics_page,
         )
         self.admin_servers.append(
             await admin_server.serve(config.admin.host, config.admin.port, self.admin.handle)

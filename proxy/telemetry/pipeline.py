@@ -1,0 +1,507 @@
+"""The RequestObserver the runtime calls: Istio metrics, trace context and spans, access log.
+
+Per request this costs a few microseconds by design: one dict of the request
+headers, a cached series lookup and list increments, three bisects, and (when the
+access log is on) one hand-formatted line appended to a list. Trace ids are plain
+random bits; only a sampled request reaches the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from bisect import bisect_left
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
+
+from proxy.config.model import ProxyConfig
+from proxy.core.messages import RequestHead
+from proxy.telemetry import gather as gathering
+from proxy.telemetry import metrics as M
+from proxy.telemetry import tracecontext as tc
+from proxy.telemetry.accesslog import FLUSH_INTERVAL, AccessLogWriter, UtcClock, json_string
+from proxy.telemetry.exposition import render, wants_openmetrics
+from proxy.telemetry.identity import UNKNOWN, Identity
+from proxy.telemetry.metrics import Snapshot
+from proxy.telemetry.process import process_stats
+from proxy.telemetry.stats import StatsTable
+from proxy.telemetry.tracing import Tracer, tracing_disabled
+
+if TYPE_CHECKING:
+    from proxy.runtime.downstream import DownstreamConnection, Exchange
+    from proxy.runtime.tcp_proxy import TcpRelay
+
+_random_bits = random.getrandbits
+_BUCKETS = M.BUCKETS
+_REQUEST_BYTES_BUCKETS = M.REQUEST_BYTES_BUCKETS
+_RESPONSE_BYTES_BUCKETS = M.RESPONSE_BYTES_BUCKETS
+_TRACE_HEADERS = tc.TRACE_HEADERS
+_GRPC = b"application/grpc"
+_HOST = b"host"
+_quote = json_string
+_WHO_SENDS = {"virtualOutbound": True, "virtualInbound": False}
+
+
+class RequestState:
+    """What request_start learned, kept on `exchange.telemetry` until request_done."""
+
+    __slots__ = ("headers", "parent_span_id", "sampled", "span_id", "trace_id", "tracestate")
+
+    def __init__(self, headers: dict[bytes, bytes]) -> None:
+        self.headers = headers
+        self.trace_id = ""
+        self.span_id = ""
+        self.parent_span_id = 0
+        self.sampled = False
+        self.tracestate: bytes | None = None
+
+
+class Telemetry:
+    """One per worker process (built after the fork)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        config: ProxyConfig,
+        index: int,
+        environ: Mapping[str, str],
+        table: StatsTable | None = None,
+        main_pid: int | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.loop = loop
+        self.config = config
+        self.index = index
+        self.table = table
+        self.main_pid = (
+            main_pid if main_pid is not None else (os.getpid() if index == 0 else os.getppid())
+        )
+        self.identity = Identity.from_env(environ)
+        self.labels = M.LabelMaker(self.identity)
+        explicit_outbound = config.telemetry.explicit_direction == "outbound"
+        self.outbound = dict(_WHO_SENDS, explicit=explicit_outbound)
+        self.http: dict[tuple[Any, ...], list[float]] = {}
+        self.http_labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        self.tcp: dict[tuple[Any, ...], list[float]] = {}
+        self.tcp_labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        self.exemplars: dict[tuple[tuple[Any, ...], int], tuple[str, str, float, float]] = {}
+        self.counters: dict[str, float] = {}
+        if tracer is None and not tracing_disabled(environ):
+            tracer = Tracer(self.identity, environ)
+        self.tracer = tracer
+        path = config.access_log.path
+        self.access_log = AccessLogWriter(path) if path else None
+        self.json_log = config.access_log.format == "json"
+        self.clock = UtcClock()
+        self.started = time.time()
+        # loop.time() is monotonic; wall time = loop time + offset (re-read on each tick).
+        self.wall_offset = time.time() - loop.time()
+        self._tick_handle: asyncio.TimerHandle | None = loop.call_later(FLUSH_INTERVAL, self._tick)
+        self._publisher: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Workers other than the first publish their snapshot for worker 0's scrapes."""
+        if self.index > 0:
+            self._publisher = await gathering.publish(self.main_pid, self.index, self.snapshot)
+
+    def _tick(self) -> None:
+        self.wall_offset = time.time() - self.loop.time()
+        if self.access_log is not None:
+            self.access_log.flush()
+        self._tick_handle = self.loop.call_later(FLUSH_INTERVAL, self._tick)
+
+    def close(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        if self._publisher is not None:
+            self._publisher.close()
+        if self.access_log is not None:
+            self.access_log.close()
+        if self.tracer is not None:
+            self.tracer.close()
+
+    # -- per request (the hot path) -----------------------------------------------------
+
+    def request_start(self, downstream: DownstreamConnection, exchange: Exchange) -> None:
+        headers = dict(exchange.request.headers)
+        state = RequestState(headers)
+        exchange.telemetry = state
+        tracer = self.tracer
+        if tracer is None:
+            return
+        sampler = tracer.sampler
+        head = exchange.upstream_head
+        if _TRACE_HEADERS.isdisjoint(headers):
+            trace_id = _random_bits(128) or 1
+            sampled = sampler.root(trace_id)
+            style = tc.STYLE_NONE
+            parent_span_id = 0
+        else:
+            parent = tc.extract(headers)
+            if parent is not None and parent.trace_id:
+                trace_id = parent.trace_id
+                parent_span_id = parent.span_id
+            else:
+                trace_id = _random_bits(128) or 1
+                parent_span_id = 0
+            sampled = sampler.decide(trace_id, parent.sampled if parent is not None else None)
+            style = parent.style if parent is not None else tc.STYLE_NONE
+            if style == tc.STYLE_W3C:
+                state.tracestate = headers.get(tc.TRACESTATE)
+            if head is not None:
+                head.headers = [pair for pair in head.headers if pair[0] not in _TRACE_HEADERS]
+        span_id = _random_bits(64) or 1
+        state.trace_id = trace_hex = f"{trace_id:032x}"
+        state.span_id = span_hex = f"{span_id:016x}"
+        state.parent_span_id = parent_span_id
+        state.sampled = sampled
+        if head is not None:
+            head.headers += tc.inject(
+                trace_hex,
+                span_hex,
+                f"{parent_span_id:016x}" if parent_span_id else "",
+                sampled,
+                style,
+                state.tracestate,
+            )
+
+    def request_done(
+        self, downstream: DownstreamConnection, exchange: Exchange, now: float
+    ) -> None:
+        state = exchange.telemetry
+        if type(state) is RequestState:
+            headers = state.headers
+        else:
+            state = None
+            headers = dict(exchange.request.headers)
+        flag_list = exchange.flags
+        flags = ",".join(flag_list) if flag_list else "-"
+        status = exchange.status
+        content_type = headers.get(b"content-type")
+        grpc_status = None
+        if content_type is not None and content_type.startswith(_GRPC):
+            grpc_status = self._grpc_status(exchange)
+        key = (downstream.listener_name, headers.get(_HOST), status, flags, grpc_status)
+        values = self.http.get(key)
+        if values is None:
+            key, values = self._new_http_series(key, downstream)
+        elapsed_ms = (now - exchange.start) * 1000.0
+        received = exchange.bytes_received
+        sent = exchange.bytes_sent
+        values[0] += 1
+        values[1] += elapsed_ms
+        values[2] += received
+        values[3] += sent
+        slot = bisect_left(_BUCKETS, elapsed_ms)
+        values[4 + slot] += 1
+        values[_REQUEST_BYTES_BUCKETS + bisect_left(_BUCKETS, received)] += 1
+        values[_RESPONSE_BYTES_BUCKETS + bisect_left(_BUCKETS, sent)] += 1
+        if state is not None and state.sampled:
+            self._record_span(downstream, exchange, state, now, key, slot, elapsed_ms)
+        log = self.access_log
+        if log is not None:
+            if self.json_log:
+                log.add(self._json_line(downstream, exchange, headers, state, now, flags))
+            else:
+                log.add(self._text_line(downstream, exchange, headers, now, flags))
+
+    def tcp_done(self, relay: TcpRelay, now: float) -> None:
+        downstream = relay.downstream
+        destination = downstream.destination
+        key = (downstream.listener_name, destination)
+        values = self.tcp.get(key)
+        if values is None:
+            values = self.tcp[key] = M.empty_tcp()
+            host = destination[0] if destination else ""
+            self.tcp_labels[key] = self.labels.peer_labels(
+                self.outbound.get(downstream.listener_name, True), host, "tcp", "-"
+            )
+        # Counted at close: the runtime reports a relay once, when it ends.
+        values[M.TCP_OPENED] += 1
+        values[M.TCP_CLOSED] += 1
+        values[M.TCP_SENT] += relay.sent
+        values[M.TCP_RECEIVED] += relay.received
+        log = self.access_log
+        if log is not None:
+            log.add(self._tcp_line(relay, now))
+
+    # -- the slower paths ------------------------------------------------------------------
+
+    def _new_http_series(
+        self, key: tuple[Any, ...], downstream: DownstreamConnection
+    ) -> tuple[tuple[Any, ...], list[float]]:
+        listener, raw_host, status, flags, grpc_status = key
+        if len(self.http) >= M.MAX_SERIES:
+            key = (listener, b"\0overflow", status, flags, grpc_status)
+            values = self.http.get(key)
+            if values is not None:
+                return key, values
+            host = ""
+        elif raw_host:
+            host = M.split_host(raw_host.decode("latin-1"))
+        else:
+            destination = downstream.destination
+            host = destination[0] if destination else ""
+        peer = self.labels.peer_labels(
+            self.outbound.get(listener, True),
+            host,
+            "grpc" if grpc_status is not None else "http",
+            flags,
+        )
+        values = self.http[key] = M.empty_http()
+        self.http_labels[key] = (
+            *peer,
+            str(status) if status else "0",
+            grpc_status if grpc_status is not None else UNKNOWN,
+        )
+        return key, values
+
+    @staticmethod
+    def _grpc_status(exchange: Exchange) -> str:
+        for name, value in exchange.response_trailers:
+            if name == b"grpc-status":
+                return value.decode("latin-1")
+        response = exchange.response
+        if response is not None:
+            for name, value in response.headers:
+                if name == b"grpc-status":  # trailers-only responses
+                    return value.decode("latin-1")
+        return UNKNOWN
+
+    def _record_span(
+        self,
+        downstream: DownstreamConnection,
+        exchange: Exchange,
+        state: RequestState,
+        now: float,
+        key: tuple[Any, ...],
+        slot: int,
+        elapsed_ms: float,
+    ) -> None:
+        tracer = self.tracer
+        assert tracer is not None
+        offset = self.wall_offset
+        end_unix = now + offset
+        self.exemplars[(key, slot)] = (state.trace_id, state.span_id, elapsed_ms, end_unix)
+        request = exchange.request
+        method = request.method.decode("latin-1")
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        authority = state.headers.get(_HOST, b"").decode("latin-1")
+        host, _, port = (
+            authority.rpartition(":") if authority.count(":") == 1 else (authority, "", "")
+        )
+        outbound = self.outbound.get(downstream.listener_name, True)
+        status = exchange.status
+        attributes: dict[str, AttributeValue] = {
+            "http.request.method": method,
+            "server.address": host or authority,
+            "network.protocol.version": request.http_version.decode("latin-1"),
+            "http.request.header.x-request-id": [exchange.request_id.decode("latin-1")],
+        }
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+        if status:
+            attributes["http.response.status_code"] = status
+        user_agent = state.headers.get(b"user-agent")
+        if user_agent is not None:
+            attributes["user_agent.original"] = user_agent.decode("latin-1")
+        if exchange.flags:
+            attributes["pilotfish.response_flags"] = ",".join(exchange.flags)
+        destination = downstream.destination
+        if outbound:
+            kind = SpanKind.CLIENT
+            attributes["url.full"] = f"http://{authority}{target}"
+            if destination is not None:
+                attributes["network.peer.address"] = destination[0]
+                attributes["network.peer.port"] = destination[1]
+            error = status == 0 or status >= 400
+        else:
+            kind = SpanKind.SERVER
+            attributes["url.path"] = path
+            attributes["url.scheme"] = "http"
+            if query:
+                attributes["url.query"] = query
+            attributes["client.address"] = downstream.client_address.decode("latin-1")
+            error = status == 0 or status >= 500
+        if error:
+            attributes["error.type"] = (
+                str(status) if status else (",".join(exchange.flags) or "_OTHER")
+            )
+        tracer.record(
+            method,
+            kind,
+            int(state.trace_id, 16),
+            int(state.span_id, 16),
+            state.parent_span_id,
+            state.tracestate,
+            int((exchange.start + offset) * 1e9),
+            int(end_unix * 1e9),
+            attributes,
+            error,
+        )
+
+    def _json_line(
+        self,
+        downstream: DownstreamConnection,
+        exchange: Exchange,
+        headers: dict[bytes, bytes],
+        state: RequestState | None,
+        now: float,
+        flags: str,
+    ) -> str:
+        offset = self.wall_offset
+        clock = self.clock
+        request = exchange.request
+        destination = downstream.destination
+        upstream_start = exchange.upstream_start
+        upstream_ms = str(int((now - upstream_start) * 1000)) if upstream_start else "null"
+        if destination is not None:
+            upstream_host = f'"{destination[0]}:{destination[1]}"'
+            direction = (
+                "outbound" if self.outbound.get(downstream.listener_name, True) else "inbound"
+            )
+            cluster = f'"{direction}|{destination[1]}||"'
+        else:
+            upstream_host = cluster = "null"
+        trace = (
+            f'"{state.trace_id}","span_id":"{state.span_id}"'
+            if state and state.trace_id
+            else 'null,"span_id":null'
+        )
+        return (
+            f'{{"@timestamp":"{clock.format(now + offset)}",'
+            f'"start_time":"{clock.format(exchange.start + offset)}",'
+            f'"route_name":"default","method":{_quote(request.method)},"path":{_quote(request.target)},'
+            f'"protocol":"HTTP/{request.http_version.decode("latin-1")}","response_code":{exchange.status},'
+            f'"response_flags":"{flags}","response_code_details":{_quote(exchange.details)},'
+            f'"connection_termination_details":null,"bytes_received":{exchange.bytes_received},'
+            f'"bytes_sent":{exchange.bytes_sent},"duration":{int((now - exchange.start) * 1000)},'
+            f'"upstream_service_time":{upstream_ms},'
+            f'"x_forwarded_for":{_quote(headers.get(b"x-forwarded-for"))},'
+            f'"user_agent":{_quote(headers.get(b"user-agent"))},'
+            f'"request_id":{_quote(exchange.request_id or None)},'
+            f'"authority":{_quote(headers.get(_HOST))},'
+            f'"upstream_host":{upstream_host},"upstream_cluster":{cluster},"upstream_local_address":null,'
+            f'"downstream_local_address":{_quote(downstream.local_address or None)},'
+            f'"downstream_remote_address":{_quote(downstream.client_address)},'
+            f'"requested_server_name":null,"upstream_transport_failure_reason":null,'
+            f'"trace_id":{trace}}}\n'
+        )
+
+    def _text_line(
+        self,
+        downstream: DownstreamConnection,
+        exchange: Exchange,
+        headers: dict[bytes, bytes],
+        now: float,
+        flags: str,
+    ) -> str:
+        """Envoy's default format (its docs, "Default format string")."""
+        request = exchange.request
+        upstream_start = exchange.upstream_start
+        destination = downstream.destination
+
+        def field(value: bytes | None) -> str:
+            return value.decode("latin-1") if value else "-"
+
+        return (
+            f"[{self.clock.format(exchange.start + self.wall_offset)}] "
+            f'"{field(request.method)} {field(request.target)} HTTP/{field(request.http_version)}" '
+            f"{exchange.status} {flags} {exchange.bytes_received} {exchange.bytes_sent} "
+            f"{int((now - exchange.start) * 1000)} "
+            f"{int((now - upstream_start) * 1000) if upstream_start else '-'} "
+            f'"{field(headers.get(b"x-forwarded-for"))}" "{field(headers.get(b"user-agent"))}" '
+            f'"{field(exchange.request_id)}" "{field(headers.get(_HOST))}" '
+            f'"{f"{destination[0]}:{destination[1]}" if destination else "-"}"\n'
+        )
+
+    def _tcp_line(self, relay: TcpRelay, now: float) -> str:
+        downstream = relay.downstream
+        destination = downstream.destination
+        upstream = f"{destination[0]}:{destination[1]}" if destination else None
+        start = self.clock.format(relay.start + self.wall_offset)
+        duration = int((now - relay.start) * 1000)
+        if not self.json_log:
+            return (
+                f'[{start}] "- - -" 0 - {relay.received} {relay.sent} {duration} - "-" "-" "-" "-" '
+                f'"{upstream or "-"}"\n'
+            )
+        return (
+            f'{{"@timestamp":"{self.clock.format(now + self.wall_offset)}","start_time":"{start}",'
+            f'"route_name":null,"method":null,"path":null,"protocol":null,"response_code":0,'
+            f'"response_flags":"-","response_code_details":null,"connection_termination_details":null,'
+            f'"bytes_received":{relay.received},"bytes_sent":{relay.sent},"duration":{duration},'
+            f'"upstream_service_time":null,"x_forwarded_for":null,"user_agent":null,"request_id":null,'
+            f'"authority":null,"upstream_host":{_quote(upstream)},"upstream_cluster":null,'
+            f'"upstream_local_address":null,'
+            f'"downstream_local_address":{_quote(downstream.local_address or None)},'
+            f'"downstream_remote_address":{_quote(downstream.client_address)},"requested_server_name":null,'
+            f'"upstream_transport_failure_reason":null,"trace_id":null,"span_id":null}}\n'
+        )
+
+    # -- scrape time -----------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """This worker's counts keyed by full label values (several keys may share labels)."""
+        snapshot = Snapshot()
+        snapshot.workers = 1
+        for source, labels_of, target in (
+            (self.http, self.http_labels, snapshot.http),
+            (self.tcp, self.tcp_labels, snapshot.tcp),
+        ):
+            for key, values in source.items():
+                labels = labels_of[key]
+                known = target.get(labels)
+                if known is None:
+                    target[labels] = list(values)
+                else:
+                    for index, value in enumerate(values):
+                        known[index] += value
+        for (key, slot), exemplar in self.exemplars.items():
+            labels = self.http_labels[key]
+            mine = snapshot.exemplars.get((labels, slot))
+            if mine is None or mine[3] < exemplar[3]:
+                snapshot.exemplars[(labels, slot)] = exemplar
+        counters = dict(self.counters)
+        if self.tracer is not None:
+            counters.update(self.tracer.counters())
+        if self.access_log is not None:
+            counters["pilotfish_access_log_lines"] = self.access_log.written
+            counters["pilotfish_access_log_dropped_lines"] = self.access_log.dropped
+        snapshot.counters = counters
+        snapshot.process = process_stats(self.started)
+        return snapshot
+
+    def count(self, name: str, value: float = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + value
+
+    async def gathered(self) -> Snapshot:
+        """Every worker's counts, summed (worker 0 only)."""
+        total, failures = await gathering.gather(
+            self.main_pid, self.config.concurrency, self.snapshot()
+        )
+        if failures:
+            self.count("pilotfish_telemetry_gather_failures", failures)
+            total.counters["pilotfish_telemetry_gather_failures"] = (
+                total.counters.get("pilotfish_telemetry_gather_failures", 0) + failures
+            )
+        return total
+
+    def proxy_stats(self) -> dict[str, tuple[str, str, int]]:
+        if self.table is None:
+            return {}
+        kinds = self.table.kinds()
+        return {name: (*kinds[name], value) for name, value in self.table.totals().items()}
+
+    async def metrics_page(self, request: RequestHead) -> tuple[bytes, bytes]:
+        """/stats/prometheus: (body, content type), OpenMetrics when the Accept header asks."""
+        accept = b",".join(value for name, value in request.headers if name == b"accept")
+        snapshot = await self.gathered()
+        return render(snapshot, self.proxy_stats(), wants_openmetrics(accept))
