@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -15,6 +16,8 @@ from proxy.config.load import ConfigError, build
 from proxy.config.model import ProxyConfig
 from proxy.runtime.serve import WorkerProcess
 from proxy.telemetry.stats import StatsTable
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,15 +85,32 @@ def main(argv: list[str]) -> int:
     # own SO_REUSEPORT sockets, so the kernel spreads connections across workers.
     children: list[int] = []
     for index in range(1, config.concurrency):
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with_parent(parent)
             code = _run(WorkerProcess(index, config, table))
             os._exit(code)
         children.append(pid)
     code = _run(WorkerProcess(0, config, table, children))
     _reap(children, deadline=time.monotonic() + config.timeouts.drain + 1.0)
     return code
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive the main process (it would hold the listeners alone).
+
+    Linux's PR_SET_PDEATHSIG sends us SIGTERM (a drain) when the parent dies; the
+    getppid check covers a parent that died before the call.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _run(process: WorkerProcess) -> int:

@@ -31,7 +31,9 @@ def wait_ready(admin_port: int, proc: subprocess.Popen[bytes], timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"proxy exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"proxy exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
                 if r.status == 200:
@@ -44,16 +46,41 @@ def wait_ready(admin_port: int, proc: subprocess.Popen[bytes], timeout: float = 
 class Proxy:
     """A running `pilotfish run` process in explicit mode."""
 
-    def __init__(self, upstream_port: int, codec: str = "llhttp", concurrency: int = 1,
-                 env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        codec: str = "llhttp",
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.admin_port = free_port()
         self.upstream_port = upstream_port
-        command = [sys.executable, "-m", "proxy", "run", "--listen", f"127.0.0.1:{self.port}",
-                   "--upstream", f"127.0.0.1:{upstream_port}", "--concurrency", str(concurrency),
-                   "--admin-port", str(self.admin_port), "--codec", codec, *(args or [])]
-        self.proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        command = [
+            sys.executable,
+            "-m",
+            "proxy",
+            "run",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--upstream",
+            f"127.0.0.1:{upstream_port}",
+            "--concurrency",
+            str(concurrency),
+            "--admin-port",
+            str(self.admin_port),
+            "--codec",
+            codec,
+            *(args or []),
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         wait_ready(self.admin_port, self.proc)
 
     def stats(self) -> dict[str, int]:

@@ -34,7 +34,9 @@ def status_of(data: bytes) -> int:
 
 
 @pytest.mark.parametrize("shape", sorted(SMUGGLING))
-def test_smuggling_shapes_rejected_and_never_forwarded(proxy: Proxy, upstream: Server, shape: str) -> None:
+def test_smuggling_shapes_rejected_and_never_forwarded(
+    proxy: Proxy, upstream: Server, shape: str
+) -> None:
     data = raw_exchange(proxy.port, SMUGGLING[shape] + b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
     assert status_of(data) == 400
     assert b"connection: close" in data.lower()
@@ -45,10 +47,25 @@ def test_smuggling_shapes_rejected_and_never_forwarded(proxy: Proxy, upstream: S
 
 
 def test_oversized_headers_431_and_uri_414(proxy: Proxy) -> None:
-    assert status_of(raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 70_000 + b"\r\n\r\n")) == 431
+    assert (
+        status_of(
+            raw_exchange(
+                proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"
+            )
+        )
+        == 431
+    )
     many = b"".join(b"X-%d: v\r\n" % i for i in range(150))
-    assert status_of(raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n")) == 431
-    assert status_of(raw_exchange(proxy.port, b"GET /" + b"u" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")) == 414
+    assert (
+        status_of(raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n"))
+        == 431
+    )
+    assert (
+        status_of(
+            raw_exchange(proxy.port, b"GET /" + b"u" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        )
+        == 414
+    )
 
 
 def test_not_http_after_http_start_is_400(proxy: Proxy) -> None:
@@ -76,7 +93,12 @@ def test_upstream_timeout_504_ut(upstream: Server, codec: str) -> None:
         assert time.monotonic() - started < 1.5
         assert proxy.stats()["upstream_rq_timeout"] == 1
         # the connection that timed out is not reused for the next request
-        assert status_of(raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")) == 200
+        assert (
+            status_of(
+                raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            )
+            == 200
+        )
     finally:
         proxy.stop()
 
@@ -104,7 +126,9 @@ def test_upstream_garbage_502(proxy: Proxy) -> None:
 
 def test_error_statuses_pass_through_unchanged(proxy: Proxy) -> None:
     for code in (404, 429, 500, 503):
-        data = raw_exchange(proxy.port, b"GET /status/%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % code)
+        data = raw_exchange(
+            proxy.port, b"GET /status/%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % code
+        )
         assert status_of(data) == code and data.endswith(b"status\n")
     stats = proxy.stats()
     assert stats["downstream_rq_4xx"] == 2 and stats["downstream_rq_5xx"] == 2
@@ -141,7 +165,9 @@ def test_per_destination_connection_cap_queues(upstream: Server, tmp_path: Path)
 
 
 def test_pending_overflow_503_uo(upstream: Server, tmp_path: Path) -> None:
-    config = _config(tmp_path, "limits:\n  max_upstream_connections: 1\n  max_pending_requests: 1\n")
+    config = _config(
+        tmp_path, "limits:\n  max_upstream_connections: 1\n  max_pending_requests: 1\n"
+    )
     proxy = Proxy(upstream.port, args=["--config", config])
     try:
         statuses = _slow_requests(proxy.port, 5)

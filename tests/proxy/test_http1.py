@@ -13,8 +13,13 @@ from tests.proxy.conftest import Proxy, raw_exchange
 from tests.proxy.upstream_app import Server
 
 
-def request(proxy: Proxy, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def request(
+    proxy: Proxy,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
     conn.request(method, path, body=body, headers=headers or {})
     response = conn.getresponse()
@@ -23,8 +28,12 @@ def request(proxy: Proxy, method: str, path: str, body: bytes | None = None,
     return response.status, {k.lower(): v for k, v in response.getheaders()}, data
 
 
-def seen(proxy: Proxy, headers: dict[str, str] | None = None, method: str = "GET",
-         body: bytes | None = None) -> dict:  # type: ignore[type-arg]
+def seen(
+    proxy: Proxy,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
+) -> dict:  # type: ignore[type-arg]
     status, _, data = request(proxy, method, "/headers", body, headers)
     assert status == 200
     info = json.loads(data)
@@ -48,10 +57,19 @@ def test_get_and_keep_alive_reuses_one_upstream_connection(proxy: Proxy, upstrea
 
 
 def test_header_policy(proxy: Proxy) -> None:
-    info = seen(proxy, {"Connection": "X-Private, keep-alive", "X-Private": "secret",
-                        "Keep-Alive": "timeout=5", "TE": "trailers", "Proxy-Connection": "keep-alive",
-                        "X-Forwarded-For": "203.0.113.9", "Host": "service.example:8080",
-                        "X-App": "kept"})
+    info = seen(
+        proxy,
+        {
+            "Connection": "X-Private, keep-alive",
+            "X-Private": "secret",
+            "Keep-Alive": "timeout=5",
+            "TE": "trailers",
+            "Proxy-Connection": "keep-alive",
+            "X-Forwarded-For": "203.0.113.9",
+            "Host": "service.example:8080",
+            "X-App": "kept",
+        },
+    )
     names = info["map"]
     for hop in ("connection", "x-private", "keep-alive", "te", "proxy-connection"):
         assert hop not in names, hop
@@ -83,7 +101,9 @@ def test_post_content_length_and_chunked(proxy: Proxy) -> None:
 
 
 def test_chunked_response_with_trailers(proxy: Proxy) -> None:
-    data = raw_exchange(proxy.port, b"GET /chunked-trailers HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = raw_exchange(
+        proxy.port, b"GET /chunked-trailers HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
     assert data.startswith(b"HTTP/1.1 200")
     assert b"transfer-encoding: chunked" in data.lower()
     body = data.split(b"\r\n\r\n", 1)[1]
@@ -100,11 +120,19 @@ def test_pipelined_requests_answered_in_order(proxy: Proxy) -> None:
     )
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
     assert statuses == [b"200", b"201", b"200", b"200"]
-    assert data.index(b"slow\n") < data.index(b"status\n") < data.index(b"body") < data.rindex(b"hello")
+    assert (
+        data.index(b"slow\n")
+        < data.index(b"status\n")
+        < data.index(b"body")
+        < data.rindex(b"hello")
+    )
 
 
 def test_head_has_no_body_and_connection_continues(proxy: Proxy) -> None:
-    data = raw_exchange(proxy.port, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    data = raw_exchange(
+        proxy.port,
+        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
     first, rest = data.split(b"\r\n\r\n", 1)
     assert b"content-length: 5" in first.lower()
     assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"hello")
@@ -112,7 +140,9 @@ def test_head_has_no_body_and_connection_continues(proxy: Proxy) -> None:
 
 def test_expect_100_continue(proxy: Proxy) -> None:
     with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"12345")
         response = sock.recv(1000)
@@ -120,7 +150,9 @@ def test_expect_100_continue(proxy: Proxy) -> None:
 
 
 def test_informational_1xx_forwarded(proxy: Proxy) -> None:
-    data = raw_exchange(proxy.port, b"GET /early-hints HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    data = raw_exchange(
+        proxy.port, b"GET /early-hints HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
     assert data.startswith(b"HTTP/1.1 103 ")
     assert b"link: </style.css>; rel=preload" in data.lower()
     assert b"HTTP/1.1 200 " in data and data.endswith(b"after hints\n")
@@ -132,12 +164,16 @@ def test_http10_client(proxy: Proxy) -> None:
     assert head.startswith(b"HTTP/1.1 200")
     assert b"transfer-encoding" not in head.lower()  # a 1.0 client gets a close-delimited body
     assert len(body) == 1000
-    info = json.loads(raw_exchange(proxy.port, b"GET /headers HTTP/1.0\r\n\r\n").split(b"\r\n\r\n", 1)[1])
+    info = json.loads(
+        raw_exchange(proxy.port, b"GET /headers HTTP/1.0\r\n\r\n").split(b"\r\n\r\n", 1)[1]
+    )
     assert info["version"] == "HTTP/1.1"
 
 
 def test_connection_close_is_honoured(proxy: Proxy) -> None:
-    data = raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", timeout=3)
+    data = raw_exchange(
+        proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", timeout=3
+    )
     assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data.lower()
 
 
@@ -155,7 +191,9 @@ def test_upstream_connection_close_is_not_reused(proxy: Proxy, upstream: Server)
 
 def test_websocket_upgrade_becomes_a_tunnel(proxy: Proxy) -> None:
     with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
-        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             head += sock.recv(1000)

@@ -19,9 +19,17 @@ from tests.proxy.conftest import ROOT, Proxy, free_port, raw_exchange
 from tests.proxy.upstream_app import Server
 
 
-def run_pilotfish(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy", "run", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=20, env={**os.environ, **(env or {})})
+def run_pilotfish(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize(
@@ -35,21 +43,36 @@ def run_pilotfish(*args: str, env: dict[str, str] | None = None) -> subprocess.C
         ("listen: [oops\n", "-", "not valid YAML"),
     ],
 )
-def test_bad_config_file_names_file_field_and_reason(tmp_path: Path, text: str, field: str, reason: str) -> None:
+def test_bad_config_file_names_file_field_and_reason(
+    tmp_path: Path, text: str, field: str, reason: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    result = run_pilotfish("--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2", "--config", str(path))
+    result = run_pilotfish(
+        "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2", "--config", str(path)
+    )
     assert result.returncode == 2
     assert str(path) in result.stderr and f"'{field}'" in result.stderr and reason in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_bad_env_and_flags_are_named() -> None:
-    result = run_pilotfish("--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2",
-                           env={"PILOTFISH_CONCURRENCY": "many"})
-    assert result.returncode == 2 and "PILOTFISH_CONCURRENCY" in result.stderr and "'concurrency'" in result.stderr
+    result = run_pilotfish(
+        "--listen",
+        "127.0.0.1:1",
+        "--upstream",
+        "127.0.0.1:2",
+        env={"PILOTFISH_CONCURRENCY": "many"},
+    )
+    assert (
+        result.returncode == 2
+        and "PILOTFISH_CONCURRENCY" in result.stderr
+        and "'concurrency'" in result.stderr
+    )
     result = run_pilotfish("--listen", "127.0.0.1:99999", "--upstream", "127.0.0.1:2")
-    assert result.returncode == 2 and "command line" in result.stderr and "'listen'" in result.stderr
+    assert (
+        result.returncode == 2 and "command line" in result.stderr and "'listen'" in result.stderr
+    )
     result = run_pilotfish("--listen", "127.0.0.1:1")
     assert result.returncode == 2 and "'upstream'" in result.stderr
 
@@ -57,12 +80,18 @@ def test_bad_env_and_flags_are_named() -> None:
 def test_precedence_flag_over_env_over_file(tmp_path: Path, upstream: Server) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("codec: h11\nterminationDrainDuration: 7s\nconcurrency: 3\n")
-    proxy = Proxy(upstream.port, codec="llhttp", args=["--config", str(path)],
-                  env={"PILOTFISH_CONCURRENCY": "1", "PILOTFISH_TERMINATION_DRAIN_DURATION": "2s"})
+    proxy = Proxy(
+        upstream.port,
+        codec="llhttp",
+        args=["--config", str(path)],
+        env={"PILOTFISH_CONCURRENCY": "1", "PILOTFISH_TERMINATION_DRAIN_DURATION": "2s"},
+    )
     try:
         dump = json.loads(proxy.admin("/config_dump")[1])
         assert dump["codec"] == "llhttp"  # flag beats file
-        assert dump["concurrency"] == 1  # flag (the fixture passes --concurrency 1) beats env and file
+        assert (
+            dump["concurrency"] == 1
+        )  # flag (the fixture passes --concurrency 1) beats env and file
         assert dump["timeouts"]["drain"] == 2.0  # env beats file
     finally:
         proxy.stop()
@@ -110,10 +139,14 @@ def test_drain_listeners_stops_accepting(upstream: Server) -> None:
 def test_two_workers_count_every_request_once(upstream: Server) -> None:
     proxy = Proxy(upstream.port, concurrency=2)
     try:
-        children = subprocess.run(["pgrep", "-P", str(proxy.proc.pid)], capture_output=True, text=True).stdout.split()
+        children = subprocess.run(
+            ["pgrep", "-P", str(proxy.proc.pid)], capture_output=True, text=True
+        ).stdout.split()
         assert len(children) == 1
         for _ in range(100):
-            assert raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").endswith(b"hello")
+            assert raw_exchange(
+                proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            ).endswith(b"hello")
         stats = proxy.stats()
         assert stats["downstream_rq_total"] == 100 and stats["downstream_rq_2xx"] == 100
     finally:
@@ -209,6 +242,18 @@ def test_explicit_mode_port_in_use_fails_clearly(upstream: Server) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        result = run_pilotfish("--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream.port}",
-                               "--concurrency", "1", "--admin-port", str(free_port()))
-    assert result.returncode != 0 and "cannot listen" in result.stderr and "Traceback" not in result.stderr
+        result = run_pilotfish(
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            f"127.0.0.1:{upstream.port}",
+            "--concurrency",
+            "1",
+            "--admin-port",
+            str(free_port()),
+        )
+    assert (
+        result.returncode != 0
+        and "cannot listen" in result.stderr
+        and "Traceback" not in result.stderr
+    )

@@ -100,7 +100,9 @@ class State:
             self.sent_bytes = 0
 
 
-def _response(status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None) -> bytes:
+def _response(
+    status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None
+) -> bytes:
     lines = [f"HTTP/1.1 {status} X"]
     for name, value in headers or []:
         lines.append(f"{name}: {value}")
@@ -145,13 +147,21 @@ class Handler(socketserver.BaseRequestHandler):
         with self.server.state.lock:
             self.server.state.sent_bytes += len(data)
 
-    def respond(self, conn: Conn, request: Request) -> bool:  # noqa: C901 - a table of behaviours
+    def respond(self, conn: Conn, request: Request) -> bool:
         path, query, sock = request.path, request.query, conn.sock
         if path == "/headers":
             body = b"".join(conn.body_pieces(request))
-            info = {"method": request.method, "target": request.target, "version": request.version,
-                    "headers": request.headers, "body": body.decode("latin-1")}
-            self.send(conn, _response(200, json.dumps(info).encode(), [("Content-Type", "application/json")]))
+            info = {
+                "method": request.method,
+                "target": request.target,
+                "version": request.version,
+                "headers": request.headers,
+                "body": body.decode("latin-1"),
+            }
+            self.send(
+                conn,
+                _response(200, json.dumps(info).encode(), [("Content-Type", "application/json")]),
+            )
         elif path == "/echo":
             body = b"".join(conn.body_pieces(request))
             self.send(conn, _response(200, body))
@@ -171,7 +181,9 @@ class Handler(socketserver.BaseRequestHandler):
             sent = 0
             while sent < total:
                 piece = chunk[: min(len(chunk), total - sent)]
-                self.send(conn, b"%x\r\n%s\r\n" % (len(piece), piece) if query.get("chunked") else piece)
+                self.send(
+                    conn, b"%x\r\n%s\r\n" % (len(piece), piece) if query.get("chunked") else piece
+                )
                 sent += len(piece)
             if query.get("chunked"):
                 self.send(conn, b"0\r\n\r\n")
@@ -193,8 +205,11 @@ class Handler(socketserver.BaseRequestHandler):
             self.send(conn, b"NOT HTTP AT ALL\r\n\r\n")
             return False
         elif path == "/chunked-trailers":
-            self.send(conn, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n"
-                      b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc123\r\n\r\n")
+            self.send(
+                conn,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc123\r\n\r\n",
+            )
         elif path == "/early-hints":
             self.send(conn, b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
             self.send(conn, _response(200, b"after hints\n"))
@@ -202,13 +217,27 @@ class Handler(socketserver.BaseRequestHandler):
             self.send(conn, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
             return False
         elif path == "/hop":
-            self.send(conn, _response(200, b"hop\n", [("Connection", "X-Secret, keep-alive"), ("X-Secret", "1"),
-                                                      ("Keep-Alive", "timeout=5"), ("X-Kept", "yes")]))
+            self.send(
+                conn,
+                _response(
+                    200,
+                    b"hop\n",
+                    [
+                        ("Connection", "X-Secret, keep-alive"),
+                        ("X-Secret", "1"),
+                        ("Keep-Alive", "timeout=5"),
+                        ("X-Kept", "yes"),
+                    ],
+                ),
+            )
         elif path == "/ws":
             if (request.header("upgrade") or "").lower() != "websocket":
                 self.send(conn, _response(400, b"upgrade required\n"))
                 return True
-            self.send(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            self.send(
+                conn,
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )
             if conn.buffer:
                 self.send(conn, conn.buffer)
                 conn.buffer = b""
