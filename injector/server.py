@@ -28,6 +28,10 @@ REQUEST_TIMEOUT = 10.0
 IDLE_TIMEOUT = 90.0
 # Bounds every connection's loop, even a well-behaved keep-alive one.
 MAX_REQUESTS_PER_CONNECTION = 10_000
+# A request trickled in byte by byte still ends: waiting for it plus reading it, at most.
+REQUEST_DEADLINE = IDLE_TIMEOUT + REQUEST_TIMEOUT
+# The API server keeps a few connections per replica; more than this is not the API server.
+MAX_CONNECTIONS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class WebhookServer:
         self.clock = clock
         self.ready = True
         self._server: asyncio.Server | None = None
+        self._connections = 0
 
     # -- routing (no I/O) --------------------------------------------------------------
 
@@ -116,11 +121,14 @@ class WebhookServer:
             await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
         try:
-            await self._serve(reader, writer)
+            if self._connections <= MAX_CONNECTIONS:
+                await self._serve(reader, writer)
         except (ConnectionError, TimeoutError, h11.ProtocolError, OSError):
             pass  # the peer went away or misbehaved; nothing to answer
         finally:
+            self._connections -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
@@ -139,35 +147,10 @@ class WebhookServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         for _ in range(MAX_REQUESTS_PER_CONNECTION):
             try:
-                event = await self._next_event(conn, reader, IDLE_TIMEOUT)
-                if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                    return
-                assert isinstance(event, h11.Request)
-                headers = {
-                    name.decode("latin-1").lower(): value.decode("latin-1")
-                    for name, value in event.headers
-                }
-                body = bytearray()
-                reply: Reply | None = None
-                while True:
-                    part = await self._next_event(conn, reader, REQUEST_TIMEOUT)
-                    if isinstance(part, h11.Data):
-                        body += part.data
-                        if len(body) > MAX_BODY:
-                            reply = _text(413, f"body over {MAX_BODY} bytes")
-                            self.metrics.failed.labels("too-large").inc()
-                            break
-                    elif isinstance(part, h11.EndOfMessage):
-                        break
-                    else:
-                        return
+                async with asyncio.timeout(REQUEST_DEADLINE):
+                    reply = await self._read_request(conn, reader)
                 if reply is None:
-                    reply = self.route(
-                        event.method.decode("latin-1"),
-                        event.target.decode("latin-1"),
-                        headers,
-                        bytes(body),
-                    )
+                    return
             except h11.RemoteProtocolError as exc:
                 if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
                     return
@@ -182,6 +165,32 @@ class WebhookServer:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return  # the client still has an unread body in flight: close
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> Reply | None:
+        """One request read and routed; None when the client closed or broke off."""
+        event = await self._next_event(conn, reader, IDLE_TIMEOUT)
+        if not isinstance(event, h11.Request):
+            return None  # ConnectionClosed, or PAUSED after a pipelined close
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in event.headers
+        }
+        body = bytearray()
+        for _ in range(MAX_BODY):  # bounded: every pass adds at least one byte or ends
+            part = await self._next_event(conn, reader, REQUEST_TIMEOUT)
+            if isinstance(part, h11.EndOfMessage):
+                break
+            if not isinstance(part, h11.Data):
+                return None
+            body += part.data
+            if len(body) > MAX_BODY:
+                self.metrics.failed.labels("too-large").inc()
+                return _text(413, f"body over {MAX_BODY} bytes")
+        return self.route(
+            event.method.decode("latin-1"), event.target.decode("latin-1"), headers, bytes(body)
+        )
 
     @staticmethod
     async def _send(

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import ssl
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,3 +319,21 @@ def test_the_watcher_reloads_rotated_files(webhook: RunningWebhook) -> None:
     asyncio.run_coroutine_threadsafe(watch_until_reloaded(), webhook.loop).result(10)
     assert server.metrics.cert_reloads.labels("ok")._value.get() == before + 1
     assert webhook.get("/healthz")[0] == 200
+
+
+def test_a_trickling_request_is_cut_off(
+    webhook: RunningWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from injector import server as server_module
+
+    monkeypatch.setattr(server_module, "REQUEST_DEADLINE", 0.5)
+    connection = webhook.connection()
+    connection.connect()
+    sock = connection.sock
+    assert sock is not None
+    sock.sendall(b"POST /inject HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    sock.settimeout(5)
+    started = time.monotonic()
+    assert sock.recv(100) == b""  # closed by the server, not answered
+    assert time.monotonic() - started < 4
+    connection.close()
