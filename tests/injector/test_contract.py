@@ -79,3 +79,13 @@ def test_env_names_match_the_proxy() -> None:
         assert f"name: {name}," in template, name
     assert "PILOTFISH_CONCURRENCY" in proxy_env.SETTINGS
     assert "PILOTFISH_TERMINATION_DRAIN_DURATION" in proxy_env.SETTINGS
+
+
+@pytest.mark.parametrize("case", INJECTED, ids=[p.name.split(".")[0] for p in INJECTED])
+def test_lifecycle_hooks_are_valid_python(case: Path) -> None:
+    """The hooks run `python3 -c` in the proxy image; a typo would only show in a cluster."""
+    for container in injected_containers(case):
+        for hook in container.get("lifecycle", {}).values():
+            command = hook["exec"]["command"]
+            assert command[:2] == ["python3", "-c"]
+            compile(command[2], f"{case.name}:{container['name']}", "exec")
