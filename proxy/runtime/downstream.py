@@ -31,6 +31,7 @@ from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.core.codecs.base import ServerCodec
+    from proxy.runtime.h2_downstream import H2Downstream
     from proxy.runtime.upstream import Destination, UpstreamConnection
     from proxy.runtime.worker import Worker
 
@@ -153,6 +154,7 @@ class DownstreamConnection(asyncio.Protocol):
         "codec",
         "destination",
         "exchange",
+        "h2",
         "last_activity",
         "listener_name",
         "local_address",
@@ -193,6 +195,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self.close_after = False
         self.last_activity = 0.0
+        self.h2: H2Downstream | None = None  # set once the HTTP/2 preface is seen
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -220,6 +223,8 @@ class DownstreamConnection(asyncio.Protocol):
             self.last_activity = self.worker.loop.time()
             assert self.codec is not None
             self._dispatch(self.codec.receive(data))
+        elif self.h2 is not None:
+            self.h2.data_received(data)
         elif self.relay is not None:
             self.relay.from_downstream(data)
         else:
@@ -239,6 +244,8 @@ class DownstreamConnection(asyncio.Protocol):
             self.sniff_timer.cancel()
         if self.relay is not None:
             self.relay.downstream_lost()
+        if self.h2 is not None:
+            self.h2.connection_lost()
         exchange = self.exchange
         if exchange is not None and not exchange.finished:
             if not exchange.upgraded:  # closing a tunnel is how tunnels end
@@ -255,6 +262,9 @@ class DownstreamConnection(asyncio.Protocol):
         if self.relay is not None:
             self.relay.pause_upstream()
             return
+        if self.h2 is not None:
+            self.h2.pause_writing()
+            return
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
             transport = exchange.upstream.transport
@@ -265,6 +275,9 @@ class DownstreamConnection(asyncio.Protocol):
         self.write_paused = False
         if self.relay is not None:
             self.relay.resume_upstream()
+            return
+        if self.h2 is not None:
+            self.h2.resume_writing()
             return
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
@@ -309,9 +322,10 @@ class DownstreamConnection(asyncio.Protocol):
             self.codec = self.worker.new_server_codec()
             self._dispatch(self.codec.receive(first_bytes))
         elif protocol is Protocol.HTTP2:
-            # HTTP/2 is not served yet: a clean close, counted (clients fall back or fail fast).
             self.stats[S.DOWNSTREAM_CX_HTTP2_TOTAL] += 1
-            self._close()
+            from proxy.runtime.h2_downstream import H2Downstream  # h2 loads on first use
+
+            self.h2 = H2Downstream(self.worker, self, first_bytes)
         else:
             self.stats[S.DOWNSTREAM_CX_TCP_TOTAL] += 1
             assert self.transport is not None
@@ -681,11 +695,16 @@ class DownstreamConnection(asyncio.Protocol):
     def drain(self) -> None:
         """The worker is draining: close now if idle, else after the response in flight."""
         self.close_after = True
+        if self.h2 is not None:
+            self.h2.drain()
+            return
         if self.relay is None and (self.exchange is None or self.exchange.finished):
             self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] += 1
             self._close()
 
     def idle_for(self, now: float) -> float:
+        if self.h2 is not None:
+            return self.h2.idle_for(now)
         return now - self.last_activity if self.exchange is None and self.relay is None else 0.0
 
 

@@ -15,6 +15,7 @@ from proxy.runtime.upstream import UpstreamPool
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
     from proxy.runtime.downstream import DownstreamConnection
+    from proxy.runtime.h2_upstream import H2UpstreamPool
     from proxy.telemetry.observer import RequestObserver
 
 
@@ -64,10 +65,20 @@ class Worker:
         self.new_client_codec: Callable[[], ClientCodec] = lambda: client_codec(codec)
         self.new_request_id = new_request_id
         self.pool = UpstreamPool(loop, config, stats, self.new_client_codec)
+        self._h2_pool: H2UpstreamPool | None = None
         self.connections: set[DownstreamConnection] = set()
         self.route_deadlines = DeadlineQueue(loop, _route_timeout)
         self.draining = False
         self.drained = loop.create_future()
+
+    @property
+    def h2_pool(self) -> H2UpstreamPool:
+        """Multiplexed HTTP/2 upstream connections, made on first use (h2 loads only then)."""
+        if self._h2_pool is None:
+            from proxy.runtime.h2_upstream import H2UpstreamPool
+
+            self._h2_pool = H2UpstreamPool(self.loop, self.config, self.stats)
+        return self._h2_pool
 
     def start_drain(self) -> None:
         """Stop reusing connections: idle ones close now, busy ones after their response."""
@@ -75,6 +86,8 @@ class Worker:
             return
         self.draining = True
         self.pool.close_idle()
+        if self._h2_pool is not None:
+            self._h2_pool.close_idle()
         for connection in list(self.connections):
             connection.drain()
         self.check_drained()

@@ -1,0 +1,603 @@
+"""HTTP/2 codec on h2: sans-IO server and client adapters speaking the neutral events per stream.
+
+h2 owns the frame layer and the stream state machines; this adapter owns what h2
+leaves to its user: request/response validation (RFC 9113 section 8, done here in
+one pass instead of h2's several), per-stream send queues that respect the peer's
+flow-control windows, receive windows that open only when the runtime says the
+other side took the data (backpressure), graceful GOAWAY, and flood limits (PING,
+SETTINGS, RST_STREAM, CONTINUATION) answered with ENHANCE_YOUR_CALM as Envoy does.
+It is the only module that imports h2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import GoAwayFrame
+
+from proxy.core.messages import (
+    Data,
+    EndOfMessage,
+    Event,
+    Headers,
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+)
+
+# RFC 9113 section 7 error codes (ints, so the runtime need not import h2).
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+FLOW_CONTROL_ERROR = 0x3
+STREAM_CLOSED = 0x5
+FRAME_SIZE_ERROR = 0x6
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+ENHANCE_YOUR_CALM = 0xB
+
+_SETTINGS = h2.settings.SettingCodes
+# RFC 9113 section 8.2.2: connection-specific fields make a message malformed.
+_CONNECTION_SPECIFIC = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+# A field name is a lower-case token (RFC 9110 section 5.6.2, RFC 9113 section 8.2.1).
+_BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
+# Values must not carry CR, LF or NUL, nor start or end with whitespace: those are how
+# an HTTP/2 request smuggles a second request into an HTTP/1 upstream.
+_BAD_VALUE = re.compile(rb"[\r\n\x00]|^[ \t]|[ \t]$").search
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
+
+
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    """Per-connection limits; over a flood limit the peer gets GOAWAY ENHANCE_YOUR_CALM."""
+
+    # 100: RFC 9113's recommended minimum, and nginx's and h2's default.
+    max_concurrent_streams: int = 100
+    # Bytes a peer may send on one stream before we acknowledge any: the per-stream
+    # memory bound (the runtime's buffer_high_water).
+    stream_window: int = 256 * 1024
+    # 60 KiB: Envoy's max_request_headers_kb.
+    max_header_list_size: int = 60 * 1024
+    # 100: Envoy's max_headers_count.
+    max_header_count: int = 100
+    # Flood limits, per `flood_interval` seconds. Legitimate clients PING for keepalive
+    # (seconds apart) and change SETTINGS once or twice per connection.
+    flood_interval: float = 1.0
+    max_pings: int = 100
+    max_settings: int = 100
+    # Rapid reset (CVE-2023-44487): streams the client opened and reset itself.
+    max_resets: int = 200
+
+
+# -- events besides the neutral ones ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class StreamReset:
+    """The peer reset a stream (RST_STREAM); `error_code` as it sent it."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class SendDrained:
+    """All queued for this stream went out (its window opened): release what was held back."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class GoAway:
+    """The connection is ending: the peer sent GOAWAY, or we did because it broke the protocol.
+
+    `local` GOAWAYs are already in the output; write it, then close. Streams above
+    `last_stream_id` were never processed by the side that sent it.
+    """
+
+    error_code: int
+    last_stream_id: int
+    local: bool
+    reason: str
+
+
+@dataclass(slots=True)
+class SettingsChanged:
+    """The peer changed MAX_CONCURRENT_STREAMS (client side: the pool's capacity)."""
+
+    max_concurrent_streams: int
+
+
+H2Event = Event | StreamReset | SendDrained | GoAway | SettingsChanged
+
+
+class _Calm(Exception):
+    """A flood limit was crossed."""
+
+
+class _H2Codec:
+    """What the server and client adapters share: sending with flow control, acks, GOAWAY."""
+
+    __slots__ = (
+        "closed",
+        "conn",
+        "flood_start",
+        "limits",
+        "pings",
+        "queued",
+        "queued_end",
+        "resets",
+        "settings",
+        "trailers_stream",
+    )
+
+    def __init__(self, client_side: bool, limits: H2Limits) -> None:
+        # h2's own header validation and normalisation are off: this adapter validates
+        # in one pass while converting, and sends lower-case headers it built itself.
+        config = h2.config.H2Configuration(
+            client_side=client_side,
+            header_encoding=None,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        conn = h2.connection.H2Connection(config)
+        initial: dict[Any, int] = {
+            _SETTINGS.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            _SETTINGS.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            _SETTINGS.INITIAL_WINDOW_SIZE: limits.stream_window,
+        }
+        if client_side:
+            initial[_SETTINGS.ENABLE_PUSH] = 0
+        conn.local_settings = h2.settings.Settings(client=client_side, initial_values=initial)
+        conn.decoder.max_header_list_size = limits.max_header_list_size
+        conn.initiate_connection()
+        # The connection window covers every stream's window, so one stream holding
+        # its window (a slow reader) never stalls the others.
+        connection_window = limits.stream_window * limits.max_concurrent_streams
+        conn.increment_flow_control_window(connection_window - 65535)
+        self.conn = conn
+        self.limits = limits
+        self.queued: dict[int, deque[memoryview]] = {}
+        # Stream -> trailers to send once its queue drains (an empty list: END_STREAM only).
+        self.queued_end: dict[int, Headers] = {}
+        self.closed = False
+        self.flood_start = 0.0
+        self.pings = 0
+        self.settings = 0
+        self.resets = 0
+        self.trailers_stream = 0
+
+    # -- output ------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        return self.conn.data_to_send()
+
+    def send_data(self, stream_id: int, data: bytes) -> int:
+        """Queue body bytes; returns how many are still waiting for the peer's window."""
+        queue = self.queued.get(stream_id)
+        if queue is None:
+            queue = self.queued[stream_id] = deque()
+        if data:
+            queue.append(memoryview(data))
+        return self._push(stream_id)
+
+    def send_end(self, stream_id: int, trailers: Headers) -> None:
+        """End the stream, with trailers if any, after whatever is still queued."""
+        self.queued_end[stream_id] = trailers
+        if stream_id not in self.queued:
+            self.queued[stream_id] = deque()
+        self._push(stream_id)
+
+    def pending(self, stream_id: int) -> int:
+        queue = self.queued.get(stream_id)
+        return sum(len(piece) for piece in queue) if queue else 0
+
+    def _push(self, stream_id: int) -> int:
+        """Send as much of a stream's queue as the windows allow; the bytes left behind."""
+        queue = self.queued[stream_id]
+        conn = self.conn
+        try:
+            window = conn.local_flow_control_window(stream_id)
+            frame_size = conn.max_outbound_frame_size
+            while queue and window > 0:
+                piece = queue[0]
+                size = len(piece)
+                if size > window or size > frame_size:
+                    take = min(window, frame_size)
+                    conn.send_data(stream_id, piece[:take])
+                    queue[0] = piece[take:]
+                    window -= take
+                    continue
+                queue.popleft()
+                window -= size
+                if not queue and stream_id in self.queued_end:
+                    trailers = self.queued_end.pop(stream_id)
+                    conn.send_data(stream_id, piece, end_stream=not trailers)
+                    if trailers:
+                        conn.send_headers(stream_id, trailers, end_stream=True)
+                    del self.queued[stream_id]
+                    return 0
+                conn.send_data(stream_id, piece)
+            if not queue:
+                if stream_id in self.queued_end:
+                    trailers = self.queued_end.pop(stream_id)
+                    if trailers:
+                        conn.send_headers(stream_id, trailers, end_stream=True)
+                    else:
+                        conn.end_stream(stream_id)
+                del self.queued[stream_id]
+                return 0
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
+            # The peer reset the stream (or the connection ended) meanwhile: drop it.
+            self.forget(stream_id)
+            return 0
+        return sum(len(piece) for piece in queue)
+
+    def _window_opened(self, stream_id: int, out: list[H2Event]) -> None:
+        """A window grew: push the streams waiting on it (all of them for the connection's)."""
+        if stream_id:
+            if stream_id in self.queued and self._push(stream_id) == 0:
+                out.append(SendDrained(stream_id))
+            return
+        for waiting in list(self.queued):
+            if waiting in self.queued and self._push(waiting) == 0:
+                out.append(SendDrained(waiting))
+
+    def forget(self, stream_id: int) -> None:
+        self.queued.pop(stream_id, None)
+        self.queued_end.pop(stream_id, None)
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """The other side took `size` bytes of this stream's body: let the peer send more."""
+        if size and not self.closed:
+            self.conn.acknowledge_received_data(size, stream_id)
+
+    def reset(self, stream_id: int, error_code: int) -> None:
+        self.forget(stream_id)
+        if self.closed:
+            return
+        # Already closed on both sides: nothing to reset.
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self.conn.reset_stream(stream_id, error_code)
+
+    def goaway(self, error_code: int, last_stream_id: int | None = None) -> None:
+        """GOAWAY without closing h2's state, so streams below `last_stream_id` can finish.
+
+        h2's close_connection moves its state machine to CLOSED, after which no stream
+        may send anything; a graceful drain needs the frame without the transition.
+        """
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = (
+            self.conn.highest_inbound_stream_id if last_stream_id is None else last_stream_id
+        )
+        frame.error_code = error_code
+        self.conn._data_to_send += frame.serialize()
+
+    def terminate(self, error_code: int, reason: str) -> GoAway:
+        """A connection error: GOAWAY with `error_code` and nothing more on this connection."""
+        if not self.closed:
+            self.closed = True
+            self.conn.close_connection(error_code)
+        return GoAway(error_code, self.conn.highest_inbound_stream_id, True, reason)
+
+    def _failed(self, error: h2.exceptions.ProtocolError) -> GoAway:
+        """h2 raised a connection error and queued its GOAWAY; floods get ENHANCE_YOUR_CALM."""
+        self.closed = True
+        code = int(error.error_code)
+        reason = str(error) or type(error).__name__
+        if "continuation" in reason.lower():
+            # h2 answers CONTINUATION floods (over 64 frames) with PROTOCOL_ERROR; Envoy,
+            # and this proxy, treat that as abuse: rewrite the GOAWAY h2 just queued.
+            code = ENHANCE_YOUR_CALM
+            pending = self.conn._data_to_send
+            frame = GoAwayFrame(0)
+            frame.last_stream_id = self.conn.highest_inbound_stream_id
+            frame.error_code = PROTOCOL_ERROR
+            old = frame.serialize()
+            if pending.endswith(old):
+                frame.error_code = ENHANCE_YOUR_CALM
+                pending[-len(old) :] = frame.serialize()
+        return GoAway(code, self.conn.highest_inbound_stream_id, True, reason)
+
+    def _flood(self, now: float) -> None:
+        if now - self.flood_start > self.limits.flood_interval:
+            self.flood_start = now
+            self.pings = self.settings = self.resets = 0
+
+    # -- input -------------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> list[H2Event]:
+        """Bytes from the peer -> events (neutral ones per stream, and the connection's)."""
+        if self.closed:
+            return []
+        try:
+            h2_events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            return [self._failed(error)]
+        out: list[H2Event] = []
+        try:
+            self._flood(now)
+            self._convert(h2_events, out)
+        except _Calm as calm:
+            out.append(self.terminate(ENHANCE_YOUR_CALM, str(calm)))
+        return out
+
+    def _convert(self, h2_events: list[h2.events.Event], out: list[H2Event]) -> None:
+        limits = self.limits
+        for event in h2_events:
+            kind = type(event)
+            if kind is h2.events.DataReceived:
+                assert isinstance(event, h2.events.DataReceived)
+                data = event.data or b""
+                padding = (event.flow_controlled_length or 0) - len(data)
+                if padding:
+                    self.conn.acknowledge_received_data(padding, event.stream_id or 0)
+                out.append(Data(event.stream_id or 0, data))
+            elif kind is h2.events.StreamEnded:
+                assert isinstance(event, h2.events.StreamEnded)
+                stream_id = event.stream_id or 0
+                if self.trailers_stream == stream_id:
+                    self.trailers_stream = 0  # its EndOfMessage went out with the trailers
+                else:
+                    out.append(EndOfMessage(stream_id, []))
+            elif kind is h2.events.WindowUpdated:
+                assert isinstance(event, h2.events.WindowUpdated)
+                if self.queued:
+                    self._window_opened(event.stream_id or 0, out)
+            elif kind is h2.events.TrailersReceived:
+                assert isinstance(event, h2.events.TrailersReceived)
+                self._trailers(event.stream_id or 0, event.headers or [], out)
+            elif kind is h2.events.StreamReset:
+                assert isinstance(event, h2.events.StreamReset)
+                stream_id = event.stream_id or 0
+                self.forget(stream_id)
+                if event.remote_reset:
+                    self.resets += 1
+                    if self.resets > limits.max_resets:
+                        raise _Calm("rapid reset: too many streams reset by the peer")
+                out.append(StreamReset(stream_id, int(event.error_code or 0)))
+            elif kind is h2.events.PingReceived:
+                self.pings += 1
+                if self.pings > limits.max_pings:
+                    raise _Calm("PING flood")
+            elif kind is h2.events.RemoteSettingsChanged:
+                assert isinstance(event, h2.events.RemoteSettingsChanged)
+                self.settings += 1
+                if self.settings > limits.max_settings:
+                    raise _Calm("SETTINGS flood")
+                changed = event.changed_settings
+                if _SETTINGS.INITIAL_WINDOW_SIZE in changed and self.queued:
+                    self._window_opened(0, out)
+                if _SETTINGS.MAX_CONCURRENT_STREAMS in changed:
+                    value = changed[_SETTINGS.MAX_CONCURRENT_STREAMS].new_value
+                    out.append(SettingsChanged(int(value)))
+            elif kind is h2.events.ConnectionTerminated:
+                assert isinstance(event, h2.events.ConnectionTerminated)
+                self.closed = True
+                out.append(
+                    GoAway(
+                        int(event.error_code or 0), event.last_stream_id or 0, False, "peer GOAWAY"
+                    )
+                )
+            else:
+                self._other(event, out)
+
+    def _other(self, event: h2.events.Event, out: list[H2Event]) -> None:
+        """Server- or client-specific events (headers)."""
+
+    def _trailers(self, stream_id: int, headers: Any, out: list[H2Event]) -> None:
+        trailers: Headers = []
+        for name, value in headers:
+            if name[:1] == b":" or _BAD_NAME(name) or _BAD_VALUE(value):
+                self.reset(stream_id, PROTOCOL_ERROR)
+                out.append(StreamReset(stream_id, PROTOCOL_ERROR))
+                return
+            trailers.append((name, value))
+        self.trailers_stream = stream_id
+        out.append(EndOfMessage(stream_id, trailers))
+
+
+class H2ServerCodec(_H2Codec):
+    """The downstream side: requests in, responses out."""
+
+    __slots__ = ("first_frame_seen",)
+
+    def __init__(self, limits: H2Limits | None = None) -> None:
+        super().__init__(False, limits or H2Limits())
+        self.first_frame_seen = False
+
+    def receive(self, data: bytes, now: float) -> list[H2Event]:
+        if not self.first_frame_seen:
+            # RFC 9113 section 3.4: the preface's first frame must be SETTINGS; h2 accepts any.
+            offset = 24 if data.startswith(b"PRI ") else 0
+            if len(data) >= offset + 4:
+                self.first_frame_seen = True
+                if data[offset + 3] != 0x4:
+                    self.closed = True
+                    self.conn.close_connection(PROTOCOL_ERROR)
+                    return [GoAway(PROTOCOL_ERROR, 0, True, "preface not followed by SETTINGS")]
+        return super().receive(data, now)
+
+    def _other(self, event: h2.events.Event, out: list[H2Event]) -> None:
+        if type(event) is h2.events.RequestReceived:
+            assert isinstance(event, h2.events.RequestReceived)
+            stream_id = event.stream_id or 0
+            head = self._request(stream_id, event.headers or [], event.stream_ended is not None)
+            if head is None:
+                self.reset(stream_id, PROTOCOL_ERROR)
+            else:
+                out.append(head)
+
+    def _request(self, stream_id: int, headers: Any, ended: bool) -> RequestHead | None:
+        """RFC 9113 section 8.3.1 checks while converting; None for a malformed request."""
+        method = scheme = path = authority = None
+        fields: Headers = []
+        content_length: int | None = None
+        regular = False
+        if len(headers) > self.limits.max_header_count + 5:
+            return None
+        for name, value in headers:
+            if name[:1] == b":":
+                if regular or name not in _REQUEST_PSEUDO:
+                    return None
+                if name == b":method":
+                    if method is not None:
+                        return None
+                    method = value
+                elif name == b":path":
+                    if path is not None:
+                        return None
+                    path = value
+                elif name == b":scheme":
+                    if scheme is not None:
+                        return None
+                    scheme = value
+                elif name == b":authority":
+                    if authority is not None:
+                        return None
+                    authority = value
+                else:
+                    return None  # :protocol: extended CONNECT is not advertised
+                continue
+            regular = True
+            if _BAD_NAME(name) or _BAD_VALUE(value) or name in _CONNECTION_SPECIFIC:
+                return None
+            if name == b"te":
+                if value != b"trailers":
+                    return None
+            elif name == b"content-length":
+                if not value.isdigit() or (
+                    content_length is not None and int(value) != content_length
+                ):
+                    return None
+                content_length = int(value)
+                continue
+            elif name == b"host" and authority is not None:
+                continue  # :authority wins (RFC 9113 section 8.3.1)
+            fields.append((name, value))
+        if method is None or _BAD_VALUE(method):
+            return None
+        if method == b"CONNECT":
+            if scheme is not None or path is not None or authority is None:
+                return None
+            path = authority
+        elif scheme is None or not path or _BAD_VALUE(path) or b" " in path:
+            return None
+        if authority is not None:
+            if _BAD_VALUE(authority):
+                return None
+            fields.insert(0, (b"host", authority))
+        if ended and content_length is None and method not in (b"GET", b"HEAD"):
+            content_length = 0
+        # A body of unknown length goes to an HTTP/1 upstream chunked.
+        chunked = not ended and content_length is None
+        return RequestHead(stream_id, method, path, fields, b"2", True, content_length, chunked)
+
+    def send_response(self, stream_id: int, head: ResponseHead, end_stream: bool) -> None:
+        headers: Headers = [(b":status", str(head.status).encode())]
+        headers += head.headers
+        if head.content_length is not None:
+            headers.append((b"content-length", str(head.content_length).encode()))
+        try:
+            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self.forget(stream_id)
+
+    def drain(self) -> None:
+        """Graceful GOAWAY (NO_ERROR): streams opened so far finish, new ones are refused."""
+        self.goaway(NO_ERROR)
+
+    @property
+    def highest_stream_id(self) -> int:
+        return self.conn.highest_inbound_stream_id
+
+
+class H2ClientCodec(_H2Codec):
+    """The upstream side: requests out, responses in."""
+
+    __slots__ = ()
+
+    def __init__(self, limits: H2Limits | None = None) -> None:
+        super().__init__(True, limits or H2Limits())
+
+    def send_request(self, head: RequestHead, scheme: bytes, end_stream: bool) -> int:
+        """Open a stream with this request's headers; returns its id."""
+        authority = b""
+        fields: Headers = []
+        for name, value in head.headers:
+            if name == b"host":
+                authority = value
+            elif name not in _CONNECTION_SPECIFIC and name != b"te":
+                fields.append((name, value))
+        headers: Headers = [(b":method", head.method), (b":scheme", scheme)]
+        headers.append((b":authority", authority or b"localhost"))
+        headers.append((b":path", head.target))
+        if head.content_length is not None and head.method not in (b"GET", b"HEAD"):
+            headers.append((b"content-length", str(head.content_length).encode()))
+        headers += fields
+        if any(
+            name == b"content-type" and value.startswith(b"application/grpc")
+            for name, value in fields
+        ):
+            headers.append((b"te", b"trailers"))  # gRPC servers require it (gRPC over HTTP/2 spec)
+        stream_id = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        return stream_id
+
+    def _other(self, event: h2.events.Event, out: list[H2Event]) -> None:
+        kind = type(event)
+        if kind is h2.events.ResponseReceived or kind is h2.events.InformationalResponseReceived:
+            assert isinstance(
+                event, (h2.events.ResponseReceived, h2.events.InformationalResponseReceived)
+            )
+            stream_id = event.stream_id or 0
+            head = _response(stream_id, event.headers or [])
+            if head is None:
+                self.reset(stream_id, PROTOCOL_ERROR)
+                out.append(
+                    ProtocolError(stream_id, 502, "upstream sent a malformed HTTP/2 response")
+                )
+            else:
+                out.append(head)
+
+    @property
+    def max_outbound_streams(self) -> int:
+        return int(self.conn.remote_settings.max_concurrent_streams)
+
+
+def _response(stream_id: int, headers: Any) -> ResponseHead | None:
+    status = 0
+    fields: Headers = []
+    content_length: int | None = None
+    for name, value in headers:
+        if name[:1] == b":":
+            if name != b":status" or status or fields or not value.isdigit():
+                return None
+            status = int(value)
+            continue
+        if _BAD_NAME(name) or _BAD_VALUE(value) or name in _CONNECTION_SPECIFIC:
+            return None
+        if name == b"content-length":
+            if not value.isdigit():
+                return None
+            content_length = int(value)
+            continue
+        fields.append((name, value))
+    if not 100 <= status <= 999:
+        return None
+    return ResponseHead(
+        stream_id, status, fields, b"", b"2", True, content_length, content_length is None
+    )

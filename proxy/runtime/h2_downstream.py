@@ -1,0 +1,552 @@
+"""The HTTP/2 side of a downstream connection: concurrent exchanges, each routed like HTTP/1's.
+
+`DownstreamConnection` hands a connection here once it has seen the HTTP/2 preface.
+Each stream becomes an `H2Exchange` (an `Exchange`, so telemetry reads the same
+fields) with the same header policy, local replies, flags, stats and observer calls
+as HTTP/1. gRPC requests go to an HTTP/2 upstream (the h2 pool); other requests go
+to the HTTP/1.1 pool, which is what every upstream speaks (and what Envoy's clusters
+default to). Flow control: request DATA is acknowledged to the client only once the
+upstream took it, response DATA only once the client's window and socket took it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from proxy.core import flags
+from proxy.core.codecs.h2 import (
+    CANCEL,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    REFUSED_STREAM,
+    GoAway,
+    H2Limits,
+    H2ServerCodec,
+    SendDrained,
+    StreamReset,
+)
+from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
+from proxy.core.local_reply import local_reply
+from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, RequestHead, ResponseHead
+from proxy.runtime.deadlines import DeadlineQueue, HasDeadline
+from proxy.runtime.downstream import Exchange
+from proxy.telemetry import stats as S
+
+if TYPE_CHECKING:
+    from proxy.runtime.downstream import DownstreamConnection
+    from proxy.runtime.upstream import UpstreamConnection
+    from proxy.runtime.worker import Worker
+
+# Envoy's Grpc::Utility::httpToGrpcStatus, for local replies to gRPC requests.
+_GRPC_STATUS = {
+    400: b"13",
+    401: b"16",
+    403: b"7",
+    404: b"12",
+    429: b"14",
+    502: b"14",
+    503: b"14",
+    504: b"14",
+}
+
+
+def is_grpc(headers: list[tuple[bytes, bytes]]) -> bool:
+    content_type = header_value(headers, b"content-type")
+    return content_type is not None and content_type.startswith(b"application/grpc")
+
+
+class H2Exchange(Exchange):
+    """One HTTP/2 stream's exchange: an Exchange whose upstream callbacks go to the h2 side."""
+
+    __slots__ = ("grpc", "h2", "owed", "paused_upstream", "stream_id", "upstream_blocked")
+
+    def __init__(self, h2: H2Downstream, request: RequestHead, start: float) -> None:
+        super().__init__(h2.connection, request, start)
+        self.h2 = h2
+        self.stream_id = request.stream_id
+        self.grpc = False
+        self.owed = 0  # request bytes received but not yet acknowledged to the client
+        self.upstream_blocked = False  # the upstream cannot take more request body
+        self.paused_upstream = False  # we paused the upstream: the client cannot take more
+
+    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
+        if self.finished:
+            connection.pool.release(connection)
+        else:
+            self.h2.on_upstream_ready(self, connection, reused)
+
+    def upstream_failed(self, status: int, flag: str, details: str) -> None:
+        if not self.finished:
+            self.h2.local_reply(self, status, flag, details)
+            self.h2.mark()
+
+    def upstream_events(self, events: list[Event]) -> None:
+        if not self.finished:
+            self.h2.on_upstream_events(self, events)
+
+    def upstream_lost(self, connection: UpstreamConnection) -> None:
+        if not self.finished:
+            self.h2.on_upstream_lost(self, connection)
+
+    def upstream_pause_writing(self) -> None:
+        self.upstream_blocked = True
+
+    def upstream_resume_writing(self) -> None:
+        self.upstream_blocked = False
+        if self.owed and not self.finished:
+            self.h2.codec.acknowledge(self.stream_id, self.owed)
+            self.owed = 0
+            self.h2.mark()
+
+
+class H2Downstream:
+    """The HTTP/2 server side of one client connection."""
+
+    __slots__ = (
+        "closed",
+        "codec",
+        "connection",
+        "deadlines",
+        "dirty",
+        "draining",
+        "flusher",
+        "goaway_last",
+        "stats",
+        "streams",
+        "worker",
+        "write_paused",
+    )
+
+    def __init__(
+        self, worker: Worker, connection: DownstreamConnection, first_bytes: bytes
+    ) -> None:
+        self.worker = worker
+        self.connection = connection
+        self.stats = worker.stats
+        limits = worker.config.limits
+        self.codec = H2ServerCodec(
+            H2Limits(
+                stream_window=limits.buffer_high_water,
+                max_header_list_size=limits.max_request_headers_bytes,
+                max_header_count=limits.max_request_headers_count,
+            )
+        )
+        self.streams: dict[int, H2Exchange] = {}
+        self.flusher = worker.h2_pool.flusher
+        self.dirty = False
+        self.write_paused = False
+        self.draining = False
+        self.closed = False
+        self.goaway_last = 0
+        self.deadlines = DeadlineQueue(worker.loop, self._route_timeout)
+        self.data_received(first_bytes)
+
+    # -- from the connection ------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        loop = self.worker.loop
+        now = loop.time()
+        self.connection.last_activity = now
+        streams = self.streams
+        codec = self.codec
+        for event in codec.receive(data, now):
+            kind = type(event)
+            if kind is Data:
+                assert isinstance(event, Data)
+                exchange = streams.get(event.stream_id)
+                size = len(event.data)
+                if exchange is None:
+                    codec.acknowledge(event.stream_id, size)  # answered or reset: dropped
+                    continue
+                exchange.bytes_received += size
+                upstream = exchange.upstream
+                if upstream is not None:
+                    upstream.write(upstream.codec.send_data(event.data))
+                    if exchange.upstream_blocked:
+                        exchange.owed += size
+                    else:
+                        codec.acknowledge(event.stream_id, size)
+                elif exchange.upstream_head is None:
+                    codec.acknowledge(event.stream_id, size)
+                else:
+                    exchange.upstream_buffer.append(event.data)
+                    exchange.owed += size
+            elif kind is RequestHead:
+                assert isinstance(event, RequestHead)
+                self._start(event, now)
+            elif kind is EndOfMessage:
+                assert isinstance(event, EndOfMessage)
+                exchange = streams.get(event.stream_id)
+                if exchange is not None:
+                    self._request_end(exchange, event.trailers)
+            elif kind is StreamReset:
+                assert isinstance(event, StreamReset)
+                exchange = streams.get(event.stream_id)
+                if exchange is not None:
+                    self.stats[S.DOWNSTREAM_RQ_RX_RESET] += 1
+                    exchange.flags.append(flags.DOWNSTREAM_RESET)
+                    self._abort_upstream(exchange)
+                    self._finish(exchange)
+            elif kind is SendDrained:
+                assert isinstance(event, SendDrained)
+                exchange = streams.get(event.stream_id)
+                if exchange is not None and exchange.paused_upstream and not self.write_paused:
+                    self._resume_upstream(exchange)
+            elif kind is GoAway:
+                assert isinstance(event, GoAway)
+                if event.local:
+                    # We ended the connection (protocol error or abuse): write GOAWAY, close.
+                    self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
+                    self._fail_all(flags.DOWNSTREAM_PROTOCOL_ERROR)
+                    self.flush()
+                    self._close()
+                    return
+                self.draining = True  # the client is leaving; its streams may finish
+        self.mark()
+
+    def connection_lost(self) -> None:
+        self.closed = True
+        self._fail_all(flags.DOWNSTREAM_CONNECTION_TERMINATION)
+
+    def _fail_all(self, flag: str) -> None:
+        for exchange in list(self.streams.values()):
+            if not exchange.finished:
+                self.stats[S.DOWNSTREAM_RQ_RX_RESET] += 1
+                exchange.flags.append(flag)
+                self._abort_upstream(exchange)
+                self._finish(exchange)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for exchange in self.streams.values():
+            if not exchange.paused_upstream and exchange.upstream is not None:
+                self._pause_upstream(exchange)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        pending = self.codec.pending
+        for exchange in list(self.streams.values()):
+            if exchange.paused_upstream and not pending(exchange.stream_id):
+                self._resume_upstream(exchange)
+
+    def drain(self) -> None:
+        """GOAWAY (NO_ERROR): the streams opened so far finish; the connection then closes."""
+        if not self.draining and not self.closed:
+            self.draining = True
+            self.goaway_last = self.codec.highest_stream_id
+            self.codec.drain()
+            self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] += 1
+        self.mark()
+
+    def idle_for(self, now: float) -> float:
+        return now - self.connection.last_activity if not self.streams else 0.0
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _start(self, request: RequestHead, now: float) -> None:
+        stream_id = request.stream_id
+        if self.draining and self.goaway_last and stream_id > self.goaway_last:
+            self.codec.reset(stream_id, REFUSED_STREAM)  # after our GOAWAY: retry elsewhere
+            return
+        worker = self.worker
+        connection = self.connection
+        exchange = H2Exchange(self, request, now)
+        self.streams[stream_id] = exchange
+        self.stats[S.DOWNSTREAM_RQ_TOTAL] += 1
+        self.stats[S.DOWNSTREAM_RQ_ACTIVE] += 1
+        exchange.grpc = grpc = is_grpc(request.headers)
+        destination = connection.destination
+        if destination is None or request.method == b"CONNECT":
+            self.local_reply(exchange, 404, flags.NO_ROUTE, "route_not_found")
+            return
+        headers, exchange.request_id = forward_request_headers(
+            request.headers, connection.client_address, connection.scheme, worker.new_request_id
+        )
+        exchange.upstream_head = RequestHead(
+            stream_id,
+            request.method,
+            request.target,
+            headers,
+            b"1.1",
+            True,
+            request.content_length,
+            request.chunked,
+        )
+        observer = worker.observer
+        if observer is not None:
+            observer.request_start(connection, exchange)
+        if grpc:
+            worker.h2_pool.acquire(destination, exchange, connection.source)
+        else:
+            worker.pool.acquire(destination, exchange, connection.source)
+
+    def _request_end(self, exchange: H2Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        exchange.request_complete = True
+        upstream = exchange.upstream
+        if upstream is not None:
+            upstream.write(upstream.codec.send_end(trailers))
+            self._arm_route_timeout(exchange)
+        else:
+            exchange.trailers = trailers
+
+    # -- the upstream side ----------------------------------------------------------------
+
+    def on_upstream_ready(
+        self, exchange: H2Exchange, upstream: UpstreamConnection, reused: bool
+    ) -> None:
+        exchange.upstream = upstream
+        exchange.reused = reused
+        exchange.upstream_start = self.worker.loop.time()
+        self.stats[S.UPSTREAM_RQ_TOTAL] += 1
+        assert exchange.upstream_head is not None
+        codec = upstream.codec
+        out = [codec.send_request_head(exchange.upstream_head)]
+        if exchange.upstream_buffer:
+            out += [codec.send_data(piece) for piece in exchange.upstream_buffer]
+            exchange.upstream_buffer = []
+        if exchange.request_complete:
+            out.append(codec.send_end(exchange.trailers))
+            self._arm_route_timeout(exchange)
+        upstream.write(b"".join(out))
+        if exchange.owed and not exchange.upstream_blocked:
+            self.codec.acknowledge(exchange.stream_id, exchange.owed)
+            exchange.owed = 0
+            self.mark()
+        if self.write_paused:
+            self._pause_upstream(exchange)
+
+    def on_upstream_events(self, exchange: H2Exchange, events: list[Event]) -> None:
+        codec = self.codec
+        stream_id = exchange.stream_id
+        head: ResponseHead | None = None  # sent with the first DATA, or alone with END_STREAM
+        for event in events:
+            kind = type(event)
+            if kind is Data:
+                assert isinstance(event, Data)
+                if head is not None:
+                    codec.send_response(stream_id, head, False)
+                    head = None
+                exchange.bytes_sent += len(event.data)
+                left = codec.send_data(stream_id, event.data)
+                if (left or self.write_paused) and not exchange.paused_upstream:
+                    self._pause_upstream(exchange)
+            elif kind is ResponseHead:
+                assert isinstance(event, ResponseHead)
+                if event.status < 200:
+                    continue  # 1xx: nothing an HTTP/2 client needs from an HTTP/1 hop
+                exchange.status = event.status
+                exchange.response_started = True
+                event.headers = strip_hop_by_hop(event.headers)
+                exchange.response = head = event
+            elif kind is EndOfMessage:
+                assert isinstance(event, EndOfMessage)
+                exchange.response_trailers = event.trailers
+                if head is not None and not event.trailers:
+                    codec.send_response(stream_id, head, True)  # trailers-only / empty body
+                    codec.forget(stream_id)
+                else:
+                    if head is not None:
+                        codec.send_response(stream_id, head, False)
+                    codec.send_end(stream_id, event.trailers)
+                head = None
+                exchange.response_complete = True
+                self._response_done(exchange)
+                break
+            elif kind is ProtocolError:
+                assert isinstance(event, ProtocolError)
+                self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] += 1
+                if head is not None:
+                    codec.send_response(stream_id, head, False)
+                    head = None
+                self._upstream_broke(
+                    exchange, flags.UPSTREAM_PROTOCOL_ERROR, event.reason, 502, INTERNAL_ERROR
+                )
+                break
+        if head is not None:
+            codec.send_response(stream_id, head, False)
+        self.mark()
+
+    def on_upstream_lost(self, exchange: H2Exchange, upstream: UpstreamConnection) -> None:
+        events = upstream.codec.connection_closed()
+        if events and type(events[0]) is EndOfMessage:
+            self.on_upstream_events(exchange, events)  # a close-delimited body ended
+            return
+        self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] += 1
+        reset_code = cast("int | None", getattr(upstream, "reset_code", None))
+        if (
+            reset_code is None
+            and exchange.reused
+            and not upstream.received_any
+            and not exchange.retried
+            and not exchange.response_started
+            and exchange.request.content_length in (None, 0)
+            and not exchange.request.chunked
+            and self.connection.destination is not None
+        ):
+            # A pooled HTTP/1 connection the server had closed: the request never got there.
+            exchange.retried = True
+            exchange.upstream = None
+            self.stats[S.UPSTREAM_RQ_RETRY] += 1
+            self.worker.pool.acquire(self.connection.destination, exchange, self.connection.source)
+            return
+        exchange.upstream = None
+        if reset_code is not None:
+            # RST_STREAM from the upstream: the same code to the client, or a 502 UR.
+            self._upstream_broke(
+                exchange,
+                flags.UPSTREAM_REMOTE_RESET,
+                "upstream_reset_before_response_started",
+                502,
+                reset_code or INTERNAL_ERROR,
+            )
+        else:
+            self._upstream_broke(
+                exchange,
+                flags.UPSTREAM_CONNECTION_TERMINATION,
+                "upstream_reset_before_response_started",
+                503,
+                INTERNAL_ERROR,
+            )
+        self.mark()
+
+    def _upstream_broke(
+        self, exchange: H2Exchange, flag: str, details: str, status: int, code: int
+    ) -> None:
+        self._abort_upstream(exchange)
+        if not exchange.response_started:
+            self.local_reply(exchange, status, flag, details)
+            return
+        # Part of the response went out: only a reset says it is incomplete.
+        exchange.flags.append(flag)
+        exchange.details = details
+        self.codec.reset(exchange.stream_id, code)
+        self._finish(exchange)
+
+    def _arm_route_timeout(self, exchange: H2Exchange) -> None:
+        # gRPC streams carry their own deadline (grpc-timeout) and may stream for hours;
+        # Istio disables the route timeout for them too.
+        if not exchange.deadline and not exchange.grpc:
+            self.deadlines.add(
+                exchange, self.worker.loop.time() + self.worker.config.timeouts.route
+            )
+
+    def _route_timeout(self, item: HasDeadline) -> None:
+        exchange = cast(H2Exchange, item)
+        if exchange.finished:
+            return
+        self.stats[S.UPSTREAM_RQ_TIMEOUT] += 1
+        self._upstream_broke(
+            exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504, CANCEL
+        )
+        self.mark()
+
+    def _pause_upstream(self, exchange: H2Exchange) -> None:
+        upstream = exchange.upstream
+        if upstream is not None and upstream.transport is not None:
+            exchange.paused_upstream = True
+            upstream.transport.pause_reading()
+
+    def _resume_upstream(self, exchange: H2Exchange) -> None:
+        exchange.paused_upstream = False
+        upstream = exchange.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.resume_reading()
+
+    # -- finishing --------------------------------------------------------------------
+
+    def _response_done(self, exchange: H2Exchange) -> None:
+        upstream = exchange.upstream
+        if upstream is not None:
+            exchange.upstream = None
+            if exchange.paused_upstream and upstream.transport is not None:
+                exchange.paused_upstream = False
+                upstream.transport.resume_reading()
+            if exchange.request_complete:
+                upstream.pool.release(upstream)
+            else:
+                # The server answered before the request ended: that upstream cannot be
+                # reused (HTTP/1) or its request half is cancelled (HTTP/2).
+                upstream.user = None
+                upstream.close()
+        self._finish(exchange)
+
+    def _finish(self, exchange: H2Exchange) -> None:
+        """Account for the exchange exactly once."""
+        if exchange.finished:
+            return
+        exchange.finished = True
+        exchange.deadline = 0.0
+        self.streams.pop(exchange.stream_id, None)
+        if exchange.owed:
+            self.codec.acknowledge(exchange.stream_id, exchange.owed)
+            exchange.owed = 0
+        stats = self.stats
+        stats[S.DOWNSTREAM_RQ_ACTIVE] -= 1
+        status = exchange.status
+        if 100 <= status < 600:
+            stats[S.DOWNSTREAM_RQ_1XX + status // 100 - 1] += 1
+        observer = self.worker.observer
+        if observer is not None:
+            observer.request_done(self.connection, exchange, self.worker.loop.time())
+
+    def _abort_upstream(self, exchange: H2Exchange) -> None:
+        upstream = exchange.upstream
+        exchange.upstream = None
+        if upstream is not None:
+            upstream.user = None
+            upstream.abort()
+        elif exchange.upstream_head is not None:
+            self.worker.pool.cancel(exchange)
+            self.worker.h2_pool.cancel(exchange)
+
+    def local_reply(self, exchange: H2Exchange, status: int, flag: str, details: str) -> None:
+        """Answer from the proxy (Envoy's local reply); gRPC callers get a trailers-only status."""
+        codec = self.codec
+        stream_id = exchange.stream_id
+        exchange.flags.append(flag)
+        exchange.details = details
+        exchange.response_started = True
+        exchange.response_complete = True
+        head, body = local_reply(status, flag, details, exchange.request_id, True)
+        if exchange.grpc:
+            message = body.replace(b"%", b"%25").replace(b"\r", b"").replace(b"\n", b" ")
+            head.status = 200
+            head.content_length = None
+            head.headers = [
+                (b"content-type", b"application/grpc"),
+                (b"grpc-status", _GRPC_STATUS.get(status, b"2")),
+                (b"grpc-message", message),
+                *head.headers[1:],
+            ]
+            codec.send_response(stream_id, head, True)
+        else:
+            exchange.bytes_sent += len(body)
+            codec.send_response(stream_id, head, False)
+            codec.send_data(stream_id, body)
+            codec.send_end(stream_id, [])
+        exchange.status = head.status
+        exchange.response = head
+        if not exchange.request_complete and not codec.pending(stream_id):
+            codec.reset(stream_id, NO_ERROR)  # RFC 9113 section 8.1: the rest is not needed
+        self._abort_upstream(exchange)
+        self._finish(exchange)
+        self.mark()
+
+    # -- output -----------------------------------------------------------------------
+
+    def mark(self) -> None:
+        self.flusher.mark(self)
+
+    def flush(self) -> None:
+        data = self.codec.data_to_send()
+        transport = self.connection.transport
+        if data and transport is not None:
+            self.stats[S.DOWNSTREAM_CX_TX_BYTES] += len(data)
+            transport.write(data)
+        if self.draining and not self.streams and transport is not None and not self.codec.queued:
+            transport.close()
+
+    def _close(self) -> None:
+        transport = self.connection.transport
+        if transport is not None:
+            transport.close()

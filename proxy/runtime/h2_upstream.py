@@ -1,0 +1,563 @@
+"""Multiplexed upstream HTTP/2 connections and their pool: many streams each, more when full.
+
+An exchange gets an `H2UpstreamStream`, which looks to it like an HTTP/1
+`UpstreamConnection` (a `codec` whose send methods return bytes, `write`, a
+`transport` to pause, `pool.release`), so HTTP/1 and HTTP/2 downstreams drive either
+kind of upstream the same way. Behind that face the stream queues into the shared
+connection's h2 state, and one write per connection per loop turn carries it all.
+Backpressure: response DATA is acknowledged to the server only while the exchange
+has not paused the stream's "transport" (its downstream could not take more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Protocol, cast
+
+from proxy.core import flags
+from proxy.core.codecs.h2 import (
+    CANCEL,
+    GoAway,
+    H2ClientCodec,
+    H2Limits,
+    SendDrained,
+    SettingsChanged,
+    StreamReset,
+)
+from proxy.core.messages import Data, EndOfMessage, Event, RequestHead
+from proxy.telemetry import stats as S
+
+if TYPE_CHECKING:
+    from proxy.config.model import ProxyConfig
+    from proxy.runtime.upstream import Destination, UpstreamConnection, UpstreamUser
+
+
+class FlushQueue:
+    """Objects with output pending, written once per loop turn (one write per batch of events)."""
+
+    __slots__ = ("items", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: list[Flushable] = []
+        self.scheduled = False
+
+    def mark(self, item: Flushable) -> None:
+        if not item.dirty:
+            item.dirty = True
+            self.items.append(item)
+            if not self.scheduled:
+                self.scheduled = True
+                self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        # Flushing may mark more (a downstream write unblocks an upstream ack): bounded
+        # rounds, the rest on the next turn.
+        for _ in range(4):
+            items, self.items = self.items, []
+            if not items:
+                return
+            for item in items:
+                item.dirty = False
+                item.flush()
+        if self.items and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run)
+
+
+class Flushable(Protocol):
+    dirty: bool
+
+    def flush(self) -> None: ...
+
+
+class _StreamTransport:
+    """What an exchange pauses and resumes: the stream's acknowledgements, not the shared socket."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: H2UpstreamStream) -> None:
+        self.stream = stream
+
+    def pause_reading(self) -> None:
+        self.stream.held = True
+
+    def resume_reading(self) -> None:
+        stream = self.stream
+        stream.held = False
+        if stream.owed and stream.stream_id:
+            stream.connection.codec.acknowledge(stream.stream_id, stream.owed)
+            stream.owed = 0
+            stream.connection.mark()
+
+    def is_closing(self) -> bool:
+        return self.stream.connection.transport is None
+
+
+class H2UpstreamStream:
+    """One exchange on a shared HTTP/2 connection, with the face of an HTTP/1 upstream."""
+
+    __slots__ = (
+        "blocked",
+        "codec",
+        "connection",
+        "destination",
+        "ended",
+        "finished",
+        "head",
+        "held",
+        "owed",
+        "pool",
+        "prebuffer",
+        "received_any",
+        "reset_code",
+        "stream_id",
+        "trailers",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, connection: H2UpstreamConnection, user: UpstreamUser) -> None:
+        self.connection = connection
+        self.pool = connection.pool
+        self.destination = connection.destination
+        self.user: UpstreamUser | None = user
+        self.codec = self  # the exchange calls codec.send_*; this object is its own codec
+        self.transport = _StreamTransport(self)
+        self.stream_id = 0
+        self.head: RequestHead | None = None
+        self.prebuffer: list[bytes] = []
+        self.ended = False
+        self.trailers: list[tuple[bytes, bytes]] = []
+        self.held = False
+        self.owed = 0
+        self.blocked = False
+        self.received_any = False
+        self.reset_code: int | None = None
+        self.finished = False
+
+    # -- the HTTP/1 codec face (bytes out are always empty: the connection writes) ----
+
+    def send_request_head(self, head: RequestHead) -> bytes:
+        self.head = head
+        self.connection.opening.append(self)
+        self.connection.mark()
+        return b""
+
+    def send_data(self, data: bytes) -> bytes:
+        if not data or self.finished:
+            return b""
+        if not self.stream_id:
+            self.prebuffer.append(data)
+            return b""
+        connection = self.connection
+        left = connection.codec.send_data(self.stream_id, data)
+        connection.mark()
+        if left and not self.blocked:
+            # The server's window is shut: the exchange stops sending until it opens.
+            self.blocked = True
+            if self.user is not None:
+                self.user.upstream_pause_writing()
+        return b""
+
+    def send_end(self, trailers: list[tuple[bytes, bytes]]) -> bytes:
+        if self.finished:
+            return b""
+        self.ended = True
+        if not self.stream_id:
+            self.trailers = trailers
+            return b""
+        self.connection.codec.send_end(self.stream_id, trailers)
+        self.connection.mark()
+        return b""
+
+    def connection_closed(self) -> list[Event]:
+        return []  # an HTTP/2 response is never delimited by the connection closing
+
+    @property
+    def reusable(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        """Bytes are never produced for the exchange to write (see the codec face)."""
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Called by the connection's flush, in order, so stream ids go out ascending."""
+        head = self.head
+        assert head is not None
+        connection = self.connection
+        codec = connection.codec
+        end_now = self.ended and not self.prebuffer and not self.trailers
+        self.stream_id = codec.send_request(head, b"http", end_now)
+        connection.streams[self.stream_id] = self
+        for piece in self.prebuffer:
+            codec.send_data(self.stream_id, piece)
+        self.prebuffer = []
+        if self.ended and not end_now:
+            codec.send_end(self.stream_id, self.trailers)
+        if codec.pending(self.stream_id) and not self.blocked:
+            self.blocked = True
+            if self.user is not None:
+                self.user.upstream_pause_writing()
+
+    def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        """The exchange gave up: reset the stream (CANCEL), as Envoy does on a downstream reset."""
+        self.user = None
+        if not self.finished:
+            self.finished = True
+            if self.stream_id:
+                self.connection.codec.reset(self.stream_id, CANCEL)
+            self.connection.stream_done(self)
+
+    def __repr__(self) -> str:
+        return f"<H2UpstreamStream {self.stream_id} on {self.connection!r}>"
+
+
+class H2UpstreamConnection(asyncio.Protocol):
+    """One h2c connection to an upstream, shared by up to MAX_CONCURRENT_STREAMS exchanges."""
+
+    def __init__(self, pool: H2UpstreamPool, destination: Destination) -> None:
+        self.pool = pool
+        self.destination = destination
+        self.stats = pool.stats
+        self.codec = H2ClientCodec(pool.limits)
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, H2UpstreamStream] = {}
+        self.opening: list[H2UpstreamStream] = []
+        self.active = 0  # streams handed out and not yet done (capacity accounting)
+        self.capacity = pool.limits.max_concurrent_streams
+        self.goaway = False
+        self.write_paused = False
+        self.dirty = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(self.pool.high_water)
+        self.stats[S.UPSTREAM_CX_TOTAL] += 1
+        self.stats[S.UPSTREAM_CX_ACTIVE] += 1
+        self.mark()
+
+    def mark(self) -> None:
+        self.pool.flusher.mark(self)
+
+    def flush(self) -> None:
+        opening = self.opening
+        if opening and self.transport is not None:
+            self.opening = []
+            for stream in opening:
+                if stream.finished:
+                    continue
+                try:
+                    stream.open()
+                except Exception:  # h2 refused (stream limit, connection closing): lost
+                    self.opening.append(stream)
+                    self._lost(stream)
+        data = self.codec.data_to_send()
+        if data and self.transport is not None:
+            self.stats[S.UPSTREAM_CX_TX_BYTES] += len(data)
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.stats[S.UPSTREAM_CX_RX_BYTES] += len(data)
+        events = self.codec.receive(data, self.pool.loop.time())
+        streams = self.streams
+        batch: list[Event] = []
+        batch_stream: H2UpstreamStream | None = None
+        for event in events:
+            kind = type(event)
+            if kind is Data:
+                assert isinstance(event, Data)
+                stream = streams.get(event.stream_id)
+                if stream is None or stream.user is None:
+                    self.codec.acknowledge(event.stream_id, len(event.data))
+                    continue
+                # Acknowledged once the exchange has passed it on, unless it is held.
+                stream.owed += len(event.data)
+            elif kind is StreamReset:
+                assert isinstance(event, StreamReset)
+                self._deliver(batch_stream, batch)
+                batch, batch_stream = [], None
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.reset_code = event.error_code
+                    self._lost(stream)
+                continue
+            elif kind is SendDrained:
+                assert isinstance(event, SendDrained)
+                stream = streams.get(event.stream_id)
+                if (
+                    stream is not None
+                    and stream.blocked
+                    and self.transport is not None
+                    and not self.write_paused
+                ):
+                    stream.blocked = False
+                    if stream.user is not None:
+                        stream.user.upstream_resume_writing()
+                continue
+            elif kind is SettingsChanged:
+                assert isinstance(event, SettingsChanged)
+                self.capacity = min(
+                    event.max_concurrent_streams, self.pool.limits.max_concurrent_streams
+                )
+                self.pool.capacity_changed(self)
+                continue
+            elif kind is GoAway:
+                assert isinstance(event, GoAway)
+                self._deliver(batch_stream, batch)
+                batch, batch_stream = [], None
+                self._on_goaway(event)
+                continue
+            stream_id = getattr(event, "stream_id", 0)
+            stream = streams.get(stream_id)
+            if stream is None:
+                continue
+            stream.received_any = True
+            if stream is not batch_stream:
+                self._deliver(batch_stream, batch)
+                batch, batch_stream = [], stream
+            batch.append(cast(Event, event))
+            if type(event) is EndOfMessage:
+                self._deliver(batch_stream, batch)
+                batch, batch_stream = [], None
+        self._deliver(batch_stream, batch)
+        self.mark()
+
+    def _deliver(self, stream: H2UpstreamStream | None, batch: list[Event]) -> None:
+        if stream is None or not batch:
+            return
+        ended = type(batch[-1]) is EndOfMessage
+        if ended:
+            # The server finished this stream; from here the exchange only releases it.
+            stream.finished = True
+            self.stream_done(stream)
+        user = stream.user
+        if user is not None:
+            user.upstream_events(batch)
+        if stream.owed and not stream.held and not ended:
+            self.codec.acknowledge(stream.stream_id, stream.owed)
+            stream.owed = 0
+
+    def _lost(self, stream: H2UpstreamStream) -> None:
+        stream.finished = True
+        self.stream_done(stream)
+        user = stream.user
+        stream.user = None
+        if user is not None:
+            stream.received_any = True  # never retried on the HTTP/1 pool
+            user.upstream_lost(cast("UpstreamConnection", stream))
+
+    def _on_goaway(self, event: GoAway) -> None:
+        self.goaway = True
+        self.pool.retire(self)
+        if event.local:
+            # We broke off (the server broke the protocol): every stream is lost.
+            self.mark()
+            for stream in list(self.streams.values()):
+                self._lost(stream)
+            self.close()
+            return
+        for stream_id, stream in list(self.streams.items()):
+            if stream_id > event.last_stream_id:
+                self._lost(stream)  # never processed by the server
+        if not self.streams:
+            self.close()
+
+    def stream_done(self, stream: H2UpstreamStream) -> None:
+        """Exactly once per stream handed out: its slot is free again."""
+        if stream.stream_id:
+            self.streams.pop(stream.stream_id, None)
+            self.codec.forget(stream.stream_id)
+        elif stream in self.opening:
+            self.opening.remove(stream)
+        self.active -= 1
+        self.pool.stream_freed(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.stats[S.UPSTREAM_CX_ACTIVE] -= 1
+        self.pool.retire(self)
+        for stream in list(self.streams.values()) + self.opening:
+            if stream.user is not None:
+                self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] += 1
+            self._lost(stream)
+        self.opening = []
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for stream in self.streams.values():
+            if not stream.blocked:
+                stream.blocked = True
+                if stream.user is not None:
+                    stream.user.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            if stream.blocked and not self.codec.pending(stream.stream_id):
+                stream.blocked = False
+                if stream.user is not None:
+                    stream.user.upstream_resume_writing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.mark()
+            self.transport.close()
+
+    def __repr__(self) -> str:
+        host, port = self.destination
+        return f"<H2UpstreamConnection {host}:{port} streams={self.active}/{self.capacity}>"
+
+
+class H2UpstreamPool:
+    """HTTP/2 connections per destination; a new one only when the open ones are full."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, config: ProxyConfig, stats: memoryview
+    ) -> None:
+        self.loop = loop
+        self.stats = stats
+        self.limits = H2Limits(stream_window=config.limits.buffer_high_water)
+        self.connect_timeout = config.timeouts.connect
+        self.max_connections = config.limits.max_upstream_connections
+        self.max_pending = config.limits.max_pending_requests
+        self.high_water = config.limits.buffer_high_water
+        self.flusher = FlushQueue(loop)
+        self.connections: dict[Destination, list[H2UpstreamConnection]] = {}
+        self.pending: dict[Destination, deque[UpstreamUser]] = {}
+        self.connecting: dict[Destination, int] = {}
+        self.closing = False
+
+    def acquire(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
+        for connection in self.connections.get(destination, ()):
+            if connection.active < connection.capacity and not connection.goaway:
+                self._hand_out(connection, user, True)
+                return
+        queue = self.pending.setdefault(destination, deque())
+        if len(queue) >= self.max_pending:
+            self.stats[S.UPSTREAM_RQ_PENDING_OVERFLOW] += 1
+            user.upstream_failed(503, flags.UPSTREAM_OVERFLOW, "upstream_pool_overflow")
+            return
+        queue.append(user)
+        open_count = len(self.connections.get(destination, ())) + self.connecting.get(
+            destination, 0
+        )
+        # One connection attempt serves up to a connection's worth of waiters.
+        wanted = -(-len(queue) // self.limits.max_concurrent_streams)
+        if self.connecting.get(destination, 0) < wanted and open_count < self.max_connections:
+            self.connecting[destination] = self.connecting.get(destination, 0) + 1
+            self.loop.create_task(self._connect(destination, source))
+
+    def _hand_out(self, connection: H2UpstreamConnection, user: UpstreamUser, reused: bool) -> None:
+        connection.active += 1
+        if reused:
+            self.stats[S.UPSTREAM_CX_POOL_REUSE] += 1
+        stream = H2UpstreamStream(connection, user)
+        user.upstream_ready(cast("UpstreamConnection", stream), reused)
+
+    def cancel(self, user: UpstreamUser) -> None:
+        for queue in self.pending.values():
+            if user in queue:
+                queue.remove(user)
+                return
+
+    def release(self, stream: H2UpstreamStream) -> None:
+        """The exchange is done with its stream (the response ended)."""
+        stream.user = None
+        if not stream.finished:
+            stream.abort()
+        elif not stream.ended and stream.stream_id:
+            # The server answered before the request ended: stop the request half too.
+            stream.connection.codec.reset(stream.stream_id, CANCEL)
+            stream.connection.mark()
+
+    def stream_freed(self, connection: H2UpstreamConnection) -> None:
+        if connection.active <= 0:
+            connection.idle_since = self.loop.time()
+            if connection.goaway or self.closing:
+                connection.close()
+                return
+        self._serve_waiters(connection)
+
+    def capacity_changed(self, connection: H2UpstreamConnection) -> None:
+        self._serve_waiters(connection)
+
+    def _serve_waiters(self, connection: H2UpstreamConnection) -> None:
+        queue = self.pending.get(connection.destination)
+        while (
+            queue
+            and connection.active < connection.capacity
+            and not connection.goaway
+            and connection.transport
+        ):
+            self._hand_out(connection, queue.popleft(), True)
+
+    def retire(self, connection: H2UpstreamConnection) -> None:
+        """No new streams on this connection (GOAWAY or closed)."""
+        connections = self.connections.get(connection.destination)
+        if connections and connection in connections:
+            connections.remove(connection)
+
+    async def _connect(self, destination: Destination, source: str | None) -> None:
+        connection = H2UpstreamConnection(self, destination)
+        local = (source, 0) if source else None
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: connection, destination[0], destination[1], local_addr=local
+                ),
+                self.connect_timeout,
+            )
+        except (TimeoutError, OSError) as error:
+            self.connecting[destination] -= 1
+            self.stats[S.UPSTREAM_CX_CONNECT_FAIL] += 1
+            if isinstance(error, asyncio.TimeoutError):
+                self.stats[S.UPSTREAM_CX_CONNECT_TIMEOUT] += 1
+                reason = "timeout"
+            else:
+                reason = error.strerror or type(error).__name__
+            queue = self.pending.get(destination)
+            # A failed attempt fails the waiters it was opened for.
+            for _ in range(min(len(queue or ()), self.limits.max_concurrent_streams)):
+                assert queue is not None
+                queue.popleft().upstream_failed(
+                    503, flags.UPSTREAM_CONNECT_FAILURE, f"upstream connect error: {reason}"
+                )
+            return
+        self.connecting[destination] -= 1
+        self.connections.setdefault(destination, []).append(connection)
+        self._serve_waiters(connection)
+        if connection.active == 0:
+            connection.idle_since = self.loop.time()
+
+    def sweep(self, now: float, idle_timeout: float) -> None:
+        deadline = now - idle_timeout
+        for connections in list(self.connections.values()):
+            for connection in [c for c in connections if c.active <= 0 and c.idle_since < deadline]:
+                self.stats[S.UPSTREAM_CX_IDLE_TIMEOUT] += 1
+                self.retire(connection)
+                connection.close()
+
+    def close_idle(self) -> None:
+        self.closing = True
+        for connections in list(self.connections.values()):
+            for connection in list(connections):
+                if connection.active <= 0:
+                    connection.close()
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{host}:{port} connections={len(conns)} streams={sum(c.active for c in conns)} "
+            f"pending={len(self.pending.get((host, port), ()))}"
+            for (host, port), conns in sorted(self.connections.items())
+        ]
+        return f"<H2UpstreamPool {'; '.join(parts) or 'empty'}>"

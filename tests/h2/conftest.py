@@ -1,0 +1,188 @@
+"""HTTP/2 suite fixtures: a gRPC server (generic handlers, no codegen), the sidecar (explicit)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE = "pilotfish.test.Echo"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+class Proxy:
+    """`pilotfish run` in explicit mode, one worker."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.upstream_port = upstream_port
+        self.log = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "proxy", "run",
+                "--listen", f"127.0.0.1:{self.port}",
+                "--upstream", f"127.0.0.1:{upstream_port}",
+                "--concurrency", "1",
+                "--admin-port", str(self.admin_port),
+                "--drain-duration", "3s",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_port(self.port)
+        wait_port(self.admin_port)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.admin_port}/stats", timeout=5
+        ) as response:
+            text = response.read().decode()
+        out: dict[str, int] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            try:
+                out[name.strip()] = int(value.strip())
+            except ValueError:
+                continue
+        return out
+
+    def hwm_kb(self) -> int:
+        """Peak RSS (VmHWM) of the proxy process and its children."""
+        pids = [self.process.pid]
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+        )
+        pids += [int(pid) for pid in children.stdout.split()]
+        total = 0
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def stop(self) -> str:
+        self.process.terminate()
+        try:
+            out, _ = self.process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        return out.decode(errors="replace")
+
+
+def _unary_echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+    metadata = dict(context.invocation_metadata())
+    if request.startswith(b"fail:"):
+        code = getattr(grpc.StatusCode, request[5:].decode())
+        context.abort(code, f"asked to fail with {code.name}")
+    if request.startswith(b"sleep:"):
+        time.sleep(float(request[6:]))
+    if request == b"metadata":
+        context.set_trailing_metadata((("x-trailer", "trailer-value"),))
+        return repr(sorted(metadata.items())).encode()
+    return request
+
+
+def _server_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    count, _, size = request.partition(b"x")
+    for index in range(int(count)):
+        yield index.to_bytes(4, "big") * (int(size or b"1") // 4 or 1)
+
+
+def _client_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+    total = 0
+    count = 0
+    for message in requests:
+        total += len(message)
+        count += 1
+    return f"{count} {total}".encode()
+
+
+def _bidi(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+    for message in requests:
+        yield message[::-1]
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+HANDLERS = {
+    "Unary": grpc.unary_unary_rpc_method_handler(_unary_echo, _identity, _identity),
+    "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream, _identity, _identity),
+    "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream, _identity, _identity),
+    "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, _identity, _identity),
+}
+
+MAX_MESSAGE = 64 * 1024 * 1024
+OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+]
+
+
+@pytest.fixture(scope="session")
+def grpc_server() -> Iterator[int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=OPTIONS)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(None)
+
+
+@pytest.fixture(scope="session")
+def grpc_proxy(grpc_server: int) -> Iterator[Proxy]:
+    proxy = Proxy(grpc_server)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture()
+def channel(grpc_proxy: Proxy) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(grpc_proxy.target, options=OPTIONS) as chan:
+        yield chan
+
+
+def method(chan: grpc.Channel, kind: str, name: str) -> grpc.UnaryUnaryMultiCallable:
+    factory = getattr(chan, kind)
+    callable_: grpc.UnaryUnaryMultiCallable = factory(
+        f"/{SERVICE}/{name}", request_serializer=_identity, response_deserializer=_identity
+    )
+    return callable_

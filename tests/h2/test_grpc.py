@@ -1,0 +1,84 @@
+"""gRPC end to end through the sidecar with real grpcio clients and servers (h2c both sides)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from tests.h2.conftest import Proxy, method
+
+
+def test_unary(channel: grpc.Channel) -> None:
+    unary = method(channel, "unary_unary", "Unary")
+    assert unary(b"hello", timeout=5) == b"hello"
+    for index in range(50):
+        assert unary(str(index).encode(), timeout=5) == str(index).encode()
+
+
+def test_unary_metadata_and_trailers(channel: grpc.Channel) -> None:
+    unary = method(channel, "unary_unary", "Unary")
+    response, call = unary.with_call(b"metadata", metadata=(("x-custom", "value"),), timeout=5)
+    assert b"'x-custom', 'value'" in response
+    assert b"x-request-id" in response  # the proxy's header policy applied
+    assert ("x-trailer", "trailer-value") in call.trailing_metadata()
+
+
+def test_server_streaming(channel: grpc.Channel) -> None:
+    stream = method(channel, "unary_stream", "ServerStream")
+    messages = list(stream(b"100x1000", timeout=10))
+    assert len(messages) == 100
+    assert messages[7][:4] == (7).to_bytes(4, "big")
+
+
+def test_client_streaming(channel: grpc.Channel) -> None:
+    upload = method(channel, "stream_unary", "ClientStream")
+    assert upload(iter([b"x" * 1000] * 200), timeout=10) == b"200 200000"
+
+
+def test_bidi_streaming(channel: grpc.Channel) -> None:
+    bidi = method(channel, "stream_stream", "Bidi")
+    replies = list(bidi(iter([b"abc", b"hello", b"xyz" * 100]), timeout=10))
+    assert replies == [b"cba", b"olleh", b"zyx" * 100]
+
+
+@pytest.mark.parametrize("code", ["NOT_FOUND", "PERMISSION_DENIED", "INTERNAL", "UNAVAILABLE"])
+def test_error_status(channel: grpc.Channel, code: str) -> None:
+    unary = method(channel, "unary_unary", "Unary")
+    with pytest.raises(grpc.RpcError) as caught:
+        unary(f"fail:{code}".encode(), timeout=5)
+    assert caught.value.code() == getattr(grpc.StatusCode, code)
+    assert code in caught.value.details()
+
+
+def test_deadline_exceeded(channel: grpc.Channel, grpc_proxy: Proxy) -> None:
+    unary = method(channel, "unary_unary", "Unary")
+    with pytest.raises(grpc.RpcError) as caught:
+        unary(b"sleep:1.5", timeout=0.3)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert unary(b"after", timeout=5) == b"after"  # the connection carries on
+
+
+def test_large_messages(channel: grpc.Channel) -> None:
+    unary = method(channel, "unary_unary", "Unary")
+    big = bytes(range(256)) * (8 * 1024 * 1024 // 256)
+    assert unary(big, timeout=30) == big
+
+
+def test_concurrent_calls_share_connections(channel: grpc.Channel, grpc_proxy: Proxy) -> None:
+    unary = method(channel, "unary_unary", "Unary")
+    futures = [unary.future(str(index).encode(), timeout=10) for index in range(200)]
+    assert [f.result() for f in futures] == [str(index).encode() for index in range(200)]
+    stats = grpc_proxy.stats()
+    assert stats["upstream_cx_active"] <= 3, stats
+
+
+def test_went_through_the_proxy(channel: grpc.Channel, grpc_proxy: Proxy) -> None:
+    before = grpc_proxy.stats()
+    unary = method(channel, "unary_unary", "Unary")
+    for _ in range(10):
+        unary(b"x", timeout=5)
+    after = grpc_proxy.stats()
+    assert after["downstream_cx_http2_total"] >= 1
+    assert after["downstream_rq_total"] - before["downstream_rq_total"] == 10
+    assert after["upstream_rq_total"] - before["upstream_rq_total"] == 10
+    assert after["downstream_rq_active"] == 0
