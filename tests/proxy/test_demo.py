@@ -1,0 +1,23 @@
+"""The README's first command: `pilotfish demo` runs by itself and reports what the sidecar saw."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from proxy.demo.main import TRAFFIC
+from tests.proxy.conftest import ROOT
+
+
+def test_demo_runs_and_reports() -> None:
+    result = subprocess.run([sys.executable, "-m", "proxy", "demo"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(rf"downstream_rq_total\s+{len(TRAFFIC)}\n", out)
+    assert re.search(r"downstream_rq_5xx\s+10\n", out)  # every third flaky call fails
+    assert "istio_requests_total code=500" in out
+    assert re.search(rf"{len(TRAFFIC)} spans in {len(TRAFFIC)} traces", out)
+    assert '"response_code":200' in out  # an access log line
+    assert "where to look next" in out
