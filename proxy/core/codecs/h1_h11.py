@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 import h11
 
@@ -43,6 +43,7 @@ _METHODS: Final = frozenset(
     b"QUERY".split()
 )
 _VERSIONS: Final = (b"1.1", b"1.0")
+_LEADING_LINE_ENDS: Final = re.compile(rb"[\r\n]+")
 _HTTP_NAME: Final = b"HTTP/"
 _HEAD_END: Final = b"\r\n\r\n"
 _LINE_ENDS: Final = b"\r\n"
@@ -79,6 +80,11 @@ _H11_BUFFER: Final = 2 * _MAX_RESPONSE_HEAD
 _STATUS_LINE: Final = re.compile(rb"HTTP/(\d\.\d) (\d{3})(?: [^\r\n]*)?")
 
 
+# Unfinished input waits in a bytearray (appending is amortised O(1)); a read that
+# holds whole messages is parsed straight from the bytes it came in.
+Buffer: TypeAlias = bytes | bytearray
+
+
 class _Reject(Exception):
     """Stops parsing; carries the status to answer and the reason for logs."""
 
@@ -106,7 +112,7 @@ def _keep_alive(version: bytes, headers: Headers, needs_eof: bool) -> bool:
     return b"keep-alive" in tokens
 
 
-def _check_fields(lines: list[bytes], status: int) -> tuple[int | None, bool]:
+def _check_fields(lines: Sequence[Buffer], status: int) -> tuple[int | None, bool]:
     """Refuse field lines llhttp refuses; return (content-length, chunked) from the raw lines.
 
     h11 folds obs-fold lines, merges equal duplicate Content-Length values and
@@ -141,7 +147,7 @@ def _check_fields(lines: list[bytes], status: int) -> tuple[int | None, bool]:
     return content_length, encodings == 1
 
 
-def _check_lines(data: bytes, status: int) -> None:
+def _check_lines(data: Buffer, status: int) -> None:
     """Bare CR/LF and control bytes in a head or trailer, finished or not.
 
     Run on unfinished lines too, so h11 rejects as soon as llhttp does; a final CR
@@ -196,7 +202,7 @@ class _Body:
         self._max_bytes = max_bytes
         self._status = status
 
-    def scan(self, data: bytes) -> tuple[int, bool]:
+    def scan(self, data: Buffer) -> tuple[int, bool]:
         """How many bytes of `data` belong to this body, and whether it ends there."""
         if self._remaining is not None:
             take = min(self._remaining, len(data))
@@ -253,7 +259,7 @@ class _Body:
                         raise _Reject(status, "bare LF in trailer")
                     _check_lines(line, status)
                     _check_fields([line[:-2]], status)
-                    name = line.partition(b":")[0].lower()
+                    name = bytes(line.partition(b":")[0].lower())
                     if name in h1_framing.FRAMING_HEADERS:
                         raise _Reject(status, "framing field in trailers")
                     self._trailers += 1
@@ -277,25 +283,55 @@ def _drain(connection: h11.Connection, events: list[Event]) -> bool:
             return False
 
 
-def _head_end(data: bytes, status: int) -> tuple[int, int]:
-    """(start of the head after skipped CR/LF, end of the head terminator) or end -1."""
-    start = len(data) - len(data.lstrip(_LINE_ENDS))
-    end = data.find(_HEAD_END, start)
-    # A finished head keeps its first CRLF, so a lone status line is a whole line.
-    head = data[start:] if end < 0 else data[start : end + 2]
-    if status == 502:
-        # llhttp takes any byte but CR and LF in a reason phrase; check from line two.
-        line_end = head.find(b"\n")
-        if line_end < 0:
-            if b"\r" in head[:-1]:
-                raise _Reject(status, "bare CR in the status line")
-            return start, -1
-        if head[line_end - 1 : line_end] != b"\r" or b"\r" in head[: line_end - 1]:
-            raise _Reject(status, "bare CR or LF in the status line")
-        head = head[line_end + 1 :]
-    # h11 splits lines on a bare LF too: refuse those before it sees them.
-    _check_lines(head, status)
-    return start, -1 if end < 0 else end + 4
+def _as_bytes(data: Buffer) -> bytes:
+    # A whole `bytes` read slices to itself; only leftovers kept in a bytearray copy.
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def _skip_line_ends(data: Buffer) -> int:
+    """How many CR/LF bytes come first: llhttp skips them before a start line."""
+    match = _LEADING_LINE_ENDS.match(data)
+    return match.end() if match else 0
+
+
+class _HeadScan:
+    """How far an unfinished head has been checked, so each read checks only new bytes.
+
+    Without it a head trickled in small reads would be re-scanned on every read
+    (quadratic in the head size).
+    """
+
+    __slots__ = ("chars", "fields", "lines")
+
+    def __init__(self) -> None:
+        self.chars = 0  # bytes checked for bare CR/LF and control bytes
+        self.lines = 0  # offset after the last finished line checked
+        self.fields = 0  # field lines seen
+
+    def check_chars(self, data: Buffer, status: int, first: int = 0) -> None:
+        """Bare CR/LF and control bytes in `data[first:]` that were not checked yet."""
+        checked = min(max(self.chars, first), len(data))
+        if checked and data[checked - 1] == 0x0D:
+            checked -= 1  # a CR that was waiting for its LF
+        _check_lines(data[checked:], status)
+        self.chars = len(data)
+
+    def finished_lines(self, data: Buffer) -> list[Buffer]:
+        """The lines finished since the last call (without their CRLF)."""
+        end = data.rfind(_LINE_ENDS, self.lines)
+        if end < 0:
+            return []
+        lines: list[Buffer] = list(data[self.lines : end].split(_LINE_ENDS))
+        self.lines = end + 2
+        return lines
+
+
+def _keep(codec: H11ServerCodec | H11ClientCodec, rest: Buffer) -> None:
+    """Keep what is left of a read for the next one (nothing once upgraded)."""
+    if codec._upgraded or not rest:
+        codec._buffer = bytearray()
+    elif rest is not codec._buffer:
+        codec._buffer = bytearray(rest)
 
 
 class H11ServerCodec:
@@ -311,12 +347,14 @@ class H11ServerCodec:
         "_limits",
         "_response_chunked",
         "_response_close",
+        "_scan",
         "_upgraded",
     )
 
     def __init__(self, limits: CodecLimits | None = None) -> None:
         self._limits = limits or CodecLimits()
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scan = _HeadScan()
         self._connection: h11.Connection | None = None
         self._body: _Body | None = None
         self._failed = False
@@ -334,7 +372,10 @@ class H11ServerCodec:
             return []
         if self._upgraded:
             return [Data(H1_STREAM, data)] if data else []
-        buffer = self._buffer + data if self._buffer else data
+        buffer: Buffer = data
+        if self._buffer:
+            self._buffer += data
+            buffer = self._buffer
         events: list[Event] = []
         try:
             while buffer and not self._upgraded:
@@ -349,25 +390,33 @@ class H11ServerCodec:
             return self._fail(events, reject.status, reject.reason)
         except h11.ProtocolError as error:
             return self._fail(events, 400, f"h11: {error}")
-        self._buffer = b"" if self._upgraded else buffer
+        _keep(self, buffer)
         return events
 
     def _fail(self, events: list[Event], status: int, reason: str) -> list[Event]:
         self._failed = True
         self._keep_alive = False
-        self._buffer = b""
+        self._buffer = bytearray()
         events.append(ProtocolError(H1_STREAM, status, reason))
         return events
 
-    def _read_head(self, data: bytes, events: list[Event]) -> int:
+    def _read_head(self, data: Buffer, events: list[Event]) -> int:
         limits = self._limits
-        start, end = _head_end(data, 400)
-        if start < len(data) and self._closing:
+        skipped = _skip_line_ends(data)
+        if skipped:
+            return skipped
+        if self._closing:
             raise _Reject(400, "data after connection: close")
+        scan = self._scan
+        end = data.find(_HEAD_END, max(scan.lines - 2, 0))
         if end < 0:
-            self._check_partial_limits(data[start:])
-            return start
-        head = data[start:end]
+            self._check_unfinished(data)
+            return 0
+        end += 4
+        self._scan = _HeadScan()
+        head = bytes(data[:end])
+        # h11 splits lines on a bare LF too: refuse those before it sees them.
+        _check_lines(head[:-2], 400)
         lines = head[:-4].split(_LINE_ENDS)
         self._check_request_line(lines[0])
         content_length, chunked = _check_fields(lines[1:], 400)
@@ -420,7 +469,7 @@ class H11ServerCodec:
             # Like llhttp through httptools: no body is read; what follows the head
             # belongs to the new protocol.
             events.append(EndOfMessage(H1_STREAM))
-            events.append(Upgraded(H1_STREAM, data[end:]))
+            events.append(Upgraded(H1_STREAM, bytes(data[end:])))
             self._upgraded = True
             return len(data)
         if chunked or content_length:
@@ -454,44 +503,47 @@ class H11ServerCodec:
         if version not in _VERSIONS:
             raise _Reject(400, "unsupported HTTP version")
 
-    def _check_partial_limits(self, partial: bytes) -> None:
+    def _check_unfinished(self, partial: Buffer) -> None:
+        """Refuse an unfinished head as early as llhttp would, looking at new bytes only."""
         limits = self._limits
-        line_end = partial.find(_LINE_ENDS)
-        if line_end >= 0:
-            self._check_request_line(partial[:line_end])
-            # Finished field lines: llhttp refuses a bad one before the head ends.
-            fields_end = partial.rfind(_LINE_ENDS)
-            if fields_end > line_end:
-                _check_fields(partial[line_end + 2 : fields_end].split(_LINE_ENDS), 400)
-        # llhttp refuses an unknown method at its first wrong byte.
-        space = partial.find(b" ")
-        if space >= 0:
-            known = partial[:space] in _METHODS
-        else:
-            known = any(method.startswith(partial) for method in _METHODS)
-        if not known:
-            raise _Reject(400, "unknown method")
         if len(partial) > limits.max_header_bytes + limits.max_target_bytes:
             raise _Reject(431, "request header section too large")
-        line_end = partial.find(b"\r")
-        request_line = partial if line_end < 0 else partial[:line_end]
-        first_space = request_line.find(b" ")
-        if first_space >= 0:
-            target_end = request_line.find(b" ", first_space + 1)
-            if target_end < 0:
-                target_end = len(request_line)
-            if target_end - first_space - 1 > limits.max_target_bytes:
-                raise _Reject(414, "request target too long")
-        if partial.count(_LINE_ENDS) - 1 > limits.max_header_count:
-            raise _Reject(431, "too many request headers")
+        scan = self._scan
+        scan.check_chars(partial, 400)
+        request_line_done = scan.lines > 0
+        lines = scan.finished_lines(partial)
+        if lines and not request_line_done:
+            self._check_request_line(bytes(lines[0]))
+            lines = lines[1:]
+            request_line_done = True
+        if lines:
+            # Finished field lines: llhttp refuses a bad one before the head ends.
+            _check_fields(lines, 400)
+            scan.fields += len(lines)
+            if scan.fields > limits.max_header_count:
+                raise _Reject(431, "too many request headers")
+        if request_line_done:
+            return
+        # The request line is unfinished: llhttp refuses an unknown method at its first
+        # wrong byte and counts the target as it streams.
+        space = partial.find(b" ", 0, 32)
+        if space >= 0:
+            known = bytes(partial[:space]) in _METHODS
+        else:
+            known = len(partial) < 32 and any(method.startswith(partial) for method in _METHODS)
+        if not known:
+            raise _Reject(400, "unknown method")
+        target_end = partial.find(b" ", space + 1)
+        if (len(partial) if target_end < 0 else target_end) - space - 1 > limits.max_target_bytes:
+            raise _Reject(414, "request target too long")
 
-    def _read_body(self, data: bytes, events: list[Event]) -> int:
+    def _read_body(self, data: Buffer, events: list[Event]) -> int:
         body = self._body
         connection = self._connection
         assert body is not None and connection is not None
         used, done = body.scan(data)
         if used:  # h11 takes empty data as the end of the stream
-            connection.receive_data(data[:used])
+            connection.receive_data(_as_bytes(data[:used]))
         ended = _drain(connection, events)
         if ended != done:
             raise _Reject(400, "h11 and the framing guard disagree on the body's end")
@@ -557,11 +609,13 @@ class H11ClientCodec:
         "_keep_alive",
         "_method",
         "_request_chunked",
+        "_scan",
         "_upgraded",
     )
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scan = _HeadScan()
         self._connection: h11.Connection | None = None
         self._body: _Body | None = None
         self._method = b""
@@ -612,7 +666,10 @@ class H11ClientCodec:
             return []
         if self._upgraded:
             return [Data(H1_STREAM, data)] if data else []
-        buffer = self._buffer + data if self._buffer else data
+        buffer: Buffer = data
+        if self._buffer:
+            self._buffer += data
+            buffer = self._buffer
         events: list[Event] = []
         try:
             while buffer and not self._upgraded:
@@ -634,12 +691,12 @@ class H11ClientCodec:
             return self._fail(events, reject.reason)
         except h11.ProtocolError as error:
             return self._fail(events, f"h11: {error}")
-        self._buffer = b"" if self._upgraded else buffer
+        _keep(self, buffer)
         return events
 
     def _fail(self, events: list[Event], reason: str) -> list[Event]:
         self._failed = True
-        self._buffer = b""
+        self._buffer = bytearray()
         events.append(ProtocolError(H1_STREAM, 502, f"upstream: {reason}"))
         return events
 
@@ -656,17 +713,24 @@ class H11ClientCodec:
                 return events
         return [ProtocolError(H1_STREAM, 502, "upstream connection closed before response end")]
 
-    def _read_head(self, data: bytes, events: list[Event]) -> int:
-        start, end = _head_end(data, 502)
+    def _read_head(self, data: Buffer, events: list[Event]) -> int:
+        skipped = _skip_line_ends(data)
+        if skipped:
+            return skipped
+        scan = self._scan
+        end = data.find(_HEAD_END, max(scan.lines - 2, 0))
         if end < 0:
             # llhttp refuses a start that cannot become `HTTP/` at once.
-            prefix = data[start : start + 5]
-            if not _HTTP_NAME.startswith(prefix) or len(data) - start > _MAX_RESPONSE_HEAD:
+            if not _HTTP_NAME.startswith(data[:5]) or len(data) > _MAX_RESPONSE_HEAD:
                 raise _Reject(502, "not an HTTP/1 response")
-            return start
-        if end - start > _MAX_RESPONSE_HEAD:
+            self._check_status_line(data)
+            return 0
+        end += 4
+        if end > _MAX_RESPONSE_HEAD:
             raise _Reject(502, "response head too large")
-        head = data[start:end]
+        head = bytes(data[:end])
+        self._check_status_line(head[:-2])
+        self._scan = _HeadScan()
         lines = head[:-4].split(_LINE_ENDS)
         status_line = _STATUS_LINE.fullmatch(lines[0])
         if status_line is None:
@@ -707,7 +771,7 @@ class H11ClientCodec:
             if connection.next_event() is not h11.PAUSED:
                 raise _Reject(502, "h11 did not switch protocols")
             self._upgraded = True
-            events.append(Upgraded(H1_STREAM, data[end:]))
+            events.append(Upgraded(H1_STREAM, bytes(data[end:])))
             return len(data)
         if status < 200:
             if not keep_alive:
@@ -726,13 +790,30 @@ class H11ClientCodec:
         self._body = _Body(None if chunked else limit, 502, _MAX_RESPONSE_HEAD, _MAX_RESPONSE_HEAD)
         return end
 
-    def _read_body(self, data: bytes, events: list[Event]) -> int:
+    def _check_status_line(self, head: Buffer) -> None:
+        """Bare CR/LF anywhere; control bytes only after the status line.
+
+        llhttp takes any byte but CR and LF in a reason phrase (which is never used).
+        """
+        scan = self._scan
+        line_end = head.find(b"\n")
+        if line_end < 0:
+            if head.find(b"\r", scan.chars, len(head) - 1) >= 0:
+                raise _Reject(502, "bare CR in the status line")
+            scan.chars = max(len(head) - 1, 0)
+            return
+        if head[line_end - 1] != 0x0D or head.find(b"\r", scan.chars, line_end - 1) >= 0:
+            raise _Reject(502, "bare CR or LF in the status line")
+        scan.check_chars(head, 502, line_end + 1)
+        scan.lines = line_end + 1
+
+    def _read_body(self, data: Buffer, events: list[Event]) -> int:
         body = self._body
         connection = self._connection
         assert body is not None and connection is not None
         used, done = body.scan(data)
         if used:  # h11 takes empty data as the end of the stream
-            connection.receive_data(data[:used])
+            connection.receive_data(_as_bytes(data[:used]))
         ended = _drain(connection, events)
         if ended != done:
             raise _Reject(502, "h11 and the framing guard disagree on the body's end")
