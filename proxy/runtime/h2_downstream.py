@@ -218,16 +218,19 @@ class H2Downstream:
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.codec.pause()
         for exchange in self.streams.values():
             if not exchange.paused_upstream and exchange.upstream is not None:
                 self._pause_upstream(exchange)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.codec.resume()
         pending = self.codec.pending
         for exchange in list(self.streams.values()):
             if exchange.paused_upstream and not pending(exchange.stream_id):
                 self._resume_upstream(exchange)
+        self.mark()
 
     def drain(self) -> None:
         """GOAWAY (NO_ERROR): the streams opened so far finish; the connection then closes."""
@@ -319,7 +322,9 @@ class H2Downstream:
         codec = self.codec
         stream_id = exchange.stream_id
         head: ResponseHead | None = None  # sent with the first DATA, or alone with END_STREAM
-        for event in events:
+        last = len(events) - 1
+        ended = False
+        for index, event in enumerate(events):
             kind = type(event)
             if kind is Data:
                 assert isinstance(event, Data)
@@ -327,7 +332,11 @@ class H2Downstream:
                     codec.send_response(stream_id, head, False)
                     head = None
                 exchange.bytes_sent += len(event.data)
-                left = codec.send_data(stream_id, event.data)
+                # The last DATA carries END_STREAM when the end follows without trailers.
+                following = events[index + 1] if index < last else None
+                ends = type(following) is EndOfMessage and not following.trailers
+                left = codec.send_data(stream_id, event.data, ends)
+                ended = ends
                 if (left or self.write_paused) and not exchange.paused_upstream:
                     self._pause_upstream(exchange)
             elif kind is ResponseHead:
@@ -347,7 +356,8 @@ class H2Downstream:
                 else:
                     if head is not None:
                         codec.send_response(stream_id, head, False)
-                    codec.send_end(stream_id, event.trailers)
+                    if not ended:
+                        codec.send_end(stream_id, event.trailers)
                 head = None
                 exchange.response_complete = True
                 self._response_done(exchange)

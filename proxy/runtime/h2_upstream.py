@@ -394,6 +394,7 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.codec.pause()
         for stream in self.streams.values():
             if not stream.blocked:
                 stream.blocked = True
@@ -402,6 +403,8 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.codec.resume()
+        self.mark()
         for stream in list(self.streams.values()):
             if stream.blocked and not self.codec.pending(stream.stream_id):
                 stream.blocked = False

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -186,3 +188,49 @@ def method(chan: grpc.Channel, kind: str, name: str) -> grpc.UnaryUnaryMultiCall
         f"/{SERVICE}/{name}", request_serializer=_identity, response_deserializer=_identity
     )
     return callable_
+
+
+NGINX_CONF = """worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
+  client_body_temp_path {tmp}/b; proxy_temp_path {tmp}/p; fastcgi_temp_path {tmp}/f;
+  uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s; client_max_body_size 0;
+  server {{ listen 127.0.0.1:{port};
+    location / {{ default_type text/plain; return 200 "hello from upstream\\n"; }}
+    location /files/ {{ alias {tmp}/files/; }}
+    location /echo {{ default_type text/plain;
+      return 200 "$request_method $request_uri $http_host $http_te $http_x_request_id\\n"; }}
+  }} }}
+"""
+
+
+@pytest.fixture(scope="session")
+def nginx() -> Iterator[int]:
+    """An HTTP/1.1-only upstream, as meshbench uses; /files/huge is a sparse 1 GiB file."""
+    # Not under pytest's tmp (mode 0700): nginx's worker runs as nobody and must read it.
+    tmp = Path(tempfile.mkdtemp(prefix="pilotfish-h2-nginx-"))
+    tmp.chmod(0o755)
+    (tmp / "files").mkdir()
+    with open(tmp / "files" / "huge", "wb") as huge:
+        huge.truncate(1 << 30)
+    with open(tmp / "files" / "big", "wb") as big:
+        big.truncate(64 << 20)
+    port = free_port()
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port))
+    process = subprocess.Popen(
+        ["nginx", "-c", str(tmp / "nginx.conf"), "-e", "/dev/null"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    yield port
+    process.terminate()
+    process.wait(10)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nginx_proxy(nginx: int) -> Iterator[Proxy]:
+    proxy = Proxy(nginx)
+    yield proxy
+    proxy.stop()

@@ -140,6 +140,7 @@ class _H2Codec:
         "resets",
         "settings",
         "trailers_stream",
+        "write_blocked",
     )
 
     def __init__(self, client_side: bool, limits: H2Limits) -> None:
@@ -179,20 +180,37 @@ class _H2Codec:
         self.settings = 0
         self.resets = 0
         self.trailers_stream = 0
+        # The socket's buffer is full: queue instead of making frames (the peer's window
+        # alone would let a fast reader's 16 MiB pile up in our write buffer).
+        self.write_blocked = False
 
     # -- output ------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
         return self.conn.data_to_send()
 
-    def send_data(self, stream_id: int, data: bytes) -> int:
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> int:
         """Queue body bytes; returns how many are still waiting for the peer's window."""
         queue = self.queued.get(stream_id)
         if queue is None:
             queue = self.queued[stream_id] = deque()
         if data:
             queue.append(memoryview(data))
+        if end_stream:
+            self.queued_end[stream_id] = []
         return self._push(stream_id)
+
+    def pause(self) -> None:
+        """The socket cannot take more: stop making DATA frames."""
+        self.write_blocked = True
+
+    def resume(self) -> list[H2Event]:
+        """The socket drained: push what waited; SendDrained for each stream emptied."""
+        self.write_blocked = False
+        out: list[H2Event] = []
+        if self.queued:
+            self._window_opened(0, out)
+        return out
 
     def send_end(self, stream_id: int, trailers: Headers) -> None:
         """End the stream, with trailers if any, after whatever is still queued."""
@@ -208,6 +226,8 @@ class _H2Codec:
     def _push(self, stream_id: int) -> int:
         """Send as much of a stream's queue as the windows allow; the bytes left behind."""
         queue = self.queued[stream_id]
+        if self.write_blocked:
+            return sum(len(piece) for piece in queue) or 1
         conn = self.conn
         try:
             window = conn.local_flow_control_window(stream_id)
