@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 
 from proxy.admin import server as admin_server
+from proxy.admin.agent import Agent
 from proxy.admin.endpoints import AdminEndpoints, ServerState
 from proxy.config.model import ProxyConfig
 from proxy.runtime.downstream import DownstreamConnection
@@ -132,6 +133,10 @@ class WorkerProcess:
             )
             self.admin_servers.append(
                 await admin_server.serve("0.0.0.0", config.prometheus_port, self.admin.handle)
+            )
+            agent = Agent(self.admin, self.telemetry, os.environ)
+            self.admin_servers.append(
+                await admin_server.serve("0.0.0.0", config.agent_port, agent.handle)
             )
 
     async def _sweep(self) -> None:

@@ -14,6 +14,7 @@ import random
 import time
 from bisect import bisect_left
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection, Exchange
     from proxy.runtime.tcp_proxy import TcpRelay
 
+# Trace and span ids need uniqueness, not secrecy: the Mersenne Twister (reseeded per
+# forked worker) instead of a getrandom() syscall per id.
 _random_bits = random.getrandbits
+_random = random.random
 _BUCKETS = M.BUCKETS
 _REQUEST_BYTES_BUCKETS = M.REQUEST_BYTES_BUCKETS
 _RESPONSE_BYTES_BUCKETS = M.RESPONSE_BYTES_BUCKETS
@@ -44,6 +48,17 @@ _TRACE_HEADERS = tc.TRACE_HEADERS
 _GRPC = b"application/grpc"
 _HOST = b"host"
 _quote = json_string
+_quote_str = encode_basestring_ascii
+_VIA_UPSTREAM = '"via_upstream"'
+# Istio's JSON access log fields (contracts.md "Access log") plus @timestamp and the trace.
+# @timestamp is the request's start, as Istio's EFK examples map start_time.
+_JSON_LINE = (
+    '{"@timestamp":"%s","start_time":"%s","route_name":"default","method":%s,"path":%s,'
+    '"protocol":"HTTP/%s","response_code":%d,"response_flags":"%s","response_code_details":%s,'
+    '"connection_termination_details":null,"bytes_received":%d,"bytes_sent":%d,"duration":%d,'
+    '"upstream_service_time":%s,"x_forwarded_for":%s,"user_agent":%s,"request_id":%s,'
+    '"authority":%s,%s,"trace_id":"%s","span_id":"%s"}\n'
+)
 _WHO_SENDS = {"virtualOutbound": True, "virtualInbound": False}
 
 
@@ -52,13 +67,21 @@ class RequestState:
 
     __slots__ = ("headers", "parent_span_id", "sampled", "span_id", "trace_id", "tracestate")
 
-    def __init__(self, headers: dict[bytes, bytes]) -> None:
+    def __init__(
+        self,
+        headers: dict[bytes, bytes],
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str,
+        sampled: bool,
+        tracestate: bytes | None,
+    ) -> None:
         self.headers = headers
-        self.trace_id = ""
-        self.span_id = ""
-        self.parent_span_id = 0
-        self.sampled = False
-        self.tracestate: bytes | None = None
+        self.trace_id = trace_id  # lower-case hex; "" when tracing is off
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id
+        self.sampled = sampled
+        self.tracestate = tracestate
 
 
 class Telemetry:
@@ -94,10 +117,13 @@ class Telemetry:
         if tracer is None and not tracing_disabled(environ):
             tracer = Tracer(self.identity, environ)
         self.tracer = tracer
+        # A new trace (no parent) is sampled at this ratio.
+        self.root_ratio = tracer.sampler.ratio if tracer is not None else 0.0
         path = config.access_log.path
         self.access_log = AccessLogWriter(path) if path else None
         self.json_log = config.access_log.format == "json"
         self.clock = UtcClock()
+        self._connection_fields: dict[tuple[Any, ...], str] = {}
         self.started = time.time()
         # loop.time() is monotonic; wall time = loop time + offset (re-read on each tick).
         self.wall_offset = time.time() - loop.time()
@@ -130,46 +156,43 @@ class Telemetry:
 
     def request_start(self, downstream: DownstreamConnection, exchange: Exchange) -> None:
         headers = dict(exchange.request.headers)
-        state = RequestState(headers)
-        exchange.telemetry = state
         tracer = self.tracer
         if tracer is None:
+            exchange.telemetry = RequestState(headers, "", "", "", False, None)
             return
-        sampler = tracer.sampler
+        # One draw for both ids: 128 bits of trace id, 64 of span id.
+        ids = _random_bits(192).to_bytes(24, "little").hex()
+        span_id = ids[32:]
         head = exchange.upstream_head
         if _TRACE_HEADERS.isdisjoint(headers):
-            trace_id = _random_bits(128) or 1
-            sampled = sampler.root(trace_id)
-            style = tc.STYLE_NONE
-            parent_span_id = 0
-        else:
-            parent = tc.extract(headers)
-            if parent is not None and parent.trace_id:
-                trace_id = parent.trace_id
-                parent_span_id = parent.span_id
-            else:
-                trace_id = _random_bits(128) or 1
-                parent_span_id = 0
-            sampled = sampler.decide(trace_id, parent.sampled if parent is not None else None)
-            style = parent.style if parent is not None else tc.STYLE_NONE
-            if style == tc.STYLE_W3C:
-                state.tracestate = headers.get(tc.TRACESTATE)
+            trace_id = ids[:32]
+            sampled = _random() < self.root_ratio
+            exchange.telemetry = RequestState(headers, trace_id, span_id, "", sampled, None)
             if head is not None:
-                head.headers = [pair for pair in head.headers if pair[0] not in _TRACE_HEADERS]
-        span_id = _random_bits(64) or 1
-        state.trace_id = trace_hex = f"{trace_id:032x}"
-        state.span_id = span_hex = f"{span_id:016x}"
-        state.parent_span_id = parent_span_id
-        state.sampled = sampled
+                traceparent = "00-" + trace_id + "-" + span_id + ("-01" if sampled else "-00")
+                head.headers.append((tc.TRACEPARENT, traceparent.encode()))
+            return
+        parent = tc.extract(headers)
+        parent_span_id = ""
+        style = tc.STYLE_NONE
+        tracestate = None
+        if parent is None:
+            trace_id = ids[:32]
+            sampled = tracer.sampler.root()
+        else:
+            trace_id = parent.trace_id or ids[:32]
+            parent_span_id = parent.span_id
+            sampled = tracer.sampler.decide(parent.sampled)
+            style = parent.style
+            if style == tc.STYLE_W3C:
+                tracestate = headers.get(tc.TRACESTATE)
+        exchange.telemetry = RequestState(
+            headers, trace_id, span_id, parent_span_id, sampled, tracestate
+        )
         if head is not None:
-            head.headers += tc.inject(
-                trace_hex,
-                span_hex,
-                f"{parent_span_id:016x}" if parent_span_id else "",
-                sampled,
-                style,
-                state.tracestate,
-            )
+            # The caller's context is replaced by ours: the same trace, our span as parent.
+            head.headers = [pair for pair in head.headers if pair[0] not in _TRACE_HEADERS]
+            head.headers += tc.inject(trace_id, span_id, parent_span_id, sampled, style, tracestate)
 
     def request_done(
         self, downstream: DownstreamConnection, exchange: Exchange, now: float
@@ -177,7 +200,7 @@ class Telemetry:
         state = exchange.telemetry
         if type(state) is RequestState:
             headers = state.headers
-        else:
+        else:  # answered before request_start (no route, unparsable request)
             state = None
             headers = dict(exchange.request.headers)
         flag_list = exchange.flags
@@ -339,7 +362,7 @@ class Telemetry:
             kind,
             int(state.trace_id, 16),
             int(state.span_id, 16),
-            state.parent_span_id,
+            int(state.parent_span_id, 16) if state.parent_span_id else 0,
             state.tracestate,
             int((exchange.start + offset) * 1e9),
             int(end_unix * 1e9),
@@ -356,44 +379,73 @@ class Telemetry:
         now: float,
         flags: str,
     ) -> str:
-        offset = self.wall_offset
-        clock = self.clock
+        # One %-format over a fixed template: the fields that are the same for every
+        # request of a connection are formatted once per connection shape and cached.
+        connection = (
+            downstream.listener_name,
+            downstream.destination,
+            downstream.local_address,
+            downstream.client_address,
+        )
+        tail = self._connection_fields.get(connection)
+        if tail is None:
+            tail = self._connection_json(downstream)
+        start = exchange.start
         request = exchange.request
-        destination = downstream.destination
         upstream_start = exchange.upstream_start
-        upstream_ms = str(int((now - upstream_start) * 1000)) if upstream_start else "null"
+        details = exchange.details
+        user_agent = headers.get(b"user-agent")
+        forwarded_for = headers.get(b"x-forwarded-for")
+        authority = headers.get(_HOST)
+        timestamp = self.clock.format(start + self.wall_offset)
+        return _JSON_LINE % (
+            timestamp,
+            timestamp,
+            _quote_str(request.method.decode("latin-1")),
+            _quote_str(request.target.decode("latin-1")),
+            request.http_version.decode("latin-1"),
+            exchange.status,
+            flags,
+            _VIA_UPSTREAM if details == "via_upstream" else _quote_str(details),
+            exchange.bytes_received,
+            exchange.bytes_sent,
+            int((now - start) * 1000),
+            int((now - upstream_start) * 1000) if upstream_start else "null",
+            "null" if forwarded_for is None else _quote_str(forwarded_for.decode("latin-1")),
+            "null" if user_agent is None else _quote_str(user_agent.decode("latin-1")),
+            _quote_str(exchange.request_id.decode("latin-1")) if exchange.request_id else "null",
+            "null" if authority is None else _quote_str(authority.decode("latin-1")),
+            tail,
+            state.trace_id if state is not None and state.trace_id else "",
+            state.span_id if state is not None and state.span_id else "",
+        )
+
+    def _connection_json(self, downstream: DownstreamConnection) -> str:
+        destination = downstream.destination
         if destination is not None:
+            outbound = self.outbound.get(downstream.listener_name, True)
+            direction = "outbound" if outbound else "inbound"
             upstream_host = f'"{destination[0]}:{destination[1]}"'
-            direction = (
-                "outbound" if self.outbound.get(downstream.listener_name, True) else "inbound"
-            )
             cluster = f'"{direction}|{destination[1]}||"'
         else:
             upstream_host = cluster = "null"
-        trace = (
-            f'"{state.trace_id}","span_id":"{state.span_id}"'
-            if state and state.trace_id
-            else 'null,"span_id":null'
-        )
-        return (
-            f'{{"@timestamp":"{clock.format(now + offset)}",'
-            f'"start_time":"{clock.format(exchange.start + offset)}",'
-            f'"route_name":"default","method":{_quote(request.method)},"path":{_quote(request.target)},'
-            f'"protocol":"HTTP/{request.http_version.decode("latin-1")}","response_code":{exchange.status},'
-            f'"response_flags":"{flags}","response_code_details":{_quote(exchange.details)},'
-            f'"connection_termination_details":null,"bytes_received":{exchange.bytes_received},'
-            f'"bytes_sent":{exchange.bytes_sent},"duration":{int((now - exchange.start) * 1000)},'
-            f'"upstream_service_time":{upstream_ms},'
-            f'"x_forwarded_for":{_quote(headers.get(b"x-forwarded-for"))},'
-            f'"user_agent":{_quote(headers.get(b"user-agent"))},'
-            f'"request_id":{_quote(exchange.request_id or None)},'
-            f'"authority":{_quote(headers.get(_HOST))},'
-            f'"upstream_host":{upstream_host},"upstream_cluster":{cluster},"upstream_local_address":null,'
+        tail = (
+            f'"upstream_host":{upstream_host},"upstream_cluster":{cluster},'
+            '"upstream_local_address":null,'
             f'"downstream_local_address":{_quote(downstream.local_address or None)},'
             f'"downstream_remote_address":{_quote(downstream.client_address)},'
-            f'"requested_server_name":null,"upstream_transport_failure_reason":null,'
-            f'"trace_id":{trace}}}\n'
+            '"requested_server_name":null,"upstream_transport_failure_reason":null'
         )
+        if len(self._connection_fields) < 4096:  # clients come and go; keep it bounded
+            self._connection_fields[
+                (
+                    downstream.listener_name,
+                    downstream.destination,
+                    downstream.local_address,
+                    downstream.client_address,
+                )
+            ] = tail
+        return tail
 
     def _text_line(
         self,

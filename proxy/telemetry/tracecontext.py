@@ -27,22 +27,23 @@ _HEX = frozenset(b"0123456789abcdef")
 
 
 class Parent:
-    """The caller's span: trace id, its span id, and its sampling decision (None: deferred)."""
+    """The caller's span: trace id and span id (lower-case hex, "" when absent) and its
+    sampling decision (None: deferred to us)."""
 
     __slots__ = ("sampled", "span_id", "style", "trace_id")
 
-    def __init__(self, trace_id: int, span_id: int, sampled: bool | None, style: int) -> None:
+    def __init__(self, trace_id: str, span_id: str, sampled: bool | None, style: int) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
         self.sampled = sampled
         self.style = style
 
 
-def _hex_id(value: bytes, lengths: tuple[int, ...]) -> int:
-    """A non-zero lower-case hex id of an allowed length, else 0 (invalid)."""
-    if len(value) not in lengths or not _HEX.issuperset(value):
-        return 0
-    return int(value, 16)
+def _hex_id(value: bytes, lengths: tuple[int, ...], width: int) -> str:
+    """A non-zero lower-case hex id of an allowed length, left-padded to `width`; else ""."""
+    if len(value) not in lengths or not _HEX.issuperset(value) or not value.strip(b"0"):
+        return ""
+    return value.decode().rjust(width, "0")
 
 
 def parse_traceparent(value: bytes) -> Parent | None:
@@ -59,8 +60,8 @@ def parse_traceparent(value: bytes) -> Parent | None:
         return None
     if len(value) > 55 and value[55:56] != b"-":
         return None
-    trace_id = _hex_id(value[3:35], (32,))
-    span_id = _hex_id(value[36:52], (16,))
+    trace_id = _hex_id(value[3:35], (32,), 32)
+    span_id = _hex_id(value[36:52], (16,), 16)
     flags = value[53:55]
     if not trace_id or not span_id or not _HEX.issuperset(flags):
         return None
@@ -90,9 +91,9 @@ def parse_b3(headers: Mapping[bytes, bytes]) -> Parent | None:
         parts = single.strip().lower().split(b"-")
         if len(parts) == 1:
             decision = _b3_sampled(parts[0])
-            return Parent(0, 0, decision, STYLE_B3_SINGLE) if decision is not None else None
-        trace_id = _hex_id(parts[0], (16, 32))
-        span_id = _hex_id(parts[1], (16,))
+            return Parent("", "", decision, STYLE_B3_SINGLE) if decision is not None else None
+        trace_id = _hex_id(parts[0], (16, 32), 32)
+        span_id = _hex_id(parts[1], (16,), 16)
         if trace_id and span_id:
             sampled = _b3_sampled(parts[2]) if len(parts) > 2 else None
             return Parent(trace_id, span_id, sampled, STYLE_B3_SINGLE)
@@ -101,12 +102,12 @@ def parse_b3(headers: Mapping[bytes, bytes]) -> Parent | None:
         True if headers.get(B3_FLAGS, b"").strip() == b"1" else _b3_sampled(headers.get(B3_SAMPLED))
     )
     if raw_trace is not None:
-        trace_id = _hex_id(raw_trace.strip().lower(), (16, 32))
-        span_id = _hex_id(headers.get(B3_SPAN_ID, b"").strip().lower(), (16,))
+        trace_id = _hex_id(raw_trace.strip().lower(), (16, 32), 32)
+        span_id = _hex_id(headers.get(B3_SPAN_ID, b"").strip().lower(), (16,), 16)
         if trace_id and span_id:
             return Parent(trace_id, span_id, sampled, STYLE_B3_MULTI)
     if sampled is not None:
-        return Parent(0, 0, sampled, STYLE_B3_MULTI)
+        return Parent("", "", sampled, STYLE_B3_MULTI)
     return None
 
 
@@ -131,8 +132,8 @@ def inject(
     tracestate: bytes | None,
 ) -> list[tuple[bytes, bytes]]:
     """The headers that carry our span to the next hop: always W3C, plus the caller's B3 dialect."""
-    flag = b"01" if sampled else b"00"
-    out = [(TRACEPARENT, b"00-%s-%s-%s" % (trace_id.encode(), span_id.encode(), flag))]
+    traceparent = "00-" + trace_id + "-" + span_id + ("-01" if sampled else "-00")
+    out = [(TRACEPARENT, traceparent.encode())]
     if tracestate is not None:
         out.append((TRACESTATE, tracestate))
     if style == STYLE_B3_MULTI:

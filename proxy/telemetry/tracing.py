@@ -11,6 +11,7 @@ its thread exports it, so a slow or absent collector costs drops, never loop tim
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -29,6 +30,7 @@ from proxy.config import env as env_names
 from proxy.telemetry.identity import Identity
 
 log = logging.getLogger("pilotfish")
+_random = random.random
 
 # contracts.md "Tracing": 1% unless the caller decided.
 DEFAULT_RATIO = 0.01
@@ -36,20 +38,24 @@ _TRUE = ("true", "1", "yes", "on")
 
 
 class Sampler:
-    """Root decision by trace id (OTel's TraceIdRatioBased arithmetic), parent's when it has one."""
+    """The parent's decision when there is one (parent-based), else a ratio of new traces.
+
+    The ratio draws a random number instead of reading the trace id's low bits as
+    OTel's TraceIdRatioBased does: the same odds, without turning the hex id into an
+    int per request. Consistency along a trace comes from the parent-based rule.
+    """
 
     def __init__(self, parent_based: bool, ratio: float) -> None:
         self.parent_based = parent_based
-        self.ratio = ratio
-        self.bound = round(min(max(ratio, 0.0), 1.0) * (1 << 64))
+        self.ratio = min(max(ratio, 0.0), 1.0)
 
-    def root(self, trace_id: int) -> bool:
-        return (trace_id & 0xFFFFFFFFFFFFFFFF) < self.bound
+    def root(self) -> bool:
+        return _random() < self.ratio
 
-    def decide(self, trace_id: int, parent_sampled: bool | None) -> bool:
+    def decide(self, parent_sampled: bool | None) -> bool:
         if self.parent_based and parent_sampled is not None:
             return parent_sampled
-        return self.root(trace_id)
+        return _random() < self.ratio
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Sampler:
