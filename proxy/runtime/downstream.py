@@ -46,7 +46,7 @@ class Exchange:
     __slots__ = (
         "bytes_received",
         "bytes_sent",
-        "deadline",
+        "timed",
         "details",
         "downstream",
         "finished",
@@ -109,7 +109,7 @@ class Exchange:
         self.response_trailers: list[tuple[bytes, bytes]] = []
         # Per-request state a RequestObserver keeps (a span, say); None when unused.
         self.telemetry: object = None
-        self.deadline = 0.0  # route timeout; 0 when none is running
+        self.timed = False  # a route timeout is running (in the worker's deadline queue)
 
     # The pool and the upstream connection call these (UpstreamUser); an exchange that
     # has already finished ignores late callbacks instead of disturbing its successor.
@@ -516,7 +516,7 @@ class DownstreamConnection(asyncio.Protocol):
         exchange.status = status
         exchange.response_started = True
         if status == 101:
-            exchange.deadline = 0.0  # a tunnel has no response to time out
+            self._cancel_route_timeout(exchange)  # a tunnel has no response to time out
         head.headers = strip_hop_by_hop(head.headers, status == 101)
         head.keep_alive = not self.close_after and not self.worker.draining
         exchange.response = head
@@ -571,11 +571,18 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _arm_route_timeout(self, exchange: Exchange) -> None:
-        if not exchange.deadline and not exchange.upgraded:
+        if not exchange.timed and not exchange.upgraded:
+            exchange.timed = True
             worker = self.worker
             worker.route_deadlines.add(exchange, worker.loop.time() + worker.config.timeouts.route)
 
+    def _cancel_route_timeout(self, exchange: Exchange) -> None:
+        if exchange.timed:
+            exchange.timed = False
+            self.worker.route_deadlines.remove(exchange)
+
     def route_timeout(self, exchange: Exchange) -> None:
+        exchange.timed = False  # the queue has already dropped it
         if exchange.finished:
             return
         self.stats[S.UPSTREAM_RQ_TIMEOUT] += 1
@@ -603,7 +610,7 @@ class DownstreamConnection(asyncio.Protocol):
         if exchange.finished:
             return
         exchange.finished = True
-        exchange.deadline = 0.0
+        self._cancel_route_timeout(exchange)
         stats = self.stats
         stats[S.DOWNSTREAM_RQ_ACTIVE] -= 1
         status = exchange.status
