@@ -46,7 +46,6 @@ class Exchange:
     __slots__ = (
         "bytes_received",
         "bytes_sent",
-        "timed",
         "details",
         "downstream",
         "finished",
@@ -64,6 +63,7 @@ class Exchange:
         "start",
         "status",
         "telemetry",
+        "timed",
         "trailers",
         "upgrade_requested",
         "upgraded",
