@@ -16,6 +16,10 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# Connection options that are not field names (RFC 9112 section 9.6, 9110 section 7.8).
+_CONNECTION_OPTIONS = frozenset((b"upgrade", b"close", b"keep-alive"))
+
+
 def _connection_tokens(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
@@ -26,22 +30,18 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
     With `keep_upgrade` (an Upgrade request or a 101 answer) `Upgrade` and
     `Connection: upgrade` pass, since the handshake must reach the other side.
     """
-    listed: set[bytes] | None = None
-    kept: Headers = []
+    kept = [pair for pair in headers if pair[0] not in HOP_BY_HOP]
+    if len(kept) == len(headers) and not keep_upgrade:
+        return kept  # the common case: nothing hop-by-hop at all
+    listed: set[bytes] = set()
     for name, value in headers:
-        if name in HOP_BY_HOP:
-            if name == b"connection":
-                listed = (listed or set()) | _connection_tokens(value)
-            elif keep_upgrade and name == b"upgrade":
-                kept.append((name, value))
-            continue
-        kept.append((name, value))
+        if name == b"connection":
+            listed |= _connection_tokens(value)
+        elif keep_upgrade and name == b"upgrade":
+            kept.append((name, value))
+    listed -= _CONNECTION_OPTIONS
     if listed:
-        listed.discard(b"upgrade")
-        listed.discard(b"close")
-        listed.discard(b"keep-alive")
-        if listed:
-            kept = [(name, value) for name, value in kept if name not in listed]
+        kept = [(name, value) for name, value in kept if name not in listed]
     if keep_upgrade:
         kept.append((b"connection", b"upgrade"))
     return kept

@@ -103,28 +103,54 @@ def _check_header(name: bytes, value: bytes) -> str | None:
     return None
 
 
+# Request fields the server codec acts on while parsing (the rest pass as they are).
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _HOST, _EXPECT, _UPGRADE = range(5)
+_SPECIAL_REQUEST_FIELDS = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"host": _HOST,
+    b"expect": _EXPECT,
+    b"upgrade": _UPGRADE,
+}
+
+
 class LlhttpServerCodec:
     """Server side: parses pipelined requests, frames responses for this client's version."""
 
     __slots__ = (
+        "_content_length",
         "_events",
+        "_expect_continue",
         "_failed",
+        "_framing_error",
         "_head_bytes",
         "_head_done",
+        "_head_size",
         "_headers",
+        "_hosts",
         "_keep_alive",
         "_limits",
+        "_max_count",
         "_parser",
         "_request_chunked",
         "_response_chunked",
         "_response_close",
         "_target",
         "_trailers",
+        "_upgrade",
         "_upgraded",
     )
 
     def __init__(self, limits: CodecLimits | None = None) -> None:
         self._limits = limits or CodecLimits()
+        self._max_count = self._limits.max_header_count
+        # Per-message facts gathered while headers arrive (one pass, in on_header).
+        self._head_size = 0
+        self._hosts = 0
+        self._content_length: int | None = None
+        self._framing_error = False
+        self._expect_continue = False
+        self._upgrade: bytes | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._headers: Headers = []
@@ -146,14 +172,15 @@ class LlhttpServerCodec:
             return []
         if self._upgraded:
             return [Data(H1_STREAM, data)] if data else []
-        if not self._head_done:
-            # httptools buffers a header value until it ends; bound what a client can
-            # make it hold before any callback of ours can count it.
-            self._head_bytes += len(data)
-            if self._head_bytes > self._limits.max_header_bytes + self._limits.max_target_bytes:
-                return self._fail(431, "request header section too large")
         try:
             self._parser.feed_data(data)
+            if not self._head_done:
+                # httptools holds an unfinished header line itself, out of our callbacks'
+                # sight; bound how much a client can make it hold (one read at most past it).
+                self._head_bytes += len(data)
+                limits = self._limits
+                if self._head_bytes > limits.max_header_bytes + limits.max_target_bytes:
+                    return self._fail(431, "request header section too large")
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0]
             self._upgraded = True
@@ -183,6 +210,13 @@ class LlhttpServerCodec:
         self._target = b""
         self._head_done = False
         self._head_bytes = 0
+        self._head_size = 0
+        self._hosts = 0
+        self._content_length = None
+        self._request_chunked = False
+        self._framing_error = False
+        self._expect_continue = False
+        self._upgrade = None
 
     def on_url(self, url: bytes) -> None:
         self._target += url
@@ -190,31 +224,57 @@ class LlhttpServerCodec:
             raise _Oversized(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # After the header section, llhttp reports the chunked trailer section here.
         # llhttp keeps trailing whitespace, which is not part of the value (RFC 9110
-        # section 5.5); `rstrip` returns the same object when there is none.
-        headers = self._trailers if self._head_done else self._headers
-        headers.append((name.lower(), value.rstrip(b" \t")))
-        if len(headers) > self._limits.max_header_count:
+        # section 5.5); `rstrip` returns the same object when there is none. llhttp has
+        # already refused CR, LF and NUL in values and whitespace before the colon.
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        if self._head_done:  # llhttp reports the chunked trailer section here
+            self._trailers.append((name, value))
+            if len(self._trailers) > self._max_count:
+                raise _Oversized(431, "too many trailer fields")
+            return
+        self._head_size += len(name) + len(value) + 4
+        # Everything a proxy must know about the message is picked out in this one pass.
+        special = _SPECIAL_REQUEST_FIELDS.get(name)
+        if special is None:
+            self._headers.append((name, value))
+        elif special == _CONTENT_LENGTH:
+            length = value.strip()
+            if not length.isdigit() or (
+                self._content_length is not None and self._content_length != int(length)
+            ):
+                self._framing_error = True
+            else:
+                self._content_length = int(length)
+        elif special == _TRANSFER_ENCODING:
+            # Only one plain `chunked`: llhttp lets `gzip, chunked` by, and re-framing
+            # would drop the coding.
+            if self._request_chunked or value.strip().lower() != b"chunked":
+                self._framing_error = True
+            self._request_chunked = True
+        else:
+            if special == _HOST:
+                self._hosts += 1
+            elif special == _EXPECT:
+                self._expect_continue = value.lower() == b"100-continue"
+            else:
+                self._upgrade = value
+            self._headers.append((name, value))
+        if len(self._headers) > self._max_count:
             raise _Oversized(431, "too many request headers")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         self._head_done = True
-        size = len(self._target)
-        hosts = 0
-        for name, value in self._headers:
-            size += len(name) + len(value) + 4
-            problem = _check_header(name, value)
-            if problem:
-                raise _Oversized(400, problem)
-            if name == b"host":
-                hosts += 1
-        if size > self._limits.max_header_bytes:
+        if self._head_size + len(self._target) > self._limits.max_header_bytes:
             raise _Oversized(431, "request header section too large")
-        headers, content_length, chunked, bad = _framing(self._headers)
-        if bad:
+        if self._framing_error:
             raise _Oversized(400, "invalid or conflicting content-length / transfer-encoding")
+        hosts = self._hosts
+        headers = self._headers
+        content_length = self._content_length
+        chunked = self._request_chunked
         http_version = parser.get_http_version()
         if http_version not in _VERSIONS:
             raise _Oversized(400, "unsupported HTTP version")
@@ -226,14 +286,8 @@ class LlhttpServerCodec:
         # Whether this connection stays open is decided per answered request (in
         # send_response_head): a pipelined request parsed later must not change it.
         keep_alive = parser.should_keep_alive()
-        self._request_chunked = chunked
-        upgrade: bytes | None = None
-        expect_continue = False
-        for name, value in headers:
-            if name == b"upgrade" and parser.should_upgrade():
-                upgrade = value
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
+        upgrade = self._upgrade if self._upgrade is not None and parser.should_upgrade() else None
+        expect_continue = self._expect_continue
         self._events.append(
             RequestHead(
                 H1_STREAM,

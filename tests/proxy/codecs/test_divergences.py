@@ -46,13 +46,12 @@ def test_unlisted_disagreement_is_not_explained() -> None:
     assert known_divergence(lambda data: False, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") is None
 
 
-def test_timing_llhttp_bounds_an_unfinished_head_from_the_next_read() -> None:
-    """llhttp reports no offsets, so the adapter counts an unfinished head's bytes from
-    the read after the one that began it; h11's adapter counts at once. Both bound the
-    head (a read is bounded by the transport), llhttp one read later."""
+def test_both_bound_an_unfinished_head_within_the_read() -> None:
+    """Formerly a divergence: the llhttp adapter now counts an unfinished head's bytes
+    after feeding each read, so, like h11's, it refuses it in the read that overflows."""
     limits = CodecLimits(max_header_bytes=1024, max_target_bytes=256, max_header_count=10)
     wire = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 1400
-    assert server_codec("llhttp", limits).receive(wire) == []
+    assert errors(server_codec("llhttp", limits).receive(wire)) == [431]
     assert errors(server_codec("h11", limits).receive(wire)) == [431]
 
 
