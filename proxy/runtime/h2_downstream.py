@@ -11,6 +11,7 @@ upstream took it, response DATA only once the client's window and socket took it
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, cast
 
 from proxy.core import flags
@@ -28,7 +29,6 @@ from proxy.core.codecs.h2 import (
 from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, RequestHead, ResponseHead
-from proxy.runtime.deadlines import DeadlineQueue, HasDeadline
 from proxy.runtime.downstream import Exchange
 from proxy.telemetry import stats as S
 
@@ -106,13 +106,14 @@ class H2Downstream:
         "closed",
         "codec",
         "connection",
-        "deadlines",
         "dirty",
         "draining",
         "flusher",
         "goaway_last",
+        "route_timer",
         "stats",
         "streams",
+        "timed",
         "worker",
         "write_paused",
     )
@@ -138,7 +139,10 @@ class H2Downstream:
         self.draining = False
         self.closed = False
         self.goaway_last = 0
-        self.deadlines = DeadlineQueue(worker.loop, self._route_timeout)
+        # Route timeouts: one timer per connection over exchanges in deadline order (they
+        # all get the same timeout, so insertion order is deadline order).
+        self.timed: dict[H2Exchange, float] = {}
+        self.route_timer: asyncio.TimerHandle | None = None
         self.data_received(first_bytes)
 
     # -- from the connection ------------------------------------------------------------
@@ -207,6 +211,9 @@ class H2Downstream:
     def connection_lost(self) -> None:
         self.closed = True
         self._fail_all(flags.DOWNSTREAM_CONNECTION_TERMINATION)
+        if self.route_timer is not None:
+            self.route_timer.cancel()
+            self.route_timer = None
 
     def _fail_all(self, flag: str) -> None:
         for exchange in list(self.streams.values()):
@@ -435,19 +442,30 @@ class H2Downstream:
     def _arm_route_timeout(self, exchange: H2Exchange) -> None:
         # gRPC streams carry their own deadline (grpc-timeout) and may stream for hours;
         # Istio disables the route timeout for them too.
-        if not exchange.deadline and not exchange.grpc:
-            self.deadlines.add(
-                exchange, self.worker.loop.time() + self.worker.config.timeouts.route
-            )
-
-    def _route_timeout(self, item: HasDeadline) -> None:
-        exchange = cast(H2Exchange, item)
-        if exchange.finished:
+        if exchange.grpc or exchange in self.timed:
             return
-        self.stats[S.UPSTREAM_RQ_TIMEOUT] += 1
-        self._upstream_broke(
-            exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504, CANCEL
-        )
+        loop = self.worker.loop
+        deadline = loop.time() + self.worker.config.timeouts.route
+        self.timed[exchange] = deadline
+        if self.route_timer is None:
+            self.route_timer = loop.call_at(deadline, self._route_timeouts)
+
+    def _route_timeouts(self) -> None:
+        self.route_timer = None
+        loop = self.worker.loop
+        now = loop.time()
+        timed = self.timed
+        while timed:
+            exchange, deadline = next(iter(timed.items()))
+            if deadline > now:
+                self.route_timer = loop.call_at(deadline, self._route_timeouts)
+                break
+            del timed[exchange]
+            if not exchange.finished:
+                self.stats[S.UPSTREAM_RQ_TIMEOUT] += 1
+                self._upstream_broke(
+                    exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504, CANCEL
+                )
         self.mark()
 
     def _pause_upstream(self, exchange: H2Exchange) -> None:
@@ -485,7 +503,8 @@ class H2Downstream:
         if exchange.finished:
             return
         exchange.finished = True
-        exchange.deadline = 0.0
+        if self.timed:
+            self.timed.pop(exchange, None)
         self.streams.pop(exchange.stream_id, None)
         if exchange.owed:
             self.codec.acknowledge(exchange.stream_id, exchange.owed)

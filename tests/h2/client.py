@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import h2.config
@@ -99,8 +100,10 @@ class RawH2:
         self.sock.close()
 
 
-def read_frames(sock: socket.socket, timeout: float = 3.0) -> list[Frame]:
-    """Frames the peer sent until it closes or goes quiet (server side of a raw exchange)."""
+def read_frames(
+    sock: socket.socket, timeout: float = 3.0, until: Callable[[list[Frame]], bool] | None = None
+) -> list[Frame]:
+    """Frames the peer sent until it closes, `until` holds, or `timeout` passes."""
     frames: list[Frame] = []
     buffer = b""
     sock.settimeout(timeout)
@@ -110,6 +113,7 @@ def read_frames(sock: socket.socket, timeout: float = 3.0) -> list[Frame]:
             data = sock.recv(65536)
         except (TimeoutError, ConnectionResetError):
             break
+        sock.settimeout(max(0.01, end - time.monotonic()))
         if not data:
             break
         buffer += data
@@ -120,4 +124,6 @@ def read_frames(sock: socket.socket, timeout: float = 3.0) -> list[Frame]:
             frame.parse_body(memoryview(buffer[9 : 9 + length]))
             frames.append(frame)
             buffer = buffer[9 + length :]
+        if until is not None and until(frames):
+            break
     return frames
