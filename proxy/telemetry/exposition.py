@@ -40,6 +40,8 @@ COUNTERS: dict[str, str] = {
     "pilotfish_agent_app_scrape_failures": "Failed scrapes of the app's metrics by the 15020 agent",
 }
 
+# Prefixed, unlike prometheus-client's process_*: 15020 serves ours beside the app's
+# own, and an app in Python or Go exports process_* names of its own.
 _PROCESS: dict[str, tuple[str, str]] = {
     "cpu_seconds_total": (
         "counter",
@@ -132,9 +134,9 @@ def families(snapshot: Snapshot, stats: Mapping[str, tuple[str, str, int]]) -> I
         if key in snapshot.process:
             value = snapshot.process[key]
             if kind == "counter":
-                yield CounterMetricFamily(f"process_{key}", text, value=value)
+                yield CounterMetricFamily(f"pilotfish_process_{key}", text, value=value)
             else:
-                yield GaugeMetricFamily(f"process_{key}", text, value=value)
+                yield GaugeMetricFamily(f"pilotfish_process_{key}", text, value=value)
 
 
 class _Collector:

@@ -61,9 +61,9 @@ def http_get(url: str, headers: Mapping[str, str] | None = None, method: str = "
     request = urllib.request.Request(url, headers=dict(headers or {}), method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read(), dict(response.headers)
+            return response.status, response.read(), {k.lower(): v for k, v in response.headers.items()}
     except urllib.error.HTTPError as error:
-        return error.code, error.read(), dict(error.headers)
+        return error.code, error.read(), {k.lower(): v for k, v in error.headers.items()}
 
 
 def raw_request(port: int, path: str, headers: Mapping[str, str] | None = None) -> int:
@@ -229,7 +229,7 @@ class Sidecar:
 
 
 class Prometheus:
-    def __init__(self, tmp: Path, targets: list[tuple[str, int]], extra: str = "") -> None:
+    def __init__(self, tmp: Path, targets: list[tuple[str, int]], config_text: str = "") -> None:
         binary = need("prometheus")
         self.port = free_port()
         jobs = "".join(
@@ -240,7 +240,9 @@ class Prometheus:
             for job, port in targets
         )
         config = tmp / "prometheus.yml"
-        config.write_text(f"global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:{jobs}\n{extra}")
+        config.write_text(
+            config_text or f"global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:{jobs}\n"
+        )
         self.process = Process(
             [
                 binary,
