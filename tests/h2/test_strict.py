@@ -185,7 +185,7 @@ def test_stream_window_overflow(raw: Raw) -> None:
     raw.send(raw.headers(1, [(b":method", b"GET"), *GOOD[1:3], (b":path", b"/files/big")]))
     frame = WindowUpdateFrame(1)
     frame.window_increment = 2**31 - 1
-    raw.send(frame)
+    raw.send(frame, frame)  # twice: over 2^31-1 however much of the window was used
     frames = raw.frames(until=lambda frames: reset(frames, 1) is not None)
     assert FLOW_CONTROL_ERROR in (reset(frames, 1), goaway(frames))
 
