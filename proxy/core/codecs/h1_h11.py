@@ -1,16 +1,17 @@
 """HTTP/1.1 codec on h11: the compat codec, and the oracle the llhttp codec is tested against.
 
-h11 parses; a strict framing guard in front of it makes it reject what llhttp rejects.
-h11 is more lenient than llhttp on several request-smuggling shapes (bare LF line
-ends, obs-fold, duplicate equal Content-Length, whitespace and 20-digit sizes in
-chunk lines, control bytes in values), so this adapter finds message boundaries
-itself (head up to CRLFCRLF, then the body by its framing), checks them, and hands
-each message to its own `h11.Connection`. Both must agree: if h11 and the guard
-disagree on where a message ends, the message is rejected. One connection per
+h11 parses; a strict framing guard in front of it makes it refuse what llhttp
+refuses. h11 is more lenient than llhttp on several smuggling shapes (bare LF line
+ends, obs-fold, duplicate equal Content-Length, whitespace after a chunk size, chunk
+sizes past 64 bits, control bytes in values, unknown methods), so this adapter finds
+message boundaries itself (the head up to CRLF CRLF, then the body by its framing),
+checks them, and hands each message to its own `h11.Connection`; if h11 and the
+guard disagree on where a body ends, the message is refused. One connection per
 exchange also lets requests be parsed ahead of their responses (pipelining), which
-a single h11 connection does not allow. Outgoing messages are framed by
-`h1_framing`, the same as the llhttp codec, so both make identical framing
-decisions. It is the only module that imports h11.
+one h11 connection does not allow. Outgoing messages are framed by `h1_framing`,
+as in the llhttp codec, so both make the same framing decisions byte for byte.
+The differences that remain are listed in tests/proxy/codecs/test_divergences.py.
+It is the only module that imports h11.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ _CONNECT_TARGET: Final = re.compile(rb"([" + _AUTHORITY + rb"]*)(?:[/?][\x21-\x7
 # bounds only keep this adapter's buffer from growing without end.
 _MAX_CHUNK_LINE: Final = 64 * 1024
 _MAX_RESPONSE_HEAD: Final = 1024 * 1024
+# h11's own bound on an unfinished event: above every bound the guard enforces first.
 _H11_BUFFER: Final = 2 * _MAX_RESPONSE_HEAD
 _STATUS_LINE: Final = re.compile(rb"HTTP/(\d\.\d) (\d{3})(?: [^\r\n]*)?")
 
@@ -345,6 +347,7 @@ class H11ServerCodec:
         "_failed",
         "_keep_alive",
         "_limits",
+        "_request_keep_alive",
         "_response_chunked",
         "_response_close",
         "_scan",
@@ -360,6 +363,7 @@ class H11ServerCodec:
         self._failed = False
         self._upgraded = False
         self._keep_alive = True
+        self._request_keep_alive = True
         # The last request was not keep-alive: only CR/LF may follow it, as in llhttp.
         self._closing = False
         self._response_chunked = False
@@ -435,7 +439,9 @@ class H11ServerCodec:
         if len(target) + size > limits.max_header_bytes:
             raise _Reject(431, "request header section too large")
         keep_alive = _keep_alive(version, headers, False)
-        self._keep_alive = keep_alive
+        # Whether the connection stays open is decided per answered request (in
+        # send_response_head); this one only says whether more requests may follow.
+        self._request_keep_alive = keep_alive
         upgrade: bytes | None = None
         expect_continue = False
         upgrade_proposed = False
@@ -550,7 +556,7 @@ class H11ServerCodec:
         if done:
             self._body = None
             self._connection = None
-            self._closing = not self._keep_alive
+            self._closing = not self._request_keep_alive
         return used
 
     # -- framing -------------------------------------------------------------------

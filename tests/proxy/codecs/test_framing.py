@@ -1,0 +1,74 @@
+"""Outgoing framing: both codecs write the same bytes for the same decisions."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from proxy.core.codecs import client_codec, server_codec
+from proxy.core.messages import RequestHead
+from tests.proxy.codecs.helpers import request, response
+
+REQUESTS = {
+    "get-1.1": b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "head-1.1": b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "get-1.1-close": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "get-1.0": b"GET / HTTP/1.0\r\n\r\n",
+    "get-1.0-keep-alive": b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    "connect": b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    "upgrade": b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
+}
+
+
+def _parsed(codec: str, wire: bytes) -> tuple[object, RequestHead]:
+    parser = server_codec(codec, None)
+    head = parser.receive(wire)[0]
+    assert isinstance(head, RequestHead)
+    return parser, head
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "length", "keep_alive"),
+    list(itertools.product(REQUESTS, [100, 101, 200, 204, 304, 404], [None, 0, 5], [True, False])),
+)
+def test_response_framing_is_identical(
+    name: str, status: int, length: int | None, keep_alive: bool
+) -> None:
+    written = []
+    for codec in ("llhttp", "h11"):
+        parser, head = _parsed(codec, REQUESTS[name])
+        reply = response(status, [(b"server", b"t")], length, keep_alive)
+        out = parser.send_response_head(reply, head)  # type: ignore[attr-defined]
+        out += parser.send_data(b"abc") + parser.send_end([(b"x-t", b"1")])  # type: ignore[attr-defined]
+        written.append((out, parser.keep_alive))  # type: ignore[attr-defined]
+    assert written[0] == written[1]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("length", [None, 3])
+def test_request_framing_is_identical(chunked: bool, length: int | None) -> None:
+    written = []
+    for codec in ("llhttp", "h11"):
+        parser = client_codec(codec)
+        head = request(b"POST", headers=[(b"host", b"a")], content_length=length, chunked=chunked)
+        out = parser.send_request_head(head) + parser.send_data(b"abc") + parser.send_end([])
+        written.append(out)
+    assert written[0] == written[1]
+    if chunked:
+        assert written[0].endswith(b"3\r\nabc\r\n0\r\n\r\n")
+
+
+def test_framing_decisions() -> None:
+    """The decisions themselves, once (they are the same in both codecs, above)."""
+    parser, head = _parsed("h11", REQUESTS["get-1.1"])
+    assert b"transfer-encoding: chunked" in parser.send_response_head(response(), head)  # type: ignore[attr-defined]
+    parser, head = _parsed("h11", REQUESTS["get-1.0"])
+    out = parser.send_response_head(response(), head)  # type: ignore[attr-defined]
+    assert b"transfer-encoding" not in out and b"connection: close" in out
+    parser, head = _parsed("h11", REQUESTS["get-1.0-keep-alive"])
+    out = parser.send_response_head(response(content_length=1), head)  # type: ignore[attr-defined]
+    assert b"connection: close" not in out and parser.keep_alive  # type: ignore[attr-defined]
+    parser, head = _parsed("h11", REQUESTS["get-1.1"])
+    out = parser.send_response_head(response(content_length=1, keep_alive=False), head)  # type: ignore[attr-defined]
+    assert out.endswith(b"content-length: 1\r\nconnection: close\r\n\r\n")
