@@ -258,6 +258,10 @@ class H2Downstream:
         if self.draining and self.goaway_last and stream_id > self.goaway_last:
             self.codec.reset(stream_id, REFUSED_STREAM)  # after our GOAWAY: retry elsewhere
             return
+        if len(self.streams) >= self.codec.limits.max_concurrent_streams:
+            self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
+            self.codec.reset(stream_id, REFUSED_STREAM)  # over SETTINGS_MAX_CONCURRENT_STREAMS
+            return
         worker = self.worker
         connection = self.connection
         exchange = H2Exchange(self, request, now)
@@ -368,6 +372,10 @@ class H2Downstream:
                 head = None
                 exchange.response_complete = True
                 self._response_done(exchange)
+                if not exchange.request_complete and not codec.pending(stream_id):
+                    # RFC 9113 section 8.1: the answer is complete, the rest of the request
+                    # is not needed (and the stream stops counting against the limit).
+                    codec.reset(stream_id, NO_ERROR)
                 break
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)

@@ -190,12 +190,18 @@ def test_stream_window_overflow(raw: Raw) -> None:
     assert FLOW_CONTROL_ERROR in (reset(frames, 1), goaway(frames))
 
 
-def test_data_beyond_the_advertised_window(raw: Raw) -> None:
-    raw.send(raw.headers(1, [(b":method", b"POST"), *GOOD[1:]], end_stream=False))
+def test_data_beyond_the_advertised_window(grpc_proxy: Proxy) -> None:
+    raw = Raw(grpc_proxy.port)  # a gRPC server reads the whole request before answering
+    grpc_headers = [
+        (b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"t"),
+        (b":path", b"/pilotfish.test.Echo/Unary"), (b"content-type", b"application/grpc"),
+    ]  # fmt: skip
+    raw.send(raw.headers(1, grpc_headers, end_stream=False))
     chunk = DataFrame(1)
     chunk.data = b"x" * 16384
     raw.send(*([chunk] * 40))  # 640 KiB against a 256 KiB stream window
     frames = raw.frames(until=lambda frames: reset(frames, 1) is not None)
+    raw.close()
     assert FLOW_CONTROL_ERROR in (reset(frames, 1), goaway(frames))
 
 

@@ -165,6 +165,13 @@ class _H2Codec:
         conn.local_settings = h2.settings.Settings(client=client_side, initial_values=initial)
         conn.decoder.max_header_list_size = limits.max_header_list_size
         conn.initiate_connection()
+        if not client_side:
+            # h2 turns a stream over the advertised limit into a connection error; RFC 9113
+            # section 5.1.2 wants a stream error. h2 enforces twice the advertised limit
+            # (the connection error is kept for gross abuse) and the runtime refuses the
+            # streams in between with REFUSED_STREAM, which clients retry.
+            hard_limit = deque([2 * limits.max_concurrent_streams])
+            conn.local_settings._settings[_SETTINGS.MAX_CONCURRENT_STREAMS] = hard_limit
         # The connection window covers every stream's window, so one stream holding
         # its window (a slow reader) never stalls the others.
         connection_window = limits.stream_window * limits.max_concurrent_streams
