@@ -38,6 +38,8 @@ DRAIN_SWEEP_INTERVAL = 0.05
 # gets `Connection: close` on its next response instead (no race with a request in flight).
 DRAIN_IDLE_GRACE = 0.1
 BACKLOG = 4096
+# The main process tells its workers to drain their listeners (without exiting) with this.
+DRAIN_LISTENERS_SIGNAL = signal.SIGUSR1
 # Allocations between young-generation collections (CPython's default is 700).
 GC_YOUNG_THRESHOLD = 50_000
 
@@ -58,6 +60,7 @@ class WorkerProcess:
         self.servers: list[asyncio.Server] = []
         self.admin_servers: list[asyncio.Server] = []
         self.exit_code = 0
+        self.exiting = False
         self.stopped: asyncio.Event | None = None
         self.worker: Worker | None = None
         self.on_stop: list[Callable[[], None]] = []
@@ -75,9 +78,15 @@ class WorkerProcess:
         specs = listener_specs(self.config)
         for spec in specs:
             self.servers.append(await self._listen(spec))
+            if spec.host == "0.0.0.0":
+                # Capture listeners take IPv6 too where the pod has it (ip6tables
+                # redirects there); a pod without IPv6 simply has no such socket.
+                with contextlib.suppress(OSError):
+                    self.servers.append(await self._listen(spec, "::"))
         if self.index == 0:
             await self._start_admin(specs)
         loop.add_signal_handler(signal.SIGTERM, self.drain)
+        loop.add_signal_handler(DRAIN_LISTENERS_SIGNAL, self.drain_listeners)
         loop.add_signal_handler(signal.SIGINT, self.quit_now)
         self.state.state = "LIVE"
         # Everything built so far lives as long as the process: move it out of the
@@ -101,14 +110,14 @@ class WorkerProcess:
         del worker
         return self.exit_code
 
-    async def _listen(self, spec: ListenerSpec) -> asyncio.Server:
+    async def _listen(self, spec: ListenerSpec, host: str | None = None) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         worker = self.worker
         assert worker is not None
         resolve, name = spec.resolve, spec.name
         return await loop.create_server(
             lambda: DownstreamConnection(worker, resolve, name),
-            spec.host,
+            host or spec.host,
             spec.port,
             reuse_port=True,
             backlog=BACKLOG,
@@ -121,7 +130,7 @@ class WorkerProcess:
             for s in specs
         ]
         self.admin = AdminEndpoints(
-            config, self.table, self.state, listeners, self.drain, self.quit_now,
+            config, self.table, self.state, listeners, self.drain_listeners, self.quit_now,
             metrics_page=self.telemetry.metrics_page,
         )
         self.admin_servers.append(
@@ -158,23 +167,34 @@ class WorkerProcess:
                 self._child_exited()
 
     def drain(self) -> None:
-        """Graceful: stop accepting, finish what is in flight, then exit."""
-        worker = self.worker
-        if worker is None or worker.draining:
+        """SIGTERM: stop accepting, finish what is in flight, then exit."""
+        self.drain_listeners()
+        if self.exiting:
             return
-        self.state.state = "DRAINING"
+        self.exiting = True
         for child in self.children:
             _signal(child, signal.SIGTERM)
-        for server in self.servers:
-            server.close()
-        worker.start_drain()
-        loop = asyncio.get_running_loop()
-        deadline = loop.call_later(self.config.timeouts.drain, self._stop)
+        worker = self.worker
+        assert worker is not None
+        deadline = asyncio.get_running_loop().call_later(self.config.timeouts.drain, self._stop)
+
         def drained(_: object) -> None:
             deadline.cancel()
             self._stop()
 
         worker.drained.add_done_callback(drained)
+
+    def drain_listeners(self) -> None:
+        """Envoy's /drain_listeners: stop accepting and close kept-alive connections, stay up."""
+        worker = self.worker
+        if worker is None or worker.draining:
+            return
+        self.state.state = "DRAINING"
+        for child in self.children:
+            _signal(child, DRAIN_LISTENERS_SIGNAL)
+        for server in self.servers:
+            server.close()
+        worker.start_drain()
 
     def quit_now(self) -> None:
         for child in self.children:

@@ -131,6 +131,10 @@ def test_drain_listeners_stops_accepting(upstream: Server) -> None:
         assert proxy.admin("/ready") == (503, b"DRAINING\n")
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", proxy.port), 1).close()
+        time.sleep(0.3)
+        assert proxy.proc.poll() is None  # draining listeners is not exiting (as in Envoy)
+        assert proxy.admin("/ready")[0] == 503
+        proxy.proc.send_signal(signal.SIGTERM)
         assert proxy.proc.wait(5) == 0  # nothing in flight: it exits without waiting the full 2 s
     finally:
         proxy.stop()
@@ -161,7 +165,8 @@ class LoadClient(threading.Thread):
         self.port = port
         self.stop_at = stop_at
         self.ok = 0
-        self.lost = 0  # sent on an open connection, no complete response: must stay 0
+        self.cut = 0  # connection closed with no response byte: the proxy never took the request
+        self.partial = 0  # some of a response, then a close: must stay 0
         self.refused = 0  # could not connect: never started
         self.completed_at: list[float] = []
 
@@ -174,16 +179,22 @@ class LoadClient(threading.Thread):
                 except OSError:
                     self.refused += 1
                     return
+            response = b""
             try:
                 sock.sendall(b"GET /slow?ms=30 HTTP/1.1\r\nHost: a\r\n\r\n")
-                response = b""
                 while not response.endswith(b"slow\n"):
                     chunk = sock.recv(4096)
                     if not chunk:
                         raise ConnectionError("closed mid-request")
                     response += chunk
             except OSError:
-                self.lost += 1
+                # HTTP/1.1's keep-alive race: a close that crosses a new request on the
+                # wire. RFC 9112 section 9.3.1 lets a client retry it; it is lost only
+                # if the proxy had taken it (checked against the upstream's count below).
+                if response:
+                    self.partial += 1
+                else:
+                    self.cut += 1
                 sock.close()
                 sock = None
                 continue
@@ -198,6 +209,7 @@ class LoadClient(threading.Thread):
 
 
 def test_sigterm_under_load_loses_nothing(upstream: Server) -> None:
+    upstream.state.reset()
     proxy = Proxy(upstream.port, concurrency=2, args=["--drain-duration", "5s"])
     try:
         stop_at = time.monotonic() + 3.0
@@ -212,8 +224,12 @@ def test_sigterm_under_load_loses_nothing(upstream: Server) -> None:
         code = proxy.proc.wait(10)
         exited_after = time.monotonic() - sigterm_at
         assert code == 0
-        assert sum(c.lost for c in clients) == 0
-        assert sum(c.ok for c in clients) > 100
+        ok = sum(c.ok for c in clients)
+        forwarded = len([r for r in upstream.state.requests if r.path == "/slow"])
+        # every request the proxy passed on came back to its client, whole
+        assert forwarded == ok
+        assert sum(c.partial for c in clients) == 0
+        assert ok > 100
         # requests in flight at SIGTERM finished after it
         assert any(t > sigterm_at for c in clients for t in c.completed_at)
         # exited as soon as its clients were gone, well before the 5 s drain deadline
