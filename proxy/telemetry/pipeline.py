@@ -174,7 +174,6 @@ class Telemetry:
             return
         parent = tc.extract(headers)
         parent_span_id = ""
-        style = tc.STYLE_NONE
         tracestate = None
         if parent is None:
             trace_id = ids[:32]
@@ -183,9 +182,9 @@ class Telemetry:
             trace_id = parent.trace_id or ids[:32]
             parent_span_id = parent.span_id
             sampled = tracer.sampler.decide(parent.sampled)
-            style = parent.style
-            if style == tc.STYLE_W3C:
+            if parent.style == tc.STYLE_W3C:
                 tracestate = headers.get(tc.TRACESTATE)
+        style = tc.b3_style(headers)
         exchange.telemetry = RequestState(
             headers, trace_id, span_id, parent_span_id, sampled, tracestate
         )

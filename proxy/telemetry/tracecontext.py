@@ -123,6 +123,16 @@ def extract(headers: Mapping[bytes, bytes]) -> Parent | None:
     return None
 
 
+def b3_style(headers: Mapping[bytes, bytes]) -> int:
+    """The B3 dialect the caller spoke, if any: the request goes on in it (besides W3C),
+    so a B3-only server behind two sidecars still gets B3."""
+    if B3 in headers:
+        return STYLE_B3_SINGLE
+    if B3_TRACE_ID in headers or B3_SAMPLED in headers or B3_FLAGS in headers:
+        return STYLE_B3_MULTI
+    return STYLE_NONE
+
+
 def inject(
     trace_id: str,
     span_id: str,
@@ -131,7 +141,7 @@ def inject(
     style: int,
     tracestate: bytes | None,
 ) -> list[tuple[bytes, bytes]]:
-    """The headers that carry our span to the next hop: always W3C, plus the caller's B3 dialect."""
+    """The headers that carry our span to the next hop: always W3C, plus B3 in `style`."""
     traceparent = "00-" + trace_id + "-" + span_id + ("-01" if sampled else "-00")
     out = [(TRACEPARENT, traceparent.encode())]
     if tracestate is not None:

@@ -64,8 +64,9 @@ class World:
         )
 
     def close(self) -> None:
-        for process in (self.prometheus, *self.sidecars.values()):
-            process.stop()
+        self.prometheus.stop()
+        for sidecar in self.sidecars.values():
+            sidecar.stop()
         self.nginx.stop()
         self.upstream.close()
 
@@ -161,7 +162,8 @@ def test_promtool_check_metrics(world: World) -> None:
 def test_openmetrics_with_exemplars_parses(world: World) -> None:
     text = world.sidecars["nginx"].metrics(openmetrics=True)
     assert text.endswith("# EOF\n")
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    parsed = text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
+    families = {f.name: f for f in parsed}
     assert "istio_requests" in families and "istio_request_duration_milliseconds" in families
     exemplars = [s.exemplar for s in families["istio_request_duration_milliseconds"].samples if s.exemplar]
     assert exemplars, "sampled requests leave exemplars on the duration histogram"
