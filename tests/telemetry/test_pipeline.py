@@ -1,0 +1,110 @@
+"""The observer itself, driven with exchanges as the runtime builds them (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.config.load import build
+from proxy.core.messages import RequestHead
+from proxy.runtime.downstream import Exchange
+from proxy.telemetry.pipeline import Telemetry
+
+
+class FakeDownstream:
+    listener_name = "explicit"
+    destination: tuple[str, int] | None = ("10.0.0.7", 9080)
+    client_address = b"10.0.0.9"
+    local_address = "10.0.0.8:15001"
+
+
+def exchange(headers: list[tuple[bytes, bytes]], status: int = 200, flags: list[str] | None = None) -> Any:
+    ex: Any = Exchange.__new__(Exchange)
+    ex.request = RequestHead(1, b"GET", b"/api?q=1", headers)
+    ex.upstream_head = RequestHead(1, b"GET", b"/api?q=1", list(headers))
+    ex.telemetry = None
+    ex.flags = flags or []
+    ex.status = status
+    ex.start = 10.0
+    ex.upstream_start = 10.001
+    ex.bytes_received = 5
+    ex.bytes_sent = 7
+    ex.request_id = b"rid-1"
+    ex.details = "via_upstream"
+    ex.response = None
+    ex.response_trailers = []
+    return ex
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def telemetry(loop: asyncio.AbstractEventLoop, log: Path, fmt: str, env: dict[str, str]) -> Telemetry:
+    config = build(
+        None,
+        {},
+        {"listen": "127.0.0.1:1", "upstream": "127.0.0.1:2", "access_log.path": str(log), "access_log.format": fmt},
+    )
+    return Telemetry(loop, config, 0, {"OTEL_TRACES_EXPORTER": "none", **env})
+
+
+def test_text_format_is_envoys_default(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    observer = telemetry(loop, tmp_path / "access.log", "text", {})
+    ex = exchange([(b"host", b"reviews:9080"), (b"user-agent", b"curl/8"), (b"x-forwarded-for", b"1.2.3.4")])
+    observer.request_start(FakeDownstream(), ex)  # type: ignore[arg-type]
+    observer.request_done(FakeDownstream(), ex, 10.0123)  # type: ignore[arg-type]
+    observer.close()
+    line = (tmp_path / "access.log").read_text()
+    pattern = (
+        r'^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /api\?q=1 HTTP/1\.1" 200 - 5 7 12 11 '
+        r'"1\.2\.3\.4" "curl/8" "rid-1" "reviews:9080" "10\.0\.0\.7:9080"\n$'
+    )
+    assert re.match(pattern, line), line
+
+
+def test_json_escapes_and_local_replies(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    observer = telemetry(loop, tmp_path / "access.log", "json", {"OTEL_TRACES_SAMPLER": "always_on"})
+    downstream: Any = FakeDownstream()
+    nasty = exchange([(b"host", b"h"), (b"user-agent", b'evil"\\\n\x01\xff agent')])
+    observer.request_start(downstream, nasty)
+    observer.request_done(downstream, nasty, 10.002)
+    # A local reply before request_start (no route): no trace ids, still logged and counted.
+    no_route = exchange([], status=404, flags=["NR"])
+    no_route.request_id = b""
+    no_route.details = "route_not_found"
+    observer.request_done(downstream, no_route, 10.003)
+    observer.close()
+    first, second = (json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines())
+    assert first["user_agent"] == 'evil"\\\n\x01\xff agent'
+    assert len(first["trace_id"]) == 32 and len(first["span_id"]) == 16
+    assert second["response_flags"] == "NR" and second["trace_id"] == ""
+    assert second["request_id"] is None and second["authority"] is None
+    assert second["response_code_details"] == "route_not_found"
+    snapshot = observer.snapshot()
+    codes = sorted((labels[-2], labels[-4], values[0]) for labels, values in snapshot.http.items())
+    assert codes == [("200", "-", 1), ("404", "NR", 1)]
+    # The sampled request left an exemplar with its trace id.
+    assert [e[0] for e in snapshot.exemplars.values()] == [first["trace_id"]]
+
+
+def test_trace_headers_replaced_not_duplicated(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    observer = telemetry(loop, tmp_path / "access.log", "json", {})
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    ex = exchange([(b"host", b"h"), (b"traceparent", parent.encode()), (b"x-b3-sampled", b"1")])
+    observer.request_start(FakeDownstream(), ex)  # type: ignore[arg-type]
+    names = [name for name, _ in ex.upstream_head.headers]
+    assert names.count(b"traceparent") == 1 and names.count(b"x-b3-sampled") == 1
+    sent = dict(ex.upstream_head.headers)[b"traceparent"].decode()
+    assert sent.startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-") and sent.endswith("-01")
+    assert sent.split("-")[2] != "00f067aa0ba902b7"
+    observer.close()
