@@ -417,7 +417,11 @@ class DownstreamConnection(asyncio.Protocol):
         observer = worker.observer
         if observer is not None:
             observer.request_start(self, exchange)  # may add headers (trace context)
-        worker.pool.acquire(destination, exchange, self.source)
+        if request.method == b"POST" and _is_grpc(headers):
+            # gRPC needs HTTP/2 upstream (trailers, streaming): the multiplexed h2 pool.
+            worker.h2_pool.acquire(destination, exchange, self.source)
+        else:
+            worker.pool.acquire(destination, exchange, self.source)
 
     def _request_data(self, exchange: Exchange, data: bytes) -> None:
         upstream = exchange.upstream
@@ -595,7 +599,7 @@ class DownstreamConnection(asyncio.Protocol):
         if upstream is not None:
             exchange.upstream = None
             if exchange.request_complete and not exchange.upgrade_requested:
-                self.worker.pool.release(upstream)
+                upstream.pool.release(upstream)
             else:
                 # The server answered before reading the whole request: the rest of it
                 # would desynchronise both connections, so both are closed.
@@ -713,6 +717,13 @@ class DownstreamConnection(asyncio.Protocol):
         if self.h2 is not None:
             return self.h2.idle_for(now)
         return now - self.last_activity if self.exchange is None and self.relay is None else 0.0
+
+
+def _is_grpc(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.startswith(b"application/grpc")
+    return False
 
 
 _UNPARSED_REQUEST = RequestHead(1, b"-", b"-", [], b"1.1", False)
