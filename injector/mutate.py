@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,9 @@ def _resolve_port(port: Any, container: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _rewrite_probes(containers: list[Any], agent_port: int) -> dict[str, dict[str, Any]]:
+def _rewrite_probes(
+    containers: list[Any], agent_probe: Callable[[str], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """Point HTTP, TCP and gRPC probes at the agent; return the originals by agent path."""
     probers: dict[str, dict[str, Any]] = {}
     for container in containers:
@@ -122,7 +124,7 @@ def _rewrite_probes(containers: list[Any], agent_port: int) -> dict[str, dict[st
                 prober["timeoutSeconds"] = probe["timeoutSeconds"]
             probers[path] = prober
             rewritten = {key: value for key, value in probe.items() if key not in PROBE_ACTIONS}
-            rewritten["httpGet"] = {"path": path, "port": agent_port, "scheme": "HTTP"}
+            rewritten.update(agent_probe(path))
             container[field] = rewritten
     return probers
 
@@ -155,7 +157,7 @@ def _env_value(container: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
-def _uninject(pod: dict[str, Any], status: Mapping[str, Any]) -> None:
+def _uninject(pod: dict[str, Any], status: Mapping[str, Any], merged: Mapping[str, Any]) -> None:
     """Undo a previous injection so the pod is injected again in place (reinvocation)."""
     spec = _dict(pod, "spec")
     annotations = _dict(_dict(pod, "metadata"), "annotations")
@@ -182,12 +184,17 @@ def _uninject(pod: dict[str, Any], status: Mapping[str, Any]) -> None:
             probers = {}  # damaged env: keep the probes as they are
         if isinstance(probers, dict):
             _restore_probes(spec.get("containers") or [], probers)
-        if annotations.get(names.PROMETHEUS_PATH) == names.PROMETHEUS_MERGED_PATH:
-            for key in (names.PROMETHEUS_SCRAPE, names.PROMETHEUS_PORT, names.PROMETHEUS_PATH):
+        if merged and all(annotations.get(key) == value for key, value in merged.items()):
+            for key in (
+                *merged,
+                names.PROMETHEUS_SCRAPE,
+                names.PROMETHEUS_PORT,
+                names.PROMETHEUS_PATH,
+            ):
                 annotations.pop(key, None)
-            merged = _env_value(proxy, names.ENV_PROMETHEUS_ANNOTATIONS)
+            moved = _env_value(proxy, names.ENV_PROMETHEUS_ANNOTATIONS)
             try:
-                original = json.loads(merged) if merged else {}
+                original = json.loads(moved) if moved else {}
             except ValueError:
                 original = {}
             if isinstance(original, dict):
@@ -216,7 +223,7 @@ def _uninject(pod: dict[str, Any], status: Mapping[str, Any]) -> None:
             del spec[key]
 
 
-def _prometheus_merge(annotations: dict[str, Any], agent_port: int) -> str | None:
+def _prometheus_merge(annotations: dict[str, Any], merged: Mapping[str, Any]) -> str | None:
     """Move the app's scrape annotations into env; point Prometheus at the agent instead."""
     if str(annotations.get(names.PROMETHEUS_SCRAPE, "")).lower() == "false":
         return None
@@ -225,10 +232,18 @@ def _prometheus_merge(annotations: dict[str, Any], agent_port: int) -> str | Non
         for key in (names.PROMETHEUS_SCRAPE, names.PROMETHEUS_PORT, names.PROMETHEUS_PATH)
         if key in annotations
     }
-    annotations[names.PROMETHEUS_SCRAPE] = "true"
-    annotations[names.PROMETHEUS_PORT] = str(agent_port)
-    annotations[names.PROMETHEUS_PATH] = names.PROMETHEUS_MERGED_PATH
+    annotations.update(merged)
     return _json(original) if original else None
+
+
+def _ports_context(mesh: MeshConfig) -> dict[str, int]:
+    return {
+        "outboundCapture": mesh.ports.outbound_capture,
+        "inboundCapture": mesh.ports.inbound_capture,
+        "agent": mesh.ports.agent,
+        "health": mesh.ports.health,
+        "stats": mesh.ports.stats,
+    }
 
 
 def _label(labels: Mapping[str, Any], *keys: str) -> str | None:
@@ -279,13 +294,7 @@ def render_context(
             "statsHistogramBuckets": settings.stats_histogram_buckets,
             "resources": {kind: dict(values) for kind, values in settings.resources.items()},
         },
-        "ports": {
-            "outboundCapture": mesh.ports.outbound_capture,
-            "inboundCapture": mesh.ports.inbound_capture,
-            "agent": mesh.ports.agent,
-            "health": mesh.ports.health,
-            "stats": mesh.ports.stats,
-        },
+        "ports": _ports_context(mesh),
         "capture": {
             "interceptionMode": settings.interception_mode,
             "includeOutboundIPRanges": settings.include_outbound_ip_ranges,
@@ -322,6 +331,12 @@ def mutate(
     injected again, so `mutate(mutate(pod)) == mutate(pod)` and no pod gets two sidecars.
     """
     result: dict[str, Any] = plain_copy(dict(pod))
+    ports = {"ports": _ports_context(injector.mesh)}
+    merged = (
+        injector.template.render_part("prometheusMerge", ports)
+        if injector.mesh.enable_prometheus_merge
+        else {}
+    )
     metadata = _dict(result, "metadata")
     spec = _dict(result, "spec")
     annotations = metadata.get("annotations")
@@ -330,7 +345,7 @@ def mutate(
             previous = json.loads(annotations[names.STATUS])
         except ValueError:
             previous = {}
-        _uninject(result, previous if isinstance(previous, dict) else {})
+        _uninject(result, previous if isinstance(previous, dict) else {}, merged)
     annotations = _dict(metadata, "annotations")
     settings = read_settings(annotations, injector.mesh)
     mesh = injector.mesh
@@ -343,10 +358,17 @@ def mutate(
                 c for c in spec[key] if not (isinstance(c, dict) and c.get("name") in ours)
             ]
     containers = _list(spec, "containers")
-    probers = _rewrite_probes(containers, mesh.ports.agent) if settings.rewrite_probers else {}
-    prometheus = (
-        _prometheus_merge(annotations, mesh.ports.agent) if mesh.enable_prometheus_merge else None
+    probers = (
+        _rewrite_probes(
+            containers,
+            lambda path: injector.template.render_part(
+                "appProbe", {**ports, "probe": {"path": path}}
+            ),
+        )
+        if settings.rewrite_probers
+        else {}
     )
+    prometheus = _prometheus_merge(annotations, merged) if merged else None
     context = render_context(
         result,
         injector,

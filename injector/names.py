@@ -36,7 +36,6 @@ PROXY_CONFIG = "proxy.pilotfish.io/config"
 PROMETHEUS_SCRAPE = "prometheus.io/scrape"
 PROMETHEUS_PORT = "prometheus.io/port"
 PROMETHEUS_PATH = "prometheus.io/path"
-PROMETHEUS_MERGED_PATH = "/stats/prometheus"
 
 # Env names the injector writes and the sidecar reads (proxy/admin/app_health.py).
 ENV_APP_PROBERS = "PILOTFISH_KUBE_APP_PROBERS"

@@ -10,8 +10,11 @@ from typing import Any
 
 import yaml
 
-# The parts of the template mutate.py places into the pod; all must be present.
-REQUIRED_KEYS = ("initContainer", "proxyContainer", "volumes", "labels", "annotations")
+# The parts of the template mutate.py places into the pod, rendered once per pod.
+POD_PARTS = ("initContainer", "proxyContainer", "volumes", "labels", "annotations")
+# Parts rendered on their own: a rewritten app probe (per probe) and the merged scrape
+# annotations. All must be present.
+REQUIRED_KEYS = (*POD_PARTS, "appProbe", "prometheusMerge")
 
 # `${path}` or `${path | filter}`; paths are dotted identifiers, nothing else is evaluated.
 _PLACEHOLDER = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*(?:\|\s*(\w+)\s*)?\}")
@@ -26,7 +29,7 @@ class _Absent:
     """Marks a node that rendered away (a null value, a false `$if`)."""
 
 
-_ABSENT = _Absent()
+ABSENT = _Absent()  # what a part that rendered away renders to
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +38,26 @@ class SidecarTemplate:
 
     source: str
     tree: Mapping[str, Any]
-    # The tree compiled into closures once, at load: rendering a pod then does no parsing,
-    # no regex matching of static strings, and copies static subtrees with a plain copier.
-    compiled: Callable[[Mapping[str, Any]], Any] = field(init=False, repr=False, compare=False)
+    # Each top-level part compiled into closures once, at load: rendering a pod then does no
+    # parsing, no regex matching of static strings, and copies static subtrees plainly.
+    parts: Mapping[str, Callable[[Mapping[str, Any]], Any]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "compiled", _compile(self.tree, self.source))
+        compiled = {str(key): _compile(value, self.source) for key, value in self.tree.items()}
+        object.__setattr__(self, "parts", compiled)
 
     def render(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        rendered = self.compiled(context)
-        if not isinstance(rendered, dict):  # pragma: no cover - guarded by parse_template
-            raise TemplateError(f"{self.source}: the template must render to a mapping")
-        return rendered
+        """The pod-level parts (POD_PARTS); a part that rendered away is left out."""
+        rendered = {key: self.parts[key](context) for key in POD_PARTS}
+        return {key: value for key, value in rendered.items() if value is not ABSENT}
+
+    def render_part(self, key: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        value = self.parts[key](context)
+        if not isinstance(value, dict):
+            raise TemplateError(f"{self.source}: {key} must render to a mapping, got {value!r}")
+        return value
 
 
 def parse_template(text: str, source: str = "<template>") -> SidecarTemplate:
@@ -128,7 +139,7 @@ def _compile_string(text: str, source: str) -> Renderer:
         def value_of(context: Mapping[str, Any]) -> Any:
             value = lookup(context, path, source)
             if value is None:
-                return _ABSENT
+                return ABSENT
             # Copied so a rendered pod never shares lists or dicts with the context.
             return str(value) if as_string else plain_copy(value)
 
@@ -168,17 +179,17 @@ def _compile(node: Any, source: str) -> Renderer:
             inner = _compile(node["$value"], source)
         else:
             inner = _compile({k: v for k, v in node.items() if k != "$if"}, source)
-        return lambda context: inner(context) if condition(context) else _ABSENT
+        return lambda context: inner(context) if condition(context) else ABSENT
     fields = [(str(key), _compile(value, source)) for key, value in node.items()]
 
     def render_mapping(context: Mapping[str, Any]) -> Any:
         result: dict[str, Any] = {}
         for key, render_value in fields:
             rendered = render_value(context)
-            if rendered is not _ABSENT:
+            if rendered is not ABSENT:
                 result[key] = rendered
         # A mapping whose keys all rendered away is itself absent (no `lifecycle: {}`).
-        return result if result or not fields else _ABSENT
+        return result if result or not fields else ABSENT
 
     return render_mapping
 
@@ -202,7 +213,7 @@ def _compile_list(node: list[Any], source: str) -> Renderer:
                 if not isinstance(rendered, list):
                     raise TemplateError(f"{source}: `$splice` needs a list, got {rendered!r}")
                 items.extend(rendered)
-            elif rendered is not _ABSENT:
+            elif rendered is not ABSENT:
                 items.append(rendered)
         return items
 

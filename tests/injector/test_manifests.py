@@ -172,7 +172,11 @@ def test_deployment_is_hardened_and_wired(base: dict[str, list[dict[str, Any]]])
     args = _parser().parse_args(container["args"][1:])
     assert args.command == "serve" and args.webhook_config == "pilotfish-sidecar-injector"
     # The mounted ConfigMap carries the very template and mesh files the tests use.
-    (config_map,) = base["ConfigMap"]
+    (config_map,) = [
+        c
+        for c in base["ConfigMap"]
+        if c["metadata"]["name"].startswith("pilotfish-sidecar-template")
+    ]
     volume = next(v for v in pod["volumes"] if "configMap" in v)
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
     assert (

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,13 +15,19 @@ from injector import names, policy, values
 from injector.config import MeshConfig, MeshConfigError, parse_mesh_config
 from injector.mutate import workload_name
 from injector.overrides import quantity_value
-from injector.template import TemplateError, parse_template
+from injector.template import ABSENT, TemplateError, parse_template
 
-BASE = "initContainer: {}\nproxyContainer: {}\nvolumes: []\nlabels: {}\nannotations: {}\n"
+BASE = (
+    "initContainer: {}\nproxyContainer: {}\nvolumes: []\nlabels: {}\nannotations: {}\n"
+    "appProbe: {}\nprometheusMerge: {}\n"
+)
 
 
-def render(body: str, context: dict[str, object]) -> dict[str, object]:
-    return parse_template(BASE + body).render(context)
+def render(body: str, context: dict[str, object]) -> dict[str, Any]:
+    """Renders each top-level key of `body` as a template part."""
+    template = parse_template(BASE + body)
+    rendered = {key: template.parts[key](context) for key in yaml.safe_load(body)}
+    return {key: value for key, value in rendered.items() if value is not ABSENT}
 
 
 def test_template_keeps_types_interpolates_and_drops_nulls() -> None:
