@@ -136,11 +136,15 @@ class WebhookServer:
     async def _next_event(
         self, conn: h11.Connection, reader: asyncio.StreamReader, timeout: float
     ) -> Any:
+        # Bounded: each pass reads data or hits EOF (which ends it), and the caller's
+        # REQUEST_DEADLINE caps the whole request.
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await asyncio.wait_for(reader.read(65536), timeout)
+            # asyncio.timeout, not wait_for: no extra task per read (3.11's wait_for makes one).
+            async with asyncio.timeout(timeout):
+                data = await reader.read(65536)
             conn.receive_data(data)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
