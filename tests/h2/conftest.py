@@ -42,7 +42,7 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Proxy:
     """`pilotfish run` in explicit mode, one worker."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, access_log: str | None = None) -> None:
         self.port = free_port()
         self.admin_port = free_port()
         self.upstream_port = upstream_port
@@ -55,6 +55,7 @@ class Proxy:
                 "--concurrency", "1",
                 "--admin-port", str(self.admin_port),
                 "--drain-duration", "3s",
+                *(["--access-log", access_log] if access_log else []),
             ],
             cwd=REPO,
             stdout=subprocess.PIPE,

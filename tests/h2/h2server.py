@@ -1,0 +1,75 @@
+"""A scripted HTTP/2 upstream for tests: answers by path, including with RST_STREAM (grpcio never resets)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import h2.config
+import h2.connection
+import h2.events
+
+INTERNAL_ERROR = 0x2
+
+
+class ScriptedH2Server:
+    """h2c server on a thread: /reset-before resets at once, /reset-after after headers and data."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.stopped = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stopped:
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(sock,), daemon=True).start()
+
+    def _connection(self, sock: socket.socket) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(10)
+        with sock:
+            while not self.stopped:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        self._answer(conn, event)
+                    elif isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+                sock.sendall(conn.data_to_send())
+
+    @staticmethod
+    def _answer(conn: h2.connection.H2Connection, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        path = dict(event.headers).get(b":path", b"")
+        if path.endswith(b"/reset-before"):
+            conn.reset_stream(stream_id, INTERNAL_ERROR)
+            return
+        headers = [(":status", "200"), ("content-type", "application/grpc")]
+        conn.send_headers(stream_id, headers)
+        conn.send_data(stream_id, b"\x00\x00\x00\x00\x02hi")
+        if path.endswith(b"/reset-after"):
+            conn.reset_stream(stream_id, INTERNAL_ERROR)
+            return
+        conn.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+
+    def close(self) -> None:
+        self.stopped = True
+        self.listener.close()
