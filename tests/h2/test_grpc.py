@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import urllib.request
+
 import grpc
 import pytest
 
@@ -82,3 +85,22 @@ def test_went_through_the_proxy(channel: grpc.Channel, grpc_proxy: Proxy) -> Non
     assert after["downstream_rq_total"] - before["downstream_rq_total"] == 10
     assert after["upstream_rq_total"] - before["upstream_rq_total"] == 10
     assert after["downstream_rq_active"] == 0
+
+
+def test_grpc_status_reaches_telemetry(channel: grpc.Channel, grpc_proxy: Proxy) -> None:
+    unary = method(channel, "unary_unary", "Unary")
+    with pytest.raises(grpc.RpcError):
+        unary(b"fail:NOT_FOUND", timeout=5)
+    url = f"http://127.0.0.1:{grpc_proxy.admin_port}/stats/prometheus"
+    series: list[str] = []
+    end = time.monotonic() + 5
+    while time.monotonic() < end:  # workers publish metrics periodically
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        series = [line for line in text.splitlines() if line.startswith("istio_requests_total{")]
+        if any('grpc_response_status="5"' in line for line in series):
+            break
+        time.sleep(0.2)
+    failed = [line for line in series if 'grpc_response_status="5"' in line]
+    assert failed, series
+    assert 'request_protocol="grpc"' in failed[0] and 'response_code="200"' in failed[0]
