@@ -449,8 +449,9 @@ class H11ServerCodec:
             if name == b"upgrade":
                 upgrade = value
                 upgrade_proposed = True
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
+            elif name == b"expect":
+                # The last Expect field decides, as in the llhttp codec.
+                expect_continue = value.lower() == b"100-continue"
         # llhttp switches protocols on CONNECT, or on Upgrade with a `Connection: upgrade`.
         switching = method == b"CONNECT" or (
             upgrade_proposed and b"upgrade" in _connection_tokens(headers)

@@ -131,6 +131,7 @@ class LlhttpServerCodec:
         "_keep_alive",
         "_limits",
         "_max_count",
+        "_messages_ended",
         "_parser",
         "_request_chunked",
         "_response_chunked",
@@ -158,6 +159,7 @@ class LlhttpServerCodec:
         self._target = b""
         self._head_bytes = 0
         self._head_done = True
+        self._messages_ended = 0
         self._failed = False
         self._upgraded = False
         self._keep_alive = True
@@ -172,12 +174,19 @@ class LlhttpServerCodec:
             return []
         if self._upgraded:
             return [Data(H1_STREAM, data)] if data else []
+        ended = self._messages_ended
         try:
             self._parser.feed_data(data)
             if not self._head_done:
                 # httptools holds an unfinished header line itself, out of our callbacks'
                 # sight; bound how much a client can make it hold (one read at most past it).
-                self._head_bytes += len(data)
+                if self._messages_ended == ended:
+                    self._head_bytes += len(data)  # the whole read is head (or CR/LF)
+                else:
+                    # The head began after a message that ended in this read (a large
+                    # upload, many pipelined requests): counting the whole read would
+                    # refuse a small head; count what the callbacks have seen of it.
+                    self._head_bytes = self._head_size + len(self._target)
                 limits = self._limits
                 if self._head_bytes > limits.max_header_bytes + limits.max_target_bytes:
                     return self._fail(431, "request header section too large")
@@ -307,6 +316,7 @@ class LlhttpServerCodec:
         self._events.append(Data(H1_STREAM, body))
 
     def on_message_complete(self) -> None:
+        self._messages_ended += 1
         self._events.append(EndOfMessage(H1_STREAM, self._trailers))
 
     # -- framing -------------------------------------------------------------------

@@ -26,7 +26,7 @@ def collapse(events: Iterable[Event]) -> list[Event]:
     out: list[Event] = []
     for event in events:
         if type(event) is Data and out and type(out[-1]) is Data:
-            out[-1] = Data(H1_STREAM, out[-1].data + event.data)  # type: ignore[union-attr]
+            out[-1] = Data(H1_STREAM, out[-1].data + event.data)
         elif type(event) is Data and not event.data:
             continue
         else:
@@ -147,10 +147,10 @@ class Link:
 
 
 def body_of(events: Iterable[Event]) -> bytes:
-    return b"".join(event.data for event in events if type(event) is Data)  # type: ignore[union-attr]
+    return b"".join(event.data for event in events if type(event) is Data)
 
 
 def end_of(events: Iterable[Event]) -> EndOfMessage:
     ends = [event for event in events if type(event) is EndOfMessage]
     assert len(ends) == 1, ends
-    return ends[0]  # type: ignore[return-value]
+    return ends[0]

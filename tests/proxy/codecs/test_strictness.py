@@ -282,3 +282,18 @@ def test_trickled_head_is_not_quadratic(codec: str) -> None:
     ]
     assert time.perf_counter() - started < 3.0
     assert type(events[-1]) is EndOfMessage and errors(events) == []
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_large_read_before_a_small_unfinished_head_is_not_431(codec: str) -> None:
+    """A read may hold a large upload (or many pipelined requests) and the start of the
+    next head: only that head counts against the head limit, not the whole read."""
+    body = b"x" * 200_000
+    upload = POST + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    pipelined = b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(3000))
+    for before in (upload, pipelined):
+        parser = server_codec(codec, None)
+        events = parser.receive(before + b"GET /next HTTP/1.1\r\nHo")
+        assert errors(events) == [], codec
+        events = parser.receive(b"st: a\r\n\r\n")
+        assert [type(event) for event in events] == [RequestHead, EndOfMessage]
