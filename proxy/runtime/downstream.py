@@ -475,6 +475,7 @@ class DownstreamConnection(asyncio.Protocol):
     def on_upstream_events(self, exchange: Exchange, events: list[Event]) -> None:
         codec = self.codec
         assert codec is not None
+        self.last_activity = self.worker.loop.time()
         out: list[bytes] = []
         for event in events:
             kind = type(event)
@@ -717,6 +718,29 @@ class DownstreamConnection(asyncio.Protocol):
         if self.h2 is not None:
             return self.h2.idle_for(now)
         return now - self.last_activity if self.exchange is None and self.relay is None else 0.0
+
+    def stream_idle_for(self, now: float) -> float:
+        """How long the request in flight has seen no bytes either way (0 if none is)."""
+        exchange = self.exchange
+        if exchange is None or exchange.finished or exchange.upgraded:
+            return 0.0
+        return now - self.last_activity
+
+    def stream_idle_timeout(self) -> None:
+        """Envoy's stream_idle_timeout: 408 (flag SI) before the response began, else a cut."""
+        exchange = self.exchange
+        if exchange is None or exchange.finished:
+            return
+        if exchange.response_started:
+            exchange.flags.append(flags.STREAM_IDLE_TIMEOUT)
+            self._abort_upstream(exchange)
+            self._finish(exchange)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._local_reply(
+            exchange, 408, flags.STREAM_IDLE_TIMEOUT, "stream_idle_timeout", close=True
+        )
 
 
 def _is_grpc(headers: list[tuple[bytes, bytes]]) -> bool:

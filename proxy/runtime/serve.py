@@ -157,9 +157,12 @@ class WorkerProcess:
             await asyncio.sleep(DRAIN_SWEEP_INTERVAL if worker.draining else SWEEP_INTERVAL)
             now = loop.time()
             limit = DRAIN_IDLE_GRACE if worker.draining else idle_limit
+            stream_idle = self.config.timeouts.stream_idle
             for connection in list(worker.connections):
                 if connection.idle_for(now) > limit:
                     connection.drain()
+                elif connection.stream_idle_for(now) > stream_idle:
+                    connection.stream_idle_timeout()
             worker.pool.sweep(now)
             worker.check_drained()
             if self.children:

@@ -184,3 +184,17 @@ def test_client_disconnect_mid_request_is_counted(proxy: Proxy) -> None:
     time.sleep(0.5)
     stats = proxy.stats()
     assert stats["downstream_rq_rx_reset"] == 1 and stats["downstream_rq_active"] == 0
+
+
+def test_stream_idle_timeout_408_si(upstream: Server, tmp_path: Path) -> None:
+    config = _config(tmp_path, "timeouts:\n  stream_idle: 300ms\n")
+    proxy = Proxy(upstream.port, args=["--config", config])
+    try:
+        started = time.monotonic()
+        # a body that never finishes arriving: the stream goes quiet
+        data = raw_exchange(proxy.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", timeout=5)
+        assert status_of(data) == 408 and b"connection: close" in data.lower()
+        assert time.monotonic() - started < 3
+        assert proxy.stats()["downstream_rq_4xx"] == 1
+    finally:
+        proxy.stop()
