@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 from proxy.core import flags
 from proxy.core.codecs.h2 import (
     CANCEL,
+    ENHANCE_YOUR_CALM,
     INTERNAL_ERROR,
     NO_ERROR,
     REFUSED_STREAM,
@@ -139,6 +140,7 @@ class H2Downstream:
         self.draining = False
         self.closed = False
         self.goaway_last = 0
+        self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] += 1
         # Route timeouts: one timer per connection over exchanges in deadline order (they
         # all get the same timeout, so insertion order is deadline order).
         self.timed: dict[H2Exchange, float] = {}
@@ -185,6 +187,8 @@ class H2Downstream:
                     self._request_end(exchange, event.trailers)
             elif kind is StreamReset:
                 assert isinstance(event, StreamReset)
+                if event.remote:
+                    self.stats[S.HTTP2_RX_RESET] += 1
                 exchange = streams.get(event.stream_id)
                 if exchange is not None:
                     self.stats[S.DOWNSTREAM_RQ_RX_RESET] += 1
@@ -201,6 +205,9 @@ class H2Downstream:
                 if event.local:
                     # We ended the connection (protocol error or abuse): write GOAWAY, close.
                     self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
+                    self.stats[S.HTTP2_GOAWAY_SENT] += 1
+                    if event.error_code == ENHANCE_YOUR_CALM:
+                        self.stats[S.HTTP2_FLOOD_CLOSE] += 1
                     self._fail_all(flags.DOWNSTREAM_PROTOCOL_ERROR)
                     self.flush()
                     self._close()
@@ -210,6 +217,7 @@ class H2Downstream:
 
     def connection_lost(self) -> None:
         self.closed = True
+        self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] -= 1
         self._fail_all(flags.DOWNSTREAM_CONNECTION_TERMINATION)
         if self.route_timer is not None:
             self.route_timer.cancel()
@@ -246,6 +254,7 @@ class H2Downstream:
             self.goaway_last = self.codec.highest_stream_id
             self.codec.drain()
             self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] += 1
+            self.stats[S.HTTP2_GOAWAY_SENT] += 1
         self.mark()
 
     def idle_for(self, now: float) -> float:
@@ -575,7 +584,12 @@ class H2Downstream:
         self.flusher.mark(self)
 
     def flush(self) -> None:
-        data = self.codec.data_to_send()
+        codec = self.codec
+        if codec.tx_resets or codec.malformed:
+            self.stats[S.HTTP2_TX_RESET] += codec.tx_resets
+            self.stats[S.HTTP2_RX_MESSAGING_ERROR] += codec.malformed
+            codec.tx_resets = codec.malformed = 0
+        data = codec.data_to_send()
         transport = self.connection.transport
         if data and transport is not None:
             self.stats[S.DOWNSTREAM_CX_TX_BYTES] += len(data)

@@ -250,6 +250,10 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.pool.flusher.mark(self)
 
     def flush(self) -> None:
+        codec = self.codec
+        if codec.tx_resets:
+            self.stats[S.HTTP2_TX_RESET] += codec.tx_resets
+            codec.tx_resets = 0
         opening = self.opening
         if opening and self.transport is not None:
             self.opening = []
@@ -284,6 +288,8 @@ class H2UpstreamConnection(asyncio.Protocol):
                 stream.owed += len(event.data)
             elif kind is StreamReset:
                 assert isinstance(event, StreamReset)
+                if event.remote:
+                    self.stats[S.HTTP2_RX_RESET] += 1
                 self._deliver(batch_stream, batch)
                 batch, batch_stream = [], None
                 stream = streams.get(event.stream_id)

@@ -55,6 +55,13 @@ DECLARED: tuple[tuple[str, str, str], ...] = (
     ("tcp_downstream_cx_total", "counter", "Opaque TCP connections relayed"),
     ("tcp_downstream_cx_rx_bytes_total", "counter", "Opaque TCP bytes from downstream"),
     ("tcp_downstream_cx_tx_bytes_total", "counter", "Opaque TCP bytes to downstream"),
+    # HTTP/2, in Envoy's http2.* words (both directions: downstream and upstream codecs).
+    ("downstream_cx_http2_active", "gauge", "Downstream HTTP/2 connections open"),
+    ("http2_rx_reset", "counter", "HTTP/2 streams reset by the peer (RST_STREAM received)"),
+    ("http2_tx_reset", "counter", "HTTP/2 streams reset by the proxy (RST_STREAM sent)"),
+    ("http2_goaway_sent", "counter", "HTTP/2 GOAWAY frames sent (drain or connection error)"),
+    ("http2_rx_messaging_error", "counter", "HTTP/2 requests refused as malformed (RFC 9113)"),
+    ("http2_flood_close", "counter", "HTTP/2 connections closed with ENHANCE_YOUR_CALM (floods)"),
 )
 
 NAMES = tuple(name for name, _, _ in DECLARED)
@@ -92,6 +99,12 @@ UPSTREAM_CX_TX_BYTES = INDEX["upstream_cx_tx_bytes_total"]
 TCP_DOWNSTREAM_CX_TOTAL = INDEX["tcp_downstream_cx_total"]
 TCP_RX_BYTES = INDEX["tcp_downstream_cx_rx_bytes_total"]
 TCP_TX_BYTES = INDEX["tcp_downstream_cx_tx_bytes_total"]
+DOWNSTREAM_CX_HTTP2_ACTIVE = INDEX["downstream_cx_http2_active"]
+HTTP2_RX_RESET = INDEX["http2_rx_reset"]
+HTTP2_TX_RESET = INDEX["http2_tx_reset"]
+HTTP2_GOAWAY_SENT = INDEX["http2_goaway_sent"]
+HTTP2_RX_MESSAGING_ERROR = INDEX["http2_rx_messaging_error"]
+HTTP2_FLOOD_CLOSE = INDEX["http2_flood_close"]
 
 _SLOT = 8  # int64
 

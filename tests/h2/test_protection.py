@@ -51,10 +51,14 @@ def abuse(port: int, *frames: object) -> tuple[int | None, Raw]:
 
 
 def test_ping_flood(nginx_proxy: Proxy, bystander: RawH2) -> None:
+    before = nginx_proxy.stats()
     pings = [PingFrame(0, opaque_data=index.to_bytes(8, "big")) for index in range(1000)]
     code, raw = abuse(nginx_proxy.port, *pings)
     assert code == ENHANCE_YOUR_CALM
     raw.close()
+    after = nginx_proxy.stats()
+    assert after["http2_flood_close"] - before["http2_flood_close"] == 1
+    assert after["http2_goaway_sent"] - before["http2_goaway_sent"] == 1
 
 
 def test_settings_flood(nginx_proxy: Proxy, bystander: RawH2) -> None:

@@ -148,13 +148,15 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_request_is_a_stream_error(raw: Raw, case: str) -> None:
+def test_malformed_request_is_a_stream_error(nginx_proxy: Proxy, raw: Raw, case: str) -> None:
+    before = nginx_proxy.stats()["http2_rx_messaging_error"]
     raw.send(raw.headers(1, MALFORMED[case]))
     raw.send(raw.headers(3, GOOD))  # the connection keeps serving
     frames = raw.frames(until=lambda frames: ended(frames, 3))
     assert reset(frames, 1) == PROTOCOL_ERROR, case
     assert not answered(frames, 1)
     assert answered(frames, 3) and goaway(frames) is None
+    assert nginx_proxy.stats()["http2_rx_messaging_error"] == before + 1
 
 
 def test_pseudo_header_in_trailers(grpc_proxy: Proxy) -> None:

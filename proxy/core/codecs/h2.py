@@ -85,10 +85,11 @@ class H2Limits:
 
 @dataclass(slots=True)
 class StreamReset:
-    """The peer reset a stream (RST_STREAM); `error_code` as it sent it."""
+    """A stream was reset: by the peer (RST_STREAM, `remote`), or by the codec itself."""
 
     stream_id: int
     error_code: int
+    remote: bool = True
 
 
 @dataclass(slots=True)
@@ -134,12 +135,14 @@ class _H2Codec:
         "conn",
         "flood_start",
         "limits",
+        "malformed",
         "pings",
         "queued",
         "queued_end",
         "resets",
         "settings",
         "trailers_stream",
+        "tx_resets",
         "write_blocked",
     )
 
@@ -187,6 +190,9 @@ class _H2Codec:
         self.settings = 0
         self.resets = 0
         self.trailers_stream = 0
+        # Counts for the runtime's stats (it takes and zeroes them; the codec has no stats).
+        self.tx_resets = 0
+        self.malformed = 0
         # The socket's buffer is full: queue instead of making frames (the peer's window
         # alone would let a fast reader's 16 MiB pile up in our write buffer).
         self.write_blocked = False
@@ -296,6 +302,7 @@ class _H2Codec:
         self.forget(stream_id)
         if self.closed:
             return
+        self.tx_resets += 1
         # Already closed on both sides: nothing to reset.
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self.conn.reset_stream(stream_id, error_code)
@@ -395,7 +402,8 @@ class _H2Codec:
                     self.resets += 1
                     if self.resets > limits.max_resets:
                         raise _Calm("rapid reset: too many streams reset by the peer")
-                out.append(StreamReset(stream_id, int(event.error_code or 0)))
+                code = int(event.error_code or 0)
+                out.append(StreamReset(stream_id, code, bool(event.remote_reset)))
             elif kind is h2.events.PingReceived:
                 self.pings += 1
                 if self.pings > limits.max_pings:
@@ -429,8 +437,9 @@ class _H2Codec:
         trailers: Headers = []
         for name, value in headers:
             if name[:1] == b":" or _BAD_NAME(name) or _BAD_VALUE(value):
+                self.malformed += 1
                 self.reset(stream_id, PROTOCOL_ERROR)
-                out.append(StreamReset(stream_id, PROTOCOL_ERROR))
+                out.append(StreamReset(stream_id, PROTOCOL_ERROR, False))
                 return
             trailers.append((name, value))
         self.trailers_stream = stream_id
@@ -464,6 +473,7 @@ class H2ServerCodec(_H2Codec):
             stream_id = event.stream_id or 0
             head = self._request(stream_id, event.headers or [], event.stream_ended is not None)
             if head is None:
+                self.malformed += 1
                 self.reset(stream_id, PROTOCOL_ERROR)
             else:
                 out.append(head)
