@@ -49,7 +49,8 @@ _GRPC = b"application/grpc"
 _HOST = b"host"
 _quote = json_string
 _quote_str = encode_basestring_ascii
-_VIA_UPSTREAM = '"via_upstream"'
+# Quoted field values remembered for reuse; cleared when it grows past this.
+_MAX_QUOTED = 4096
 # Istio's JSON access log fields (contracts.md "Access log") plus @timestamp and the trace.
 # @timestamp is the request's start, as Istio's EFK examples map start_time.
 _JSON_LINE = (
@@ -124,6 +125,9 @@ class Telemetry:
         self.json_log = config.access_log.format == "json"
         self.clock = UtcClock()
         self._connection_fields: dict[tuple[Any, ...], str] = {}
+        self._quoted: dict[bytes | str | None, str] = {None: "null"}
+        self._last_start = -1.0
+        self._last_timestamp = ""
         self.started = time.time()
         # loop.time() is monotonic; wall time = loop time + offset (re-read on each tick).
         self.wall_offset = time.time() - loop.time()
@@ -378,8 +382,9 @@ class Telemetry:
         now: float,
         flags: str,
     ) -> str:
-        # One %-format over a fixed template: the fields that are the same for every
-        # request of a connection are formatted once per connection shape and cached.
+        # One %-format over a fixed template. Fields that repeat (method, path, user
+        # agent, authority) are JSON-quoted once and then found in a dict; the fields a
+        # connection always has the same are formatted once per connection shape.
         connection = (
             downstream.listener_name,
             downstream.destination,
@@ -389,35 +394,51 @@ class Telemetry:
         tail = self._connection_fields.get(connection)
         if tail is None:
             tail = self._connection_json(downstream)
-        start = exchange.start
+        quoted = self._quoted
         request = exchange.request
-        upstream_start = exchange.upstream_start
-        details = exchange.details
+        method = request.method
+        target = request.target
         user_agent = headers.get(b"user-agent")
         forwarded_for = headers.get(b"x-forwarded-for")
         authority = headers.get(_HOST)
-        timestamp = self.clock.format(start + self.wall_offset)
+        start = exchange.start
+        if start != self._last_start:
+            self._last_start = start
+            self._last_timestamp = self.clock.format(start + self.wall_offset)
+        timestamp = self._last_timestamp
+        upstream_start = exchange.upstream_start
+        details = exchange.details
+        request_id = exchange.request_id
         return _JSON_LINE % (
             timestamp,
             timestamp,
-            _quote_str(request.method.decode("latin-1")),
-            _quote_str(request.target.decode("latin-1")),
+            quoted.get(method) or self._quote_new(method),
+            quoted.get(target) or self._quote_new(target),
             request.http_version.decode("latin-1"),
             exchange.status,
             flags,
-            _VIA_UPSTREAM if details == "via_upstream" else _quote_str(details),
+            quoted.get(details) or self._quote_new(details),
             exchange.bytes_received,
             exchange.bytes_sent,
             int((now - start) * 1000),
             int((now - upstream_start) * 1000) if upstream_start else "null",
-            "null" if forwarded_for is None else _quote_str(forwarded_for.decode("latin-1")),
-            "null" if user_agent is None else _quote_str(user_agent.decode("latin-1")),
-            _quote_str(exchange.request_id.decode("latin-1")) if exchange.request_id else "null",
-            "null" if authority is None else _quote_str(authority.decode("latin-1")),
+            quoted.get(forwarded_for) or self._quote_new(forwarded_for),
+            quoted.get(user_agent) or self._quote_new(user_agent),
+            _quote_str(request_id.decode("latin-1")) if request_id else "null",
+            quoted.get(authority) or self._quote_new(authority),
             tail,
-            state.trace_id if state is not None and state.trace_id else "",
-            state.span_id if state is not None and state.span_id else "",
+            state.trace_id if state is not None else "",
+            state.span_id if state is not None else "",
         )
+
+    def _quote_new(self, value: bytes | str | None) -> str:
+        quoted = self._quoted
+        if len(quoted) >= _MAX_QUOTED:
+            quoted.clear()  # paths with ids in them do not repeat: start over
+            quoted[None] = "null"
+        text = _quote(value)
+        quoted[value] = text
+        return text
 
     def _connection_json(self, downstream: DownstreamConnection) -> str:
         destination = downstream.destination

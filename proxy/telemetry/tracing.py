@@ -16,21 +16,23 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace as trace_api
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from proxy import __version__
 from proxy.config import env as env_names
 from proxy.telemetry.identity import Identity
 
 log = logging.getLogger("pilotfish")
 _random = random.random
+_SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED)
+_ERROR = Status(StatusCode.ERROR)
+_UNSET = Status(StatusCode.UNSET)
 
 # contracts.md "Tracing": 1% unless the caller decided.
 DEFAULT_RATIO = 0.01
@@ -92,20 +94,6 @@ class Sampler:
         return cls(*table[name])
 
 
-class _PresetIds(IdGenerator):
-    """Hands the SDK the ids we already chose (and sent upstream) for the next span."""
-
-    def __init__(self) -> None:
-        self.trace_id = 0
-        self.span_id = 0
-
-    def generate_span_id(self) -> int:
-        return self.span_id
-
-    def generate_trace_id(self) -> int:
-        return self.trace_id
-
-
 class _CountingExporter(SpanExporter):
     """Counts what the wrapped exporter delivered and what it failed to (those spans are lost)."""
 
@@ -145,7 +133,13 @@ class _CountingProcessor(BatchSpanProcessor):
 
 
 class Tracer:
-    """One per worker process: the SDK pipeline and the span factory the observer calls."""
+    """One per worker process: the SDK's batch processor and OTLP exporter, fed finished spans.
+
+    A span is handed over as the SDK's own ReadableSpan, built directly with the ids
+    already sent upstream and the request's real start and end: going through
+    `Tracer.start_span` would re-validate every attribute, run a sampler we have
+    already run, and cost several times more per sampled request.
+    """
 
     def __init__(
         self, identity: Identity, environ: Mapping[str, str], exporter: SpanExporter | None = None
@@ -156,26 +150,16 @@ class Tracer:
             "k8s.pod.name": identity.pod,
             "k8s.namespace.name": identity.namespace,
         }
-        self.ids = _PresetIds()
+        self.resource = Resource.create(attributes)
+        self.scope = InstrumentationScope("pilotfish", __version__)
         self.sampled = 0
-        if (
-            exporter is None
-            and environ.get(env_names.OTEL_TRACES_EXPORTER, "").strip().lower() == "none"
-        ):
-            self.exporter: _CountingExporter | None = None
-            self.processor: _CountingProcessor | None = None
-            self.provider: TracerProvider | None = None
-            return
+        self.exporter: _CountingExporter | None = None
+        self.processor: _CountingProcessor | None = None
+        exporter_name = environ.get(env_names.OTEL_TRACES_EXPORTER, "").strip().lower()
+        if exporter is None and exporter_name == "none":
+            return  # context still propagates; nothing is exported
         self.exporter = _CountingExporter(exporter or OTLPSpanExporter())
         self.processor = _CountingProcessor(self.exporter)
-        self.provider = TracerProvider(
-            sampler=ALWAYS_ON,  # the decision was made before the SDK sees the span
-            resource=Resource.create(attributes),
-            id_generator=self.ids,
-            shutdown_on_exit=False,
-        )
-        self.provider.add_span_processor(self.processor)
-        self._tracer = self.provider.get_tracer("pilotfish")
 
     def record(
         self,
@@ -192,31 +176,30 @@ class Tracer:
     ) -> None:
         """One finished, sampled span with the given ids (runs on the loop thread only)."""
         self.sampled += 1
-        if self.provider is None:
+        processor = self.processor
+        if processor is None:
             return
-        ids = self.ids
-        ids.trace_id = trace_id
-        ids.span_id = span_id
-        if parent_span_id:
-            state = (
-                trace_api.TraceState.from_header([tracestate.decode("latin-1")])
-                if tracestate
-                else None
-            )
-            parent = trace_api.SpanContext(
-                trace_id,
-                parent_span_id,
-                True,
-                trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED),
-                state,
-            )
-            context = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent))
-        else:
-            context = Context()
-        span = self._tracer.start_span(name, context, kind, attributes, start_time=start_ns)
-        if error:
-            span.set_status(Status(StatusCode.ERROR))
-        span.end(end_ns)
+        state = (
+            trace_api.TraceState.from_header([tracestate.decode("latin-1")]) if tracestate else None
+        )
+        parent = (
+            trace_api.SpanContext(trace_id, parent_span_id, True, _SAMPLED, state)
+            if parent_span_id
+            else None
+        )
+        span = ReadableSpan(
+            name=name,
+            context=trace_api.SpanContext(trace_id, span_id, False, _SAMPLED, state),
+            parent=parent,
+            resource=self.resource,
+            attributes=attributes,
+            kind=kind,
+            status=_ERROR if error else _UNSET,
+            start_time=start_ns,
+            end_time=end_ns,
+            instrumentation_scope=self.scope,
+        )
+        processor.on_end(span)
 
     def counters(self) -> dict[str, float]:
         exported = self.exporter.exported if self.exporter else 0
@@ -230,11 +213,11 @@ class Tracer:
 
     def close(self, timeout: float = 1.0) -> None:
         """Flush what is queued, giving up after `timeout`: a dead collector must not hold exit."""
-        provider = self.provider
-        if provider is None:
+        processor = self.processor
+        if processor is None:
             return
         worker = threading.Thread(
-            target=provider.shutdown, name="pilotfish-trace-flush", daemon=True
+            target=processor.shutdown, name="pilotfish-trace-flush", daemon=True
         )
         worker.start()
         worker.join(timeout)
