@@ -15,13 +15,15 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from proxy.admin.app_health import PATH_PREFIX, app_health_response
 from proxy.admin.endpoints import AdminEndpoints
 from proxy.admin.server import Reply
 from proxy.config import env as env_names
 from proxy.core.codecs import client_codec
 from proxy.core.messages import Data, EndOfMessage, ProtocolError, RequestHead, ResponseHead
-from proxy.telemetry.exposition import TEXT_CONTENT_TYPE, render
+from proxy.telemetry.exposition import TEXT_CONTENT_TYPE, render, wants_openmetrics
 from proxy.telemetry.pipeline import Telemetry
 
 log = logging.getLogger("pilotfish")
@@ -133,7 +135,8 @@ class Agent:
         if path == "/stats/prometheus":
             if method not in ("GET", "HEAD"):
                 return Reply(405, b"/stats/prometheus needs GET\n", headers=((b"allow", b"GET"),))
-            return self.merged_metrics()
+            accept = b",".join(value for name, value in request.headers if name == b"accept")
+            return self.merged_metrics(wants_openmetrics(accept))
         if path.startswith(PATH_PREFIX):
             if method not in ("GET", "HEAD"):
                 return Reply(405, b"probes need GET\n", headers=((b"allow", b"GET"),))
@@ -164,7 +167,9 @@ class Agent:
         status, body = await app_health_response(path)
         return Reply(status, body)
 
-    async def merged_metrics(self) -> Reply:
+    async def merged_metrics(self, openmetrics: bool = False) -> Reply:
+        """Ours then the app's. In OpenMetrics (exemplars included) when the scraper asks
+        and the app's text parses; otherwise both texts one after the other."""
         app = b""
         if self.app is not None:
             port, path = self.app
@@ -176,5 +181,13 @@ class Agent:
                 reason = error or "timeout"
                 log.warning("app metrics from 127.0.0.1:%d%s failed: %s", port, path, reason)
         snapshot = await self.telemetry.gathered()
-        proxy, _ = render(snapshot, self.telemetry.proxy_stats(), openmetrics=False)
+        stats = self.telemetry.proxy_stats()
+        if openmetrics:
+            try:
+                parsed = list(text_string_to_metric_families(app.decode("utf-8")))
+                body, content_type = render(snapshot, stats, openmetrics=True, extra=parsed)
+                return Reply(200, body, content_type)
+            except (ValueError, UnicodeDecodeError) as error:
+                log.warning("app metrics do not convert to OpenMetrics (%s); serving text", error)
+        proxy, _ = render(snapshot, stats, openmetrics=False)
         return Reply(200, merge(proxy, app), TEXT_CONTENT_TYPE)

@@ -148,11 +148,14 @@ class _Collector:
 
 
 def render(
-    snapshot: Snapshot, stats: Mapping[str, tuple[str, str, int]], openmetrics: bool
+    snapshot: Snapshot,
+    stats: Mapping[str, tuple[str, str, int]],
+    openmetrics: bool,
+    extra: Iterable[Metric] = (),
 ) -> tuple[bytes, bytes]:
-    """(body, content type) in the format the scraper asked for."""
+    """(body, content type) in the format the scraper asked for; `extra` families follow ours."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(families(snapshot, stats)))
+    registry.register(_Collector([*families(snapshot, stats), *extra]))
     if openmetrics:
         body: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
         return body, OPENMETRICS_CONTENT_TYPE

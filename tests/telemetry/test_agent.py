@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.telemetry.servers import (
     Process,
@@ -98,6 +99,15 @@ def test_merged_metrics_and_app_failure(sidecar: SidecarMode, app: Upstream) -> 
     check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
     problems = [p for p in check.stderr.decode().splitlines() if p and "istio_request_duration_milliseconds" not in p]
     assert not problems, problems
+    # OpenMetrics on request: the app's families converted, the whole parses.
+    status, body, headers = http_get(
+        sidecar.url("agent", "/stats/prometheus"), {"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert status == 200 and headers["content-type"].startswith("application/openmetrics-text")
+    parsed = text_string_to_metric_families(body.decode())  # type: ignore[no-untyped-call]
+    families = {family.name: family for family in parsed}
+    assert families["app_orders"].samples[0].value == 7
+    assert "istio_requests" in families and "pilotfish_downstream_rq" in families
     # 15090 is the proxy alone.
     only_proxy = http_get(sidecar.url("prometheus", "/stats/prometheus"))[1].decode()
     assert "app_orders_total" not in only_proxy and "istio_requests_total" in only_proxy
@@ -107,7 +117,7 @@ def test_merged_metrics_and_app_failure(sidecar: SidecarMode, app: Upstream) -> 
     text = body.decode()
     assert status == 200 and "app_orders_total" not in text and "istio_requests_total" in text
     assert "pilotfish_agent_app_scrape_failures_total 1.0" in text
-    assert "pilotfish_agent_app_scrapes_total 2.0" in text
+    assert "pilotfish_agent_app_scrapes_total 3.0" in text
 
 
 def test_agent_routes(sidecar: SidecarMode) -> None:
