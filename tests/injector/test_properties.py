@@ -164,6 +164,7 @@ def test_generated_pods_get_a_valid_answer(
     if "patch" not in response:
         return
     patched = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
+    assert patched == mutate(pod, server.injector)  # the patch is exactly the mutation
     assert mutate(patched, server.injector) == patched  # idempotent
     proxies = [
         c
