@@ -22,6 +22,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from hyperframe.frame import GoAwayFrame
 
 from proxy.core.messages import (
@@ -123,6 +124,17 @@ class SettingsChanged:
 H2Event = Event | StreamReset | SendDrained | GoAway | SettingsChanged
 
 
+class _PlainEncoder(hpack.Encoder):
+    """HPACK without Huffman coding: hpack's Huffman encoder is pure Python, bit by bit.
+
+    Literals cost a few more bytes on the wire (HPACK allows either form, RFC 7541
+    section 5.2) and about a tenth of the header encoding time less.
+    """
+
+    def encode(self, headers: Any, huffman: bool = False) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
 class _Calm(Exception):
     """A flood limit was crossed."""
 
@@ -158,6 +170,7 @@ class _H2Codec:
             normalize_outbound_headers=False,
         )
         conn = h2.connection.H2Connection(config)
+        conn.encoder = _PlainEncoder()
         initial: dict[Any, int] = {
             _SETTINGS.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
             _SETTINGS.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
