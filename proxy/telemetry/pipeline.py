@@ -9,6 +9,7 @@ random bits; only a sampled request reaches the OpenTelemetry SDK.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 # Trace and span ids need uniqueness, not secrecy: the Mersenne Twister (reseeded per
 # forked worker) instead of a getrandom() syscall per id.
+logger = logging.getLogger("pilotfish")
 _random_bits = random.getrandbits
 _random = random.random
 _BUCKETS = M.BUCKETS
@@ -137,7 +139,12 @@ class Telemetry:
     async def start(self) -> None:
         """Workers other than the first publish their snapshot for worker 0's scrapes."""
         if self.index > 0:
-            self._publisher = await gathering.publish(self.main_pid, self.index, self.snapshot)
+            try:
+                self._publisher = await gathering.publish(self.main_pid, self.index, self.snapshot)
+            except OSError as error:
+                # Serving traffic matters more than being counted: scrapes will count this
+                # worker as a gather failure instead.
+                logger.warning("worker %d cannot publish its telemetry: %s", self.index, error)
 
     def _tick(self) -> None:
         self.wall_offset = time.time() - self.loop.time()
