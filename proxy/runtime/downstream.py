@@ -13,7 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from proxy.core import flags
-from proxy.core.headers import forward_request_headers, strip_hop_by_hop
+from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import (
     Data,
@@ -65,6 +65,7 @@ class Exchange:
         "telemetry",
         "timed",
         "trailers",
+        "tunnel_pending",
         "upgrade_requested",
         "upgraded",
         "upstream",
@@ -88,7 +89,11 @@ class Exchange:
         # the upstream codec frames it once it exists, so its state stays true).
         self.upstream_buffer: list[bytes] = []
         self.trailers: list[tuple[bytes, bytes]] = []
-        self.upgrade_requested = request.upgrade is not None
+        # CONNECT and Upgrade requests may turn the connection into a byte tunnel; what
+        # the client sends after one is held until the upstream's 101 (or 2xx to
+        # CONNECT) says so, since after a refusal those bytes must never reach it.
+        self.upgrade_requested = request.upgrade is not None or request.method == b"CONNECT"
+        self.tunnel_pending: list[bytes] = []
         self.upstream_buffered = 0
         self.request_complete = False
         self.response_started = False
@@ -364,7 +369,10 @@ class DownstreamConnection(asyncio.Protocol):
         elif kind is Data:
             assert isinstance(event, Data)
             exchange.bytes_received += len(event.data)
-            self._request_data(exchange, event.data)
+            if exchange.request_complete:  # only after an upgrade request: tunnel bytes
+                self._tunnel_data(exchange, event.data)
+            else:
+                self._request_data(exchange, event.data)
         elif kind is EndOfMessage:
             assert isinstance(event, EndOfMessage)
             self._request_end(exchange, event.trailers)
@@ -373,7 +381,7 @@ class DownstreamConnection(asyncio.Protocol):
             # Bytes after an upgrade request belong to the tunnel the upstream may accept.
             if event.data:
                 exchange.bytes_received += len(event.data)
-                self._request_data(exchange, event.data)
+                self._tunnel_data(exchange, event.data)
         elif kind is ProtocolError:
             assert isinstance(event, ProtocolError)
             self._protocol_error(exchange, event)
@@ -402,6 +410,10 @@ class DownstreamConnection(asyncio.Protocol):
             headers = [pair for pair in headers if pair[0] != b"expect"]
             exchange.sent_continue = True
             self._write(CONTINUE_100)
+        if request.http_version == b"1.0" and header_value(headers, b"host") is None:
+            # HTTP/1.1 upstream needs a Host (RFC 9112 section 3.2); a 1.0 client may
+            # omit it, so name the destination, as Envoy's default_host_for_http_10 does.
+            headers.append((b"host", f"{destination[0]}:{destination[1]}".encode()))
         exchange.upstream_head = RequestHead(
             request.stream_id,
             request.method,
@@ -433,6 +445,15 @@ class DownstreamConnection(asyncio.Protocol):
         exchange.upstream_buffer.append(data)
         exchange.upstream_buffered += len(data)
         if exchange.upstream_buffered > self.worker.config.limits.buffer_high_water:
+            self.pause_reading(_PAUSE_NOT_CONNECTED)
+
+    def _tunnel_data(self, exchange: Exchange, data: bytes) -> None:
+        upstream = exchange.upstream
+        if exchange.upgraded and upstream is not None:
+            upstream.write(data)
+            return
+        exchange.tunnel_pending.append(data)
+        if sum(map(len, exchange.tunnel_pending)) > self.worker.config.limits.buffer_high_water:
             self.pause_reading(_PAUSE_NOT_CONNECTED)
 
     def _request_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
@@ -499,6 +520,11 @@ class DownstreamConnection(asyncio.Protocol):
                 exchange.upgraded = True
                 if event.data:
                     out.append(event.data)
+                upstream = exchange.upstream
+                if exchange.tunnel_pending and upstream is not None:
+                    upstream.write(b"".join(exchange.tunnel_pending))
+                    exchange.tunnel_pending = []
+                    self.resume_reading(_PAUSE_NOT_CONNECTED)
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
                 self._write(b"".join(out))
@@ -523,6 +549,12 @@ class DownstreamConnection(asyncio.Protocol):
         if status == 101:
             self._cancel_route_timeout(exchange)  # a tunnel has no response to time out
         head.headers = strip_hop_by_hop(head.headers, status == 101)
+        if exchange.upgrade_requested and status != 101 and not (
+            exchange.request.method == b"CONNECT" and status < 300
+        ):
+            # Declined: the client may already have sent tunnel bytes, which are not
+            # HTTP; the connection cannot carry another request.
+            self.close_after = True
         head.keep_alive = not self.close_after and not self.worker.draining
         exchange.response = head
         out.append(codec.send_response_head(head, exchange.request))

@@ -168,6 +168,8 @@ def test_http10_client(proxy: Proxy) -> None:
         raw_exchange(proxy.port, b"GET /headers HTTP/1.0\r\n\r\n").split(b"\r\n\r\n", 1)[1]
     )
     assert info["version"] == "HTTP/1.1"
+    # an HTTP/1.1 upstream needs a Host: the destination is named when the client gave none
+    assert dict((k.lower(), v) for k, v in info["headers"])["host"] == f"127.0.0.1:{proxy.upstream_port}"
 
 
 def test_connection_close_is_honoured(proxy: Proxy) -> None:
@@ -215,3 +217,15 @@ def test_many_sequential_connections(proxy: Proxy) -> None:
     while proxy.stats()["downstream_cx_active"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proxy.stats()["downstream_cx_active"] == 0
+
+
+def test_declined_upgrade_never_forwards_the_tunnel_bytes(proxy: Proxy, upstream: Server) -> None:
+    data = raw_exchange(
+        proxy.port,
+        b"GET /status/400 HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
+        b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    assert re.match(rb"HTTP/1\.1 400 ", data) and b"connection: close" in data.lower()
+    assert data.count(b"HTTP/1.1 ") == 1
+    time.sleep(0.2)
+    assert not [r for r in upstream.state.requests if r.path == "/smuggled"]

@@ -240,8 +240,11 @@ class LlhttpServerCodec:
         value = value.rstrip(b" \t")
         if self._head_done:  # llhttp reports the chunked trailer section here
             self._trailers.append((name, value))
+            self._head_size += len(name) + len(value) + 4
             if len(self._trailers) > self._max_count:
                 raise _Oversized(431, "too many trailer fields")
+            if self._head_size > self._limits.max_header_bytes:
+                raise _Oversized(431, "trailer section too large")
             return
         self._head_size += len(name) + len(value) + 4
         # Everything a proxy must know about the message is picked out in this one pass.
@@ -278,6 +281,7 @@ class LlhttpServerCodec:
         self._head_done = True
         if self._head_size + len(self._target) > self._limits.max_header_bytes:
             raise _Oversized(431, "request header section too large")
+        self._head_size = 0  # from here on it counts the trailer section
         if self._framing_error:
             raise _Oversized(400, "invalid or conflicting content-length / transfer-encoding")
         hosts = self._hosts
