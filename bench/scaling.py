@@ -49,7 +49,8 @@ def main() -> int:
         handle.write(f"""worker_processes 1; daemon off; pid {tmp}/up.pid; error_log {tmp}/up.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {tmp}/b;
-  proxy_temp_path {tmp}/p; fastcgi_temp_path {tmp}/f; uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
+  proxy_temp_path {tmp}/p; fastcgi_temp_path {tmp}/f; uwsgi_temp_path {tmp}/u;
+  scgi_temp_path {tmp}/s;
   server {{ listen 127.0.0.1:{UPSTREAM}; location / {{ return 200 "hello from upstream\\n"; }} }} }}
 """)
     upstream = subprocess.Popen(["nginx", "-c", conf, "-e", "/dev/null"])
