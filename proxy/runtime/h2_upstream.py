@@ -234,6 +234,9 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.active = 0  # streams handed out and not yet done (capacity accounting)
         self.capacity = pool.limits.max_concurrent_streams
         self.goaway = False
+        # No stream goes out before the server's first SETTINGS: its stream limit may be
+        # lower than ours, and streams over it would come back REFUSED_STREAM.
+        self.ready = False
         self.write_paused = False
         self.dirty = False
         self.idle_since = 0.0
@@ -315,7 +318,11 @@ class H2UpstreamConnection(asyncio.Protocol):
                 self.capacity = min(
                     event.max_concurrent_streams, self.pool.limits.max_concurrent_streams
                 )
-                self.pool.capacity_changed(self)
+                if not self.ready:
+                    self.ready = True
+                    self.pool.connection_ready(self)
+                else:
+                    self.pool.capacity_changed(self)
                 continue
             elif kind is GoAway:
                 assert isinstance(event, GoAway)
@@ -391,6 +398,9 @@ class H2UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.stats[S.UPSTREAM_CX_ACTIVE] -= 1
+        if not self.ready:
+            self.ready = True  # once: it will never be
+            self.pool.handshake_failed(self)
         self.pool.retire(self)
         for stream in list(self.streams.values()) + self.opening:
             if stream.user is not None:
@@ -445,6 +455,10 @@ class H2UpstreamPool:
         self.pending: dict[Destination, deque[UpstreamUser]] = {}
         self.connecting: dict[Destination, int] = {}
         self.closing = False
+        # 1 h: Envoy's cluster idle_timeout; idle connections are looked for on one timer.
+        self.idle_timeout = config.timeouts.upstream_idle
+        self.sweep_timer: asyncio.TimerHandle | None = None
+        self.streams_per_connection: dict[Destination, int] = {}
 
     def acquire(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
         for connection in self.connections.get(destination, ()):
@@ -460,8 +474,11 @@ class H2UpstreamPool:
         open_count = len(self.connections.get(destination, ())) + self.connecting.get(
             destination, 0
         )
-        # One connection attempt serves up to a connection's worth of waiters.
-        wanted = -(-len(queue) // self.limits.max_concurrent_streams)
+        # One connection attempt serves up to a connection's worth of waiters (as many
+        # streams as this server allowed last time).
+        limit = self.limits.max_concurrent_streams
+        per_connection = self.streams_per_connection.get(destination, limit) or 1
+        wanted = -(-len(queue) // per_connection)
         if self.connecting.get(destination, 0) < wanted and open_count < self.max_connections:
             self.connecting[destination] = self.connecting.get(destination, 0) + 1
             self.loop.create_task(self._connect(destination, source))
@@ -495,9 +512,11 @@ class H2UpstreamPool:
             if connection.goaway or self.closing:
                 connection.close()
                 return
+            self._schedule_sweep()
         self._serve_waiters(connection)
 
     def capacity_changed(self, connection: H2UpstreamConnection) -> None:
+        self.streams_per_connection[connection.destination] = connection.capacity
         self._serve_waiters(connection)
 
     def _serve_waiters(self, connection: H2UpstreamConnection) -> None:
@@ -542,11 +561,39 @@ class H2UpstreamPool:
                     503, flags.UPSTREAM_CONNECT_FAILURE, f"upstream connect error: {reason}"
                 )
             return
+        # Streams go out once the server's SETTINGS arrive (connection_ready).
+
+    def connection_ready(self, connection: H2UpstreamConnection) -> None:
+        destination = connection.destination
         self.connecting[destination] -= 1
+        self.streams_per_connection[destination] = connection.capacity
         self.connections.setdefault(destination, []).append(connection)
         self._serve_waiters(connection)
         if connection.active == 0:
             connection.idle_since = self.loop.time()
+            self._schedule_sweep()
+
+    def handshake_failed(self, connection: H2UpstreamConnection) -> None:
+        """Closed before its SETTINGS (an upstream that does not speak h2c, say)."""
+        destination = connection.destination
+        self.connecting[destination] -= 1
+        self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] += 1
+        queue = self.pending.get(destination)
+        for _ in range(min(len(queue or ()), self.limits.max_concurrent_streams)):
+            assert queue is not None
+            queue.popleft().upstream_failed(
+                503, flags.UPSTREAM_PROTOCOL_ERROR, "upstream did not answer with HTTP/2 SETTINGS"
+            )
+
+    def _schedule_sweep(self) -> None:
+        if self.sweep_timer is None and not self.closing:
+            self.sweep_timer = self.loop.call_later(self.idle_timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        self.sweep_timer = None
+        self.sweep(self.loop.time(), self.idle_timeout)
+        if any(c.active <= 0 for conns in self.connections.values() for c in conns):
+            self._schedule_sweep()
 
     def sweep(self, now: float, idle_timeout: float) -> None:
         deadline = now - idle_timeout

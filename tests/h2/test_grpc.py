@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from concurrent import futures
 
 import grpc
 import pytest
 
-from tests.h2.conftest import Proxy, method
+from tests.h2.conftest import HANDLERS, OPTIONS, SERVICE, Proxy, method
 
 
 def test_unary(channel: grpc.Channel) -> None:
@@ -104,3 +105,42 @@ def test_grpc_status_reaches_telemetry(channel: grpc.Channel, grpc_proxy: Proxy)
     failed = [line for line in series if 'grpc_response_status="5"' in line]
     assert failed, series
     assert 'request_protocol="grpc"' in failed[0] and 'response_code="200"' in failed[0]
+
+
+def test_pool_honours_max_concurrent_streams() -> None:
+    """A server allowing 2 streams per connection: 10 concurrent calls need 5 connections."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16),
+        options=[*OPTIONS, ("grpc.max_concurrent_streams", 2)],
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    proxy = Proxy(port)
+    try:
+        with grpc.insecure_channel(proxy.target, options=OPTIONS) as chan:
+            unary = method(chan, "unary_unary", "Unary")
+            assert unary(b"warm", timeout=5) == b"warm"
+            calls = [unary.future(b"sleep:0.5", timeout=10) for _ in range(10)]
+            assert [call.result() for call in calls] == [b"sleep:0.5"] * 10
+        stats = proxy.stats()
+        assert stats["upstream_cx_total"] >= 5, stats
+        assert stats["http2_rx_reset"] == 0  # nothing was refused by the server
+    finally:
+        proxy.stop()
+        server.stop(None)
+
+
+def test_upstream_without_http2_fails_fast(nginx: int) -> None:
+    """gRPC to an HTTP/1.1-only upstream: UNAVAILABLE at once, not a hang."""
+    proxy = Proxy(nginx)
+    try:
+        with grpc.insecure_channel(proxy.target, options=OPTIONS) as chan:
+            unary = method(chan, "unary_unary", "Unary")
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as caught:
+                unary(b"x", timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - started < 2
+    finally:
+        proxy.stop()

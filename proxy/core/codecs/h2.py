@@ -116,7 +116,7 @@ class GoAway:
 
 @dataclass(slots=True)
 class SettingsChanged:
-    """The peer changed MAX_CONCURRENT_STREAMS (client side: the pool's capacity)."""
+    """The peer's SETTINGS arrived (the first one too): its MAX_CONCURRENT_STREAMS now."""
 
     max_concurrent_streams: int
 
@@ -429,9 +429,8 @@ class _H2Codec:
                 changed = event.changed_settings
                 if _SETTINGS.INITIAL_WINDOW_SIZE in changed and self.queued:
                     self._window_opened(0, out)
-                if _SETTINGS.MAX_CONCURRENT_STREAMS in changed:
-                    value = changed[_SETTINGS.MAX_CONCURRENT_STREAMS].new_value
-                    out.append(SettingsChanged(int(value)))
+                value = self.conn.remote_settings.max_concurrent_streams
+                out.append(SettingsChanged(int(value)))
             elif kind is h2.events.ConnectionTerminated:
                 assert isinstance(event, h2.events.ConnectionTerminated)
                 self.closed = True
