@@ -3,9 +3,10 @@
 `DownstreamConnection` hands a connection here once it has seen the HTTP/2 preface.
 Each stream becomes an `H2Exchange` (an `Exchange`, so telemetry reads the same
 fields) with the same header policy, local replies, flags, stats and observer calls
-as HTTP/1. gRPC requests go to an HTTP/2 upstream (the h2 pool); other requests go
-to the HTTP/1.1 pool, which is what every upstream speaks (and what Envoy's clusters
-default to). Flow control: request DATA is acknowledged to the client only once the
+as HTTP/1. Requests go to an HTTP/2 upstream (the multiplexed h2 pool), as Istio's
+USE_DOWNSTREAM_PROTOCOL does; a destination that fails the h2c handshake is remembered
+and served over the HTTP/1.1 pool instead, except gRPC, which needs HTTP/2 and fails
+fast (UNAVAILABLE). Flow control: request DATA is acknowledged to the client only once the
 upstream took it, response DATA only once the client's window and socket took it.
 """
 
@@ -298,10 +299,9 @@ class H2Downstream:
         observer = worker.observer
         if observer is not None:
             observer.request_start(connection, exchange)
-        if grpc:
-            worker.h2_pool.acquire(destination, exchange, connection.source)
-        else:
-            worker.pool.acquire(destination, exchange, connection.source)
+        # HTTP/2 upstream, as Istio's USE_DOWNSTREAM_PROTOCOL; a destination that does not
+        # speak h2c gets HTTP/1.1 instead (gRPC cannot, and fails fast: UNAVAILABLE).
+        worker.h2_pool.acquire(destination, exchange, connection.source, not grpc)
 
     def _request_end(self, exchange: H2Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
         exchange.request_complete = True

@@ -30,7 +30,18 @@ from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
-    from proxy.runtime.upstream import Destination, UpstreamConnection, UpstreamUser
+    from proxy.runtime.upstream import (
+        Destination,
+        UpstreamConnection,
+        UpstreamPool,
+        UpstreamUser,
+    )
+
+
+# A request waiting for a stream: (who, source address, may it go to HTTP/1.1 instead).
+_Waiter = tuple["UpstreamUser", "str | None", bool]
+# How long a destination that failed the h2c handshake is sent HTTP/1.1 without trying.
+HTTP1_ONLY_MEMORY = 60.0
 
 
 class FlushQueue:
@@ -441,9 +452,17 @@ class H2UpstreamPool:
     """HTTP/2 connections per destination; a new one only when the open ones are full."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, config: ProxyConfig, stats: memoryview
+        self,
+        loop: asyncio.AbstractEventLoop,
+        config: ProxyConfig,
+        stats: memoryview,
+        http1: UpstreamPool | None = None,
     ) -> None:
         self.loop = loop
+        # Where requests that may fall back go when a destination does not speak h2c.
+        self.http1 = http1
+        # Destinations whose h2c handshake failed, until when (then they are tried again).
+        self.http1_only: dict[Destination, float] = {}
         self.stats = stats
         self.limits = H2Limits(stream_window=config.limits.buffer_high_water)
         self.connect_timeout = config.timeouts.connect
@@ -452,7 +471,7 @@ class H2UpstreamPool:
         self.high_water = config.limits.buffer_high_water
         self.flusher = FlushQueue(loop)
         self.connections: dict[Destination, list[H2UpstreamConnection]] = {}
-        self.pending: dict[Destination, deque[UpstreamUser]] = {}
+        self.pending: dict[Destination, deque[_Waiter]] = {}
         self.connecting: dict[Destination, int] = {}
         self.closing = False
         # 1 h: Envoy's cluster idle_timeout; idle connections are looked for on one timer.
@@ -460,7 +479,20 @@ class H2UpstreamPool:
         self.sweep_timer: asyncio.TimerHandle | None = None
         self.streams_per_connection: dict[Destination, int] = {}
 
-    def acquire(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
+    def acquire(
+        self,
+        destination: Destination,
+        user: UpstreamUser,
+        source: str | None,
+        http1_fallback: bool = False,
+    ) -> None:
+        """A stream now, or once a connection has its SETTINGS; `http1_fallback`: an
+        HTTP/1.1 connection instead if the destination turns out not to speak h2c."""
+        if self.http1_only and destination in self.http1_only:
+            if self.loop.time() < self.http1_only[destination]:
+                self._without_h2(destination, (user, source, http1_fallback))
+                return
+            del self.http1_only[destination]
         for connection in self.connections.get(destination, ()):
             if connection.active < connection.capacity and not connection.goaway:
                 self._hand_out(connection, user, True)
@@ -470,7 +502,7 @@ class H2UpstreamPool:
             self.stats[S.UPSTREAM_RQ_PENDING_OVERFLOW] += 1
             user.upstream_failed(503, flags.UPSTREAM_OVERFLOW, "upstream_pool_overflow")
             return
-        queue.append(user)
+        queue.append((user, source, http1_fallback))
         open_count = len(self.connections.get(destination, ())) + self.connecting.get(
             destination, 0
         )
@@ -492,9 +524,10 @@ class H2UpstreamPool:
 
     def cancel(self, user: UpstreamUser) -> None:
         for queue in self.pending.values():
-            if user in queue:
-                queue.remove(user)
-                return
+            for waiter in queue:
+                if waiter[0] is user:
+                    queue.remove(waiter)
+                    return
 
     def release(self, stream: H2UpstreamStream) -> None:
         """The exchange is done with its stream (the response ended)."""
@@ -527,7 +560,7 @@ class H2UpstreamPool:
             and not connection.goaway
             and connection.transport
         ):
-            self._hand_out(connection, queue.popleft(), True)
+            self._hand_out(connection, queue.popleft()[0], True)
 
     def retire(self, connection: H2UpstreamConnection) -> None:
         """No new streams on this connection (GOAWAY or closed)."""
@@ -557,7 +590,7 @@ class H2UpstreamPool:
             # A failed attempt fails the waiters it was opened for.
             for _ in range(min(len(queue or ()), self.limits.max_concurrent_streams)):
                 assert queue is not None
-                queue.popleft().upstream_failed(
+                queue.popleft()[0].upstream_failed(
                     503, flags.UPSTREAM_CONNECT_FAILURE, f"upstream connect error: {reason}"
                 )
             return
@@ -578,11 +611,19 @@ class H2UpstreamPool:
         destination = connection.destination
         self.connecting[destination] -= 1
         self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] += 1
-        queue = self.pending.get(destination)
-        for _ in range(min(len(queue or ()), self.limits.max_concurrent_streams)):
-            assert queue is not None
-            queue.popleft().upstream_failed(
-                503, flags.UPSTREAM_PROTOCOL_ERROR, "upstream did not answer with HTTP/2 SETTINGS"
+        # Remembered for a while, so the next requests go straight to HTTP/1.1.
+        self.http1_only[destination] = self.loop.time() + HTTP1_ONLY_MEMORY
+        queue = self.pending.pop(destination, None)
+        while queue:
+            self._without_h2(destination, queue.popleft())
+
+    def _without_h2(self, destination: Destination, waiter: _Waiter) -> None:
+        user, source, http1_fallback = waiter
+        if http1_fallback and self.http1 is not None:
+            self.http1.acquire(destination, user, source)
+        else:
+            user.upstream_failed(
+                503, flags.UPSTREAM_PROTOCOL_ERROR, "upstream does not speak HTTP/2 (h2c)"
             )
 
     def _schedule_sweep(self) -> None:

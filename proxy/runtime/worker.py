@@ -77,7 +77,7 @@ class Worker:
         if self._h2_pool is None:
             from proxy.runtime.h2_upstream import H2UpstreamPool
 
-            self._h2_pool = H2UpstreamPool(self.loop, self.config, self.stats)
+            self._h2_pool = H2UpstreamPool(self.loop, self.config, self.stats, self.pool)
         return self._h2_pool
 
     def start_drain(self) -> None:

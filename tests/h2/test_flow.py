@@ -13,6 +13,7 @@ import grpc
 
 from tests.h2.client import RawH2
 from tests.h2.conftest import OPTIONS, Proxy, method
+from tests.h2.h2server import ScriptedH2Server
 
 MiB = 1 << 20
 
@@ -148,4 +149,36 @@ def test_grpc_stream_of_256_mib_keeps_rss_bounded(grpc_server: int) -> None:
         growth_mb = (proxy.hwm_kb() - baseline) / 1024
         assert growth_mb < 64, f"peak RSS grew {growth_mb:.0f} MiB for a 256 MiB gRPC stream"
     finally:
+        proxy.stop()
+
+
+def test_h2_client_to_h2_only_upstream() -> None:
+    """Non-gRPC HTTP/2 goes to the upstream over HTTP/2 when it speaks h2c (HTTP/1 would fail)."""
+    server = ScriptedH2Server()
+    proxy = Proxy(server.port)
+    client = RawH2(proxy.port)
+    try:
+        stream = client.request("/plain", "GET")
+        assert client.until(lambda: stream in client.ended)
+        assert client.status(stream) == 200
+        assert proxy.stats()["upstream_cx_protocol_error"] == 0
+    finally:
+        client.close()
+        proxy.stop()
+        server.close()
+
+
+def test_http1_only_upstream_is_remembered(nginx: int) -> None:
+    """The h2c handshake fails once; later requests go straight to HTTP/1.1."""
+    proxy = Proxy(nginx)
+    client = RawH2(proxy.port)
+    try:
+        streams = [client.request(f"/echo?{index}") for index in range(20)]
+        assert client.until(lambda: set(streams) <= client.ended)
+        assert all(client.status(stream) == 200 for stream in streams)
+        later = client.request("/echo?later")
+        assert client.until(lambda: later in client.ended) and client.status(later) == 200
+        assert proxy.stats()["upstream_cx_protocol_error"] == 1
+    finally:
+        client.close()
         proxy.stop()
