@@ -94,9 +94,17 @@ def main() -> None:
     cases = [
         ("default: metrics, 1% sampling, JSON access log to a file", log, {}),
         ("metrics, 1% sampling, no access log", None, {}),
-        ("metrics only (OTEL_SDK_DISABLED=true), no access log", None, {"OTEL_SDK_DISABLED": "true"}),
+        (
+            "metrics only (OTEL_SDK_DISABLED=true), no access log",
+            None,
+            {"OTEL_SDK_DISABLED": "true"},
+        ),
         ("100% sampling (spans built, OTLP export to nowhere), JSON log", log, always),
-        ("100% sampling decision, no exporter (OTEL_TRACES_EXPORTER=none), JSON log", log, {**always, **none}),
+        (
+            "100% sampling decision, no exporter (OTEL_TRACES_EXPORTER=none), JSON log",
+            log,
+            {**always, **none},
+        ),
     ]
     for name, access_log, environ in cases:
         print(f"{cost(access_log, environ, args.requests):6.2f} us/request  {name}", flush=True)
