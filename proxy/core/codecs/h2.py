@@ -12,6 +12,7 @@ It is the only module that imports h2.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import hpack
+import hpack.hpack
 from hyperframe.frame import GoAwayFrame
 
 from proxy.core.messages import (
@@ -122,6 +124,19 @@ class SettingsChanged:
 
 
 H2Event = Event | StreamReset | SendDrained | GoAway | SettingsChanged
+
+
+class _QuietLog:
+    """hpack logs at debug level for every header it codes (about 30 calls a request, a few
+    per cent of the CPU); unless someone asked for hpack's debug logs, those calls go here."""
+
+    @staticmethod
+    def debug(*args: object, **kwargs: object) -> None:
+        pass
+
+
+if not logging.getLogger(hpack.hpack.__name__).isEnabledFor(logging.DEBUG):
+    hpack.hpack.log = _QuietLog()  # type: ignore[assignment]
 
 
 class _PlainEncoder(hpack.Encoder):
