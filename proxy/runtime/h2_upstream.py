@@ -401,6 +401,12 @@ class H2UpstreamConnection(asyncio.Protocol):
         if stream.stream_id:
             self.streams.pop(stream.stream_id, None)
             self.codec.forget(stream.stream_id)
+            if stream.owed:
+                # The stream is over; what it held back still counts against the
+                # connection's window, which every other stream shares.
+                self.codec.acknowledge(stream.stream_id, stream.owed)
+                stream.owed = 0
+                self.mark()
         elif stream in self.opening:
             self.opening.remove(stream)
         self.active -= 1

@@ -62,6 +62,13 @@ class ScriptedH2Server:
         if path.endswith(b"/reset-before"):
             conn.reset_stream(stream_id, INTERNAL_ERROR)
             return
+        if path.endswith(b"/bulk"):
+            # 256 KiB, END_STREAM on the last DATA frame, no trailers; h2 raises (and the
+            # connection dies) if the proxy has not given the window back.
+            conn.send_headers(stream_id, [(":status", "200")])
+            for index in range(16):
+                conn.send_data(stream_id, b"b" * 16384, end_stream=index == 15)
+            return
         headers = [(":status", "200"), ("content-type", "application/grpc")]
         conn.send_headers(stream_id, headers)
         conn.send_data(stream_id, b"\x00\x00\x00\x00\x02hi")

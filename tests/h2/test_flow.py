@@ -182,3 +182,23 @@ def test_http1_only_upstream_is_remembered(nginx: int) -> None:
     finally:
         client.close()
         proxy.stop()
+
+
+def test_ended_streams_give_the_connection_window_back() -> None:
+    """Responses ending in their last DATA frame, 48 MiB on one upstream connection (its
+    window is 25 MiB): the proxy must acknowledge ended streams' DATA too."""
+    server = ScriptedH2Server()
+    proxy = Proxy(server.port)
+    client = RawH2(proxy.port)
+    try:
+        for _ in range(24):
+            streams = [client.request("/bulk") for _ in range(8)]
+            wanted = set(streams)
+            assert client.until(lambda: wanted <= client.ended, timeout=10)  # noqa: B023
+            for stream in streams:
+                assert len(client.bodies[stream]) == 256 * 1024
+                del client.bodies[stream]
+    finally:
+        client.close()
+        proxy.stop()
+        server.close()

@@ -144,3 +144,12 @@ def test_upstream_without_http2_fails_fast(nginx: int) -> None:
             assert time.monotonic() - started < 2
     finally:
         proxy.stop()
+
+
+def test_many_responses_do_not_leak_the_connection_window(channel: grpc.Channel) -> None:
+    """64 MiB of unary responses on one upstream connection: more than its 25 MiB window,
+    so every stream's DATA must be acknowledged at the connection level, ended or not."""
+    unary = method(channel, "unary_unary", "Unary")
+    message = b"w" * (256 << 10)
+    for _ in range(256):
+        assert unary(message, timeout=5) == message
