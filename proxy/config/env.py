@@ -20,7 +20,15 @@ SETTINGS: dict[str, str] = {
     "PILOTFISH_ACCESS_LOG": "access_log.path",
     "PILOTFISH_ACCESS_LOG_FORMAT": "access_log.format",
     "PILOTFISH_EXPLICIT_DIRECTION": "telemetry.explicit_direction",
+    "PILOTFISH_LOG_LEVEL": "log_level",
 }
+
+# Written by the injector and read elsewhere, or kept for reference: the raw
+# `proxy.pilotfish.io/config` YAML has already been turned into the settings above and
+# the pod spec by the injector.
+REVISION = "PILOTFISH_REVISION"
+PROXY_CONFIG = "PILOTFISH_PROXY_CONFIG"
+STATS_HISTOGRAM_BUCKETS = "PILOTFISH_STATS_HISTOGRAM_BUCKETS"
 
 # Identity set by the injector through the downward API (contracts: "Ports and identity").
 POD_NAME = "POD_NAME"

@@ -131,6 +131,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "upstream": parse_address,
     "concurrency": parse_positive,
     "codec": one_of("llhttp", "h11"),
+    "log_level": one_of("trace", "debug", "info", "warning", "error", "critical", "off"),
     "admin.host": parse_ip,
     "admin.port": parse_port,
     "outbound_port": parse_port,

@@ -85,6 +85,8 @@ class ProxyConfig:
     # 2: Istio's default proxy concurrency.
     concurrency: int = 2
     codec: CodecName = "llhttp"
+    # The proxy's own log (stderr); request logs are the access log's business.
+    log_level: str = "info"
     admin: Address = field(default_factory=lambda: Address("127.0.0.1", 15000))
     # sidecar-mode ports, as in the contract (Istio's numbers).
     outbound_port: int = 15001

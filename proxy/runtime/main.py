@@ -18,6 +18,16 @@ from proxy.runtime.serve import WorkerProcess
 from proxy.telemetry.stats import StatsTable
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Envoy's level names, mapped onto Python's.
+_LOG_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "off": logging.CRITICAL + 10,
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", help="worker processes (default 2, as Istio)")
     p.add_argument("--admin-port", help="admin port on 127.0.0.1 (default 15000)")
     p.add_argument("--codec", help="HTTP/1 codec: llhttp (default) or h11")
+    p.add_argument("--log-level", help="trace|debug|info (default)|warning|error|critical|off")
     p.add_argument("--drain-duration", help="terminationDrainDuration (default 5s)")
     p.add_argument("--access-log", metavar="PATH|-", help="access log file, or - for stdout")
     p.add_argument("--access-log-format", help="json (default) or text")
@@ -50,6 +61,7 @@ def load_config(argv: list[str], environ: dict[str, str]) -> ProxyConfig:
         "concurrency": args.concurrency,
         "admin.port": args.admin_port,
         "codec": args.codec,
+        "log_level": args.log_level,
         "timeouts.drain": args.drain_duration,
         "access_log.path": args.access_log,
         "access_log.format": args.access_log_format,
@@ -79,6 +91,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as error:
         print(f"pilotfish: bad config: {error}", file=sys.stderr)
         return 2
+    logging.getLogger().setLevel(_LOG_LEVELS[config.log_level])
     install_event_loop()
     table = StatsTable(config.concurrency)
     # Fork before any event loop exists: each worker builds its own loop and binds its
