@@ -248,6 +248,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         # No stream goes out before the server's first SETTINGS: its stream limit may be
         # lower than ours, and streams over it would come back REFUSED_STREAM.
         self.ready = False
+        self.handshake_timer: asyncio.TimerHandle | None = None
         self.write_paused = False
         self.dirty = False
         self.idle_since = 0.0
@@ -258,7 +259,17 @@ class H2UpstreamConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(self.pool.high_water)
         self.stats[S.UPSTREAM_CX_TOTAL] += 1
         self.stats[S.UPSTREAM_CX_ACTIVE] += 1
+        # A server that never sends SETTINGS (not HTTP/2, or stuck) must not hold the
+        # requests waiting for this connection: after the connect timeout it is given up.
+        self.handshake_timer = self.pool.loop.call_later(
+            self.pool.connect_timeout, self._handshake_timeout
+        )
         self.mark()
+
+    def _handshake_timeout(self) -> None:
+        self.handshake_timer = None
+        if not self.ready and self.transport is not None:
+            self.transport.abort()
 
     def mark(self) -> None:
         self.pool.flusher.mark(self)
@@ -331,6 +342,9 @@ class H2UpstreamConnection(asyncio.Protocol):
                 )
                 if not self.ready:
                     self.ready = True
+                    if self.handshake_timer is not None:
+                        self.handshake_timer.cancel()
+                        self.handshake_timer = None
                     self.pool.connection_ready(self)
                 else:
                     self.pool.capacity_changed(self)
@@ -415,6 +429,9 @@ class H2UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.stats[S.UPSTREAM_CX_ACTIVE] -= 1
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
         if not self.ready:
             self.ready = True  # once: it will never be
             self.pool.handshake_failed(self)

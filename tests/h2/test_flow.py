@@ -94,6 +94,9 @@ def test_slow_upstream_pauses_the_client() -> None:
     def accept() -> None:
         listener.settimeout(10)
         with contextlib.suppress(OSError):
+            # The first connection is the proxy's h2c attempt: refused by closing, so the
+            # destination is served over HTTP/1.1; that second connection is never read.
+            listener.accept()[0].close()
             accepted.append(listener.accept()[0])
 
     thread = threading.Thread(target=accept, daemon=True)
@@ -126,7 +129,10 @@ def test_slow_upstream_pauses_the_client() -> None:
         assert sent < 32 * MiB, (
             f"client sent {sent / MiB:.0f} MiB into an upstream that reads nothing"
         )
-        assert proxy.stats()["downstream_rq_active"] == 1
+        stats = proxy.stats()
+        assert stats["downstream_rq_active"] == 1
+        assert stats["upstream_cx_total"] == 2 and stats["upstream_rq_total"] == 1, stats
+        assert accepted, "the proxy never opened its HTTP/1.1 connection"
     finally:
         client.close()
         proxy.stop()
