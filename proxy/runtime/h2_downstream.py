@@ -147,6 +147,8 @@ class H2Downstream:
         self.timed: dict[H2Exchange, float] = {}
         self.route_timer: asyncio.TimerHandle | None = None
         self.data_received(first_bytes)
+        if worker.draining:
+            self.drain()  # accepted just before the listener closed: GOAWAY at once
 
     # -- from the connection ------------------------------------------------------------
 
