@@ -194,8 +194,11 @@ class H2Downstream:
                     self.stats[S.HTTP2_RX_RESET] += 1
                 exchange = streams.get(event.stream_id)
                 if exchange is not None:
-                    self.stats[S.DOWNSTREAM_RQ_RX_RESET] += 1
-                    exchange.flags.append(flags.DOWNSTREAM_RESET)
+                    if event.remote:
+                        self.stats[S.DOWNSTREAM_RQ_RX_RESET] += 1
+                        exchange.flags.append(flags.DOWNSTREAM_RESET)
+                    else:  # the codec reset it: the client broke the stream's protocol
+                        exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
                     self._abort_upstream(exchange)
                     self._finish(exchange)
             elif kind is SendDrained:
