@@ -587,6 +587,12 @@ class DownstreamConnection(asyncio.Protocol):
             self.worker.pool.acquire(self.destination, exchange, self.source)
             return
         exchange.upstream = None
+        if getattr(upstream, "reset_code", None) is not None:
+            # An HTTP/2 upstream reset the stream (RST_STREAM): Envoy's 502 UR.
+            self._upstream_broke(
+                exchange, flags.UPSTREAM_REMOTE_RESET, "upstream_reset_before_response_started", 502
+            )
+            return
         self._upstream_broke(
             exchange,
             flags.UPSTREAM_CONNECTION_TERMINATION,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -123,3 +124,19 @@ def test_drain_sends_goaway_and_lets_streams_finish(grpc_server: int) -> None:
     finally:
         raw.close()
         proxy.stop()
+
+
+def test_http1_client_upstream_reset_is_a_502_ur(scripted: tuple[Proxy, Path]) -> None:
+    """An HTTP/1.1 gRPC caller whose HTTP/2 upstream resets the stream before answering."""
+    proxy, log = scripted
+    body = grpc_body(b"x")
+    request = (
+        b"POST /svc/reset-before HTTP/1.1\r\nHost: t\r\nContent-Type: application/grpc\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 502"), answer
+    entries = [e for e in log_lines(log) if e.get("protocol") == "HTTP/1.1"]
+    assert entries and "UR" in str(entries[-1]["response_flags"]), entries
