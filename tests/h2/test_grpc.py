@@ -147,8 +147,8 @@ def test_upstream_without_http2_fails_fast(nginx: int) -> None:
 
 
 def test_many_responses_do_not_leak_the_connection_window(channel: grpc.Channel) -> None:
-    """64 MiB of unary responses on one upstream connection: more than its 25 MiB window,
-    so every stream's DATA must be acknowledged at the connection level, ended or not."""
+    """64 MiB of unary responses on one upstream connection, more than its 25 MiB window
+    (test_units checks the per-stream accounting exactly)."""
     unary = method(channel, "unary_unary", "Unary")
     message = b"w" * (256 << 10)
     for _ in range(256):
