@@ -122,7 +122,19 @@ def _unary_echo(request: bytes, context: grpc.ServicerContext) -> bytes:
     return request
 
 
+# Server-streaming calls that saw their caller cancel (tests read it).
+CANCELLED: list[bytes] = []
+
+
 def _server_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    if request.startswith(b"slow:"):
+        context.add_callback(lambda: CANCELLED.append(request))
+        for index in range(100):
+            if not context.is_active():
+                return
+            time.sleep(0.05)
+            yield index.to_bytes(4, "big")
+        return
     count, _, size = request.partition(b"x")
     for index in range(int(count)):
         yield index.to_bytes(4, "big") * (int(size or b"1") // 4 or 1)

@@ -9,7 +9,7 @@ from concurrent import futures
 import grpc
 import pytest
 
-from tests.h2.conftest import HANDLERS, OPTIONS, SERVICE, Proxy, method
+from tests.h2.conftest import CANCELLED, HANDLERS, OPTIONS, SERVICE, Proxy, method
 
 
 def test_unary(channel: grpc.Channel) -> None:
@@ -153,3 +153,15 @@ def test_many_responses_do_not_leak_the_connection_window(channel: grpc.Channel)
     message = b"w" * (256 << 10)
     for _ in range(256):
         assert unary(message, timeout=5) == message
+
+
+def test_client_cancel_reaches_the_server(channel: grpc.Channel) -> None:
+    """The client resets its stream; the proxy resets the upstream one; the server sees it."""
+    stream = method(channel, "unary_stream", "ServerStream")
+    call = stream(b"slow:cancel-me", timeout=10)
+    assert next(call) == (0).to_bytes(4, "big")
+    call.cancel()
+    end = time.monotonic() + 3
+    while b"slow:cancel-me" not in CANCELLED and time.monotonic() < end:
+        time.sleep(0.05)
+    assert b"slow:cancel-me" in CANCELLED
