@@ -26,7 +26,10 @@ from proxy.telemetry.metrics import Snapshot
 TEXT_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = b"application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-_LE = [floatToGoString(bound) for bound in M.BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+
+def _le(buckets: tuple[float, ...]) -> list[str]:
+    return [floatToGoString(bound) for bound in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
+
 
 # Counters each worker keeps besides the Istio series: name (no _total) -> help.
 COUNTERS: dict[str, str] = {
@@ -66,21 +69,22 @@ def _histogram(
     sum_index: int,
     first_bucket: int,
     exemplars: Mapping[tuple[tuple[str, ...], int], tuple[str, str, float, float]] | None,
+    le: list[str],
 ) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, text, labels=M.HTTP_LABELS)
     for labels, values in series.items():
         buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
         running = 0.0
-        for slot in range(M.SLOTS):
+        for slot in range(len(le)):
             running += values[first_bucket + slot]
             exemplar = exemplars.get((labels, slot)) if exemplars else None
             if exemplar is None:
-                buckets.append((_LE[slot], running))
+                buckets.append((le[slot], running))
             else:
                 trace_id, span_id, value, when = exemplar
                 buckets.append(
                     (
-                        _LE[slot],
+                        le[slot],
                         running,
                         Exemplar({"trace_id": trace_id, "span_id": span_id}, value, when),
                     )
@@ -95,15 +99,14 @@ def families(snapshot: Snapshot, stats: Mapping[str, tuple[str, str, int]]) -> I
     for labels, values in snapshot.http.items():
         requests.add_metric(labels, values[M.COUNT])
     yield requests
+    layout = M.Layout(snapshot.buckets)
+    le = _le(snapshot.buckets)
+    http = snapshot.http
     yield _histogram(
-        *M.REQUEST_DURATION, snapshot.http, M.DURATION_SUM, M.DURATION_BUCKETS, snapshot.exemplars
+        *M.REQUEST_DURATION, http, M.DURATION_SUM, layout.duration, snapshot.exemplars, le
     )
-    yield _histogram(
-        *M.REQUEST_BYTES, snapshot.http, M.REQUEST_BYTES_SUM, M.REQUEST_BYTES_BUCKETS, None
-    )
-    yield _histogram(
-        *M.RESPONSE_BYTES, snapshot.http, M.RESPONSE_BYTES_SUM, M.RESPONSE_BYTES_BUCKETS, None
-    )
+    yield _histogram(*M.REQUEST_BYTES, http, M.REQUEST_BYTES_SUM, layout.request_bytes, None, le)
+    yield _histogram(*M.RESPONSE_BYTES, http, M.RESPONSE_BYTES_SUM, layout.response_bytes, None, le)
     # Declared for gRPC over HTTP/2; no samples until the data plane serves HTTP/2.
     yield CounterMetricFamily(*M.REQUEST_MESSAGES, labels=M.HTTP_LABELS)
     yield CounterMetricFamily(*M.RESPONSE_MESSAGES, labels=M.HTTP_LABELS)

@@ -10,6 +10,7 @@ values, worker 0 adds the snapshots up and `exposition` renders the sum.
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 from proxy.telemetry.identity import UNKNOWN, Identity
@@ -184,6 +185,38 @@ def empty_http() -> list[float]:
     return [0] * HTTP_WIDTH
 
 
+class Layout:
+    """Where the numbers of an HTTP series live, for one set of bucket boundaries."""
+
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.buckets = buckets
+        self.slots = len(buckets) + 1
+        self.duration = DURATION_BUCKETS
+        self.request_bytes = DURATION_BUCKETS + self.slots
+        self.response_bytes = DURATION_BUCKETS + 2 * self.slots
+        self.width = DURATION_BUCKETS + 3 * self.slots
+
+    def empty(self) -> list[float]:
+        return [0] * self.width
+
+
+def parse_buckets(raw: str | None) -> tuple[float, ...] | None:
+    """Istio's `sidecar.istio.io/statsHistogramBuckets` value, as the injector passes it on:
+    `{"istiocustom": [1, 5, 10, ...]}` sets the boundaries of the istio_* histograms.
+    None when unset or unusable (the contract's buckets then apply)."""
+    if not raw or not raw.strip():
+        return None
+    try:
+        data = json.loads(raw)
+        bounds = data["istiocustom"]
+        values = tuple(sorted({float(b) for b in bounds}))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not values or any(not 0 < b < float("inf") for b in values):
+        return None
+    return values
+
+
 def empty_tcp() -> list[float]:
     return [0] * TCP_WIDTH
 
@@ -199,6 +232,8 @@ class Snapshot:
         self.counters: dict[str, float] = {}
         self.process: dict[str, float] = {}
         self.workers = 0
+        # Every worker of a proxy reads the same env, so all snapshots share boundaries.
+        self.buckets: tuple[float, ...] = BUCKETS
 
     def add(self, other: Snapshot) -> None:
         for table, mine in ((other.http, self.http), (other.tcp, self.tcp)):
@@ -222,6 +257,7 @@ class Snapshot:
             else:
                 self.process[name] = self.process.get(name, 0) + value
         self.workers += other.workers
+        self.buckets = other.buckets
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -231,6 +267,7 @@ class Snapshot:
             "counters": self.counters,
             "process": self.process,
             "workers": self.workers,
+            "buckets": list(self.buckets),
         }
 
     @classmethod
@@ -245,4 +282,5 @@ class Snapshot:
         snapshot.counters = {str(k): float(v) for k, v in data["counters"].items()}
         snapshot.process = {str(k): float(v) for k, v in data["process"].items()}
         snapshot.workers = int(data["workers"])
+        snapshot.buckets = tuple(float(b) for b in data.get("buckets", BUCKETS))
         return snapshot

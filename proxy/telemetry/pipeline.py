@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
+from proxy.config import env as env_names
 from proxy.config.model import ProxyConfig
 from proxy.core.messages import RequestHead
 from proxy.telemetry import gather as gathering
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pilotfish")
 _random_bits = random.getrandbits
 _random = random.random
-_BUCKETS = M.BUCKETS
-_REQUEST_BYTES_BUCKETS = M.REQUEST_BYTES_BUCKETS
-_RESPONSE_BYTES_BUCKETS = M.RESPONSE_BYTES_BUCKETS
 _TRACE_HEADERS = tc.TRACE_HEADERS
 _GRPC = b"application/grpc"
 _HOST = b"host"
@@ -111,6 +109,19 @@ class Telemetry:
         self.labels = M.LabelMaker(self.identity)
         explicit_outbound = config.telemetry.explicit_direction == "outbound"
         self.outbound = dict(_WHO_SENDS, explicit=explicit_outbound)
+        # The contract's boundaries, or the pod's statsHistogramBuckets annotation.
+        raw_buckets = environ.get(env_names.STATS_HISTOGRAM_BUCKETS)
+        custom = M.parse_buckets(raw_buckets)
+        if raw_buckets and custom is None:
+            logger.warning(
+                "%s=%r is not usable; using the default buckets",
+                env_names.STATS_HISTOGRAM_BUCKETS,
+                raw_buckets,
+            )
+        self.layout = layout = M.Layout(custom or M.BUCKETS)
+        self.buckets = layout.buckets
+        self.request_bytes_at = layout.request_bytes
+        self.response_bytes_at = layout.response_bytes
         self.http: dict[tuple[Any, ...], list[float]] = {}
         self.http_labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
         self.tcp: dict[tuple[Any, ...], list[float]] = {}
@@ -231,10 +242,11 @@ class Telemetry:
         values[1] += elapsed_ms
         values[2] += received
         values[3] += sent
-        slot = bisect_left(_BUCKETS, elapsed_ms)
+        buckets = self.buckets
+        slot = bisect_left(buckets, elapsed_ms)
         values[4 + slot] += 1
-        values[_REQUEST_BYTES_BUCKETS + bisect_left(_BUCKETS, received)] += 1
-        values[_RESPONSE_BYTES_BUCKETS + bisect_left(_BUCKETS, sent)] += 1
+        values[self.request_bytes_at + bisect_left(buckets, received)] += 1
+        values[self.response_bytes_at + bisect_left(buckets, sent)] += 1
         if state is not None and state.sampled:
             self._record_span(downstream, exchange, state, now, key, slot, elapsed_ms)
         log = self.access_log
@@ -287,7 +299,7 @@ class Telemetry:
             "grpc" if grpc_status is not None else "http",
             flags,
         )
-        values = self.http[key] = M.empty_http()
+        values = self.http[key] = self.layout.empty()
         self.http_labels[key] = (
             *peer,
             str(status) if status else "0",
@@ -531,6 +543,7 @@ class Telemetry:
         """This worker's counts keyed by full label values (several keys may share labels)."""
         snapshot = Snapshot()
         snapshot.workers = 1
+        snapshot.buckets = self.buckets
         for source, labels_of, target in (
             (self.http, self.http_labels, snapshot.http),
             (self.tcp, self.tcp_labels, snapshot.tcp),

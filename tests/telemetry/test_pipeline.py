@@ -108,3 +108,17 @@ def test_trace_headers_replaced_not_duplicated(loop: asyncio.AbstractEventLoop, 
     assert sent.startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-") and sent.endswith("-01")
     assert sent.split("-")[2] != "00f067aa0ba902b7"
     observer.close()
+
+
+def test_stats_histogram_buckets_from_env(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    observer = telemetry(
+        loop, tmp_path / "access.log", "json", {"PILOTFISH_STATS_HISTOGRAM_BUCKETS": '{"istiocustom": [2, 20]}'}
+    )
+    ex = exchange([(b"host", b"h")])
+    observer.request_start(FakeDownstream(), ex)  # type: ignore[arg-type]
+    observer.request_done(FakeDownstream(), ex, 10.012)  # type: ignore[arg-type]  # 12 ms
+    observer.close()
+    snapshot = observer.snapshot()
+    assert snapshot.buckets == (2.0, 20.0)
+    ((values),) = snapshot.http.values()
+    assert values[observer.layout.duration : observer.layout.duration + 3] == [0, 1, 0]

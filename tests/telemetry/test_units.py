@@ -156,3 +156,27 @@ def test_clock() -> None:
     clock = UtcClock()
     assert clock.format(0.25) == "1970-01-01T00:00:00.250Z"
     assert clock.format(86400.75) == "1970-01-02T00:00:00.750Z"
+
+
+def test_custom_histogram_buckets() -> None:
+    assert M.parse_buckets('{"istiocustom": [10, 1, 5, 5]}') == (1.0, 5.0, 10.0)
+    for unusable in (None, "", "nope", "[1, 2]", '{"other": [1]}', '{"istiocustom": []}',
+                     '{"istiocustom": [-1, 2]}', '{"istiocustom": ["x"]}'):  # fmt: skip
+        assert M.parse_buckets(unusable) is None, unusable
+    layout = M.Layout((1.0, 5.0, 10.0))
+    snapshot = M.Snapshot()
+    snapshot.buckets = layout.buckets
+    values = layout.empty()
+    values[M.COUNT] = 2
+    values[layout.duration + 1] = 1  # one in (1, 5]
+    values[layout.duration + 3] = 1  # one above 10
+    snapshot.http[tuple("x" for _ in M.HTTP_LABELS)] = values
+    back = M.Snapshot.from_json(snapshot.to_json())
+    assert back.buckets == (1.0, 5.0, 10.0)
+    text, _ = render(back, {}, openmetrics=False)
+    duration = [
+        line for line in text.decode().splitlines()
+        if line.startswith("istio_request_duration_milliseconds_bucket")
+    ]  # fmt: skip
+    assert [line.split('le="')[1].split('"')[0] for line in duration] == ["1.0", "5.0", "10.0", "+Inf"]
+    assert [float(line.rsplit(" ", 1)[1]) for line in duration] == [0, 1, 1, 2]
