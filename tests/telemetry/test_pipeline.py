@@ -122,3 +122,17 @@ def test_stats_histogram_buckets_from_env(loop: asyncio.AbstractEventLoop, tmp_p
     assert snapshot.buckets == (2.0, 20.0)
     ((values),) = snapshot.http.values()
     assert values[observer.layout.duration : observer.layout.duration + 3] == [0, 1, 0]
+
+
+def test_sdk_disabled_passes_context_through(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    observer = telemetry(loop, tmp_path / "access.log", "json", {"OTEL_SDK_DISABLED": "true"})
+    parent = (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ex = exchange([(b"host", b"h"), parent])
+    before = list(ex.upstream_head.headers)
+    observer.request_start(FakeDownstream(), ex)  # type: ignore[arg-type]
+    observer.request_done(FakeDownstream(), ex, 10.002)  # type: ignore[arg-type]
+    observer.close()
+    assert ex.upstream_head.headers == before  # forwarded as received, nothing added
+    (line,) = (json.loads(text) for text in (tmp_path / "access.log").read_text().splitlines())
+    assert line["trace_id"] == "" and line["span_id"] == ""
+    assert not observer.snapshot().exemplars
