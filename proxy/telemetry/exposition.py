@@ -128,6 +128,14 @@ def families(snapshot: Snapshot, stats: Mapping[str, tuple[str, str, int]]) -> I
             yield GaugeMetricFamily(name, text, value=count)
     for name, text in COUNTERS.items():
         yield CounterMetricFamily(name, text, value=snapshot.counters.get(name, 0))
+    per_worker = CounterMetricFamily(
+        "pilotfish_worker_downstream_rq",
+        "HTTP requests each worker process served (they add up to istio_requests_total)",
+        labels=("worker",),
+    )
+    for worker, served in sorted(snapshot.per_worker.items()):
+        per_worker.add_metric((worker,), served)
+    yield per_worker
     yield GaugeMetricFamily(
         "pilotfish_worker_processes",
         "Worker processes that answered this scrape",

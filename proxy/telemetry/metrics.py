@@ -232,6 +232,8 @@ class Snapshot:
         self.counters: dict[str, float] = {}
         self.process: dict[str, float] = {}
         self.workers = 0
+        # Requests each worker process counted, by worker index (Envoy's per-worker stats).
+        self.per_worker: dict[str, float] = {}
         # Every worker of a proxy reads the same env, so all snapshots share boundaries.
         self.buckets: tuple[float, ...] = BUCKETS
 
@@ -257,6 +259,8 @@ class Snapshot:
             else:
                 self.process[name] = self.process.get(name, 0) + value
         self.workers += other.workers
+        for worker, count in other.per_worker.items():
+            self.per_worker[worker] = self.per_worker.get(worker, 0) + count
         self.buckets = other.buckets
 
     def to_json(self) -> dict[str, Any]:
@@ -268,6 +272,7 @@ class Snapshot:
             "process": self.process,
             "workers": self.workers,
             "buckets": list(self.buckets),
+            "per_worker": self.per_worker,
         }
 
     @classmethod
@@ -282,5 +287,6 @@ class Snapshot:
         snapshot.counters = {str(k): float(v) for k, v in data["counters"].items()}
         snapshot.process = {str(k): float(v) for k, v in data["process"].items()}
         snapshot.workers = int(data["workers"])
+        snapshot.per_worker = {str(k): float(v) for k, v in data.get("per_worker", {}).items()}
         snapshot.buckets = tuple(float(b) for b in data.get("buckets", BUCKETS))
         return snapshot

@@ -544,6 +544,9 @@ class Telemetry:
         snapshot = Snapshot()
         snapshot.workers = 1
         snapshot.buckets = self.buckets
+        snapshot.per_worker = {
+            str(self.index): sum(values[M.COUNT] for values in self.http.values())
+        }
         for source, labels_of, target in (
             (self.http, self.http_labels, snapshot.http),
             (self.tcp, self.tcp_labels, snapshot.tcp),

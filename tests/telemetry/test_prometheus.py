@@ -111,6 +111,15 @@ def test_promql_counts_exactly_what_was_sent(world: World) -> None:
     # Both workers of each sidecar answered the scrapes (the counts above are their sum).
     workers = world.prometheus.query("pilotfish_worker_processes")
     assert {r["metric"]["job"]: r["value"][1] for r in workers} == {"productpage": "2", "reviews": "2"}
+    # Each sidecar's two workers both served part of it (connections are spread by the
+    # kernel), and their shares add up to the total above.
+    shares = world.prometheus.query("pilotfish_worker_downstream_rq_total")
+    by_job: dict[str, list[float]] = {}
+    for row in shares:
+        by_job.setdefault(row["metric"]["job"], []).append(float(row["value"][1]))
+    for job, counts in by_job.items():
+        assert len(counts) == 2 and all(count > 0 for count in counts), (job, counts)
+        assert sum(counts) == sum(v for (j, _, _), v in want.items() if j == job)
     # The histogram counted every request once too.
     total = world.prometheus.query("sum(istio_request_duration_milliseconds_count)")
     assert int(float(total[0]["value"][1])) == sum(want.values())
