@@ -46,8 +46,6 @@ CLUSTER_ID = "PILOTFISH_CLUSTER_ID"
 # The app's original probes and Prometheus annotations, moved aside by the injector.
 KUBE_APP_PROBERS = "PILOTFISH_KUBE_APP_PROBERS"
 PROMETHEUS_ANNOTATIONS = "PILOTFISH_PROMETHEUS_ANNOTATIONS"
-# Istio's statsHistogramBuckets annotation, passed on by the injector (JSON).
-STATS_HISTOGRAM_BUCKETS = "PILOTFISH_STATS_HISTOGRAM_BUCKETS"
 # The path to a YAML config file, when not given with --config.
 CONFIG_FILE = "PILOTFISH_CONFIG"
 # OpenTelemetry's standard variables (the SDK and exporter read the OTEL_BSP_* and
