@@ -218,6 +218,11 @@ def build(
     admin = Address(parsed.get("admin.host", admin.host), parsed.get("admin.port", admin.port))
     if "listen" in top and "mode" not in top:
         top["mode"] = "explicit"
+    if top.get("mode", ProxyConfig().mode) == "sidecar" and "access_log.path" not in parsed:
+        # The contract: a sidecar logs every request to stdout, where the container
+        # runtime's log files feed Fluentd/Elasticsearch. Explicit mode (local use,
+        # demos, benchmarks) logs only when asked.
+        parsed["access_log.path"] = "-"
     config = ProxyConfig(
         **top,
         admin=admin,

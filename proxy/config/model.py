@@ -65,7 +65,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class AccessLogConfig:
-    path: str | None = None  # None: off; "-": stdout
+    # None: off; "-": stdout. `build` makes it "-" in sidecar mode unless set.
+    path: str | None = None
     format: LogFormat = "json"
 
 
