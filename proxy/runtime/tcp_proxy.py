@@ -56,6 +56,8 @@ class TcpRelay:
         self.received = 0
         self.sent = 0
         self.stats[S.TCP_DOWNSTREAM_CX_TOTAL] += 1
+        if worker.observer is not None:
+            worker.observer.tcp_start(self)
         self.received += len(first_bytes)
         self.stats[S.TCP_RX_BYTES] += len(first_bytes)
         worker.loop.create_task(self._connect(destination, source))

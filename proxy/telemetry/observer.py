@@ -2,8 +2,8 @@
 
 The runtime calls `request_start` once the upstream request is built (trace context
 goes in here) and `request_done` once per exchange when it is over, with the
-downstream connection and the exchange record; `tcp_done` when an opaque TCP relay
-closes. Metrics, traces and access logs are implementations.
+downstream connection and the exchange record; `tcp_start` and `tcp_done` when an
+opaque TCP relay opens and closes. Metrics, traces and access logs are implementations.
 """
 
 from __future__ import annotations
@@ -23,5 +23,9 @@ class RequestObserver(Protocol):
     def request_done(
         self, downstream: DownstreamConnection, exchange: Exchange, now: float
     ) -> None: ...
+
+    def tcp_start(self, relay: TcpRelay) -> None:
+        """An opaque TCP relay began (istio_tcp_connections_opened_total counts here)."""
+        ...
 
     def tcp_done(self, relay: TcpRelay, now: float) -> None: ...

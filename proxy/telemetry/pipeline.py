@@ -256,7 +256,19 @@ class Telemetry:
             else:
                 log.add(self._text_line(downstream, exchange, headers, now, flags))
 
+    def tcp_start(self, relay: TcpRelay) -> None:
+        self._tcp_values(relay)[M.TCP_OPENED] += 1
+
     def tcp_done(self, relay: TcpRelay, now: float) -> None:
+        values = self._tcp_values(relay)
+        values[M.TCP_CLOSED] += 1
+        values[M.TCP_SENT] += relay.sent
+        values[M.TCP_RECEIVED] += relay.received
+        log = self.access_log
+        if log is not None:
+            log.add(self._tcp_line(relay, now))
+
+    def _tcp_values(self, relay: TcpRelay) -> list[float]:
         downstream = relay.downstream
         destination = downstream.destination
         key = (downstream.listener_name, destination)
@@ -267,14 +279,7 @@ class Telemetry:
             self.tcp_labels[key] = self.labels.peer_labels(
                 self.outbound.get(downstream.listener_name, True), host, "tcp", "-"
             )
-        # Counted at close: the runtime reports a relay once, when it ends.
-        values[M.TCP_OPENED] += 1
-        values[M.TCP_CLOSED] += 1
-        values[M.TCP_SENT] += relay.sent
-        values[M.TCP_RECEIVED] += relay.received
-        log = self.access_log
-        if log is not None:
-            log.add(self._tcp_line(relay, now))
+        return values
 
     # -- the slower paths ------------------------------------------------------------------
 
