@@ -228,6 +228,12 @@ class H2Downstream:
         if self.route_timer is not None:
             self.route_timer.cancel()
             self.route_timer = None
+        # Break the reference cycles (the connection and this object; h2's connection and
+        # its own dispatch table) so refcounting frees the HTTP/2 state now: the worker's
+        # collector runs its full passes rarely, and a long-lived connection's state is
+        # in the oldest generation by the time it closes.
+        self.connection.h2 = None
+        self.codec.release()
 
     def _fail_all(self, flag: str) -> None:
         for exchange in list(self.streams.values()):

@@ -441,6 +441,7 @@ class H2UpstreamConnection(asyncio.Protocol):
                 self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] += 1
             self._lost(stream)
         self.opening = []
+        self.codec.release()  # frees h2's state now, not at the next full collection
 
     def pause_writing(self) -> None:
         self.write_paused = True

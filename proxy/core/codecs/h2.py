@@ -321,6 +321,13 @@ class _H2Codec:
         self.queued.pop(stream_id, None)
         self.queued_end.pop(stream_id, None)
 
+    def release(self) -> None:
+        """The connection is gone: drop h2's self-referencing dispatch table and our queues."""
+        self.closed = True
+        self.queued.clear()
+        self.queued_end.clear()
+        self.conn._frame_dispatch_table = {}
+
     def acknowledge(self, stream_id: int, size: int) -> None:
         """The other side took `size` bytes of this stream's body: let the peer send more."""
         if size and not self.closed:
