@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from proxy.runtime.downstream import DownstreamConnection, Exchange
+    from proxy.runtime.downstream import DownstreamConnection
+    from proxy.runtime.exchange import Exchange
     from proxy.runtime.tcp_proxy import TcpRelay
 
 

@@ -36,7 +36,8 @@ from proxy.telemetry.stats import StatsTable
 from proxy.telemetry.tracing import Tracer, tracing_disabled
 
 if TYPE_CHECKING:
-    from proxy.runtime.downstream import DownstreamConnection, Exchange
+    from proxy.runtime.downstream import DownstreamConnection
+    from proxy.runtime.exchange import Exchange
     from proxy.runtime.tcp_proxy import TcpRelay
 
 # Trace and span ids need uniqueness, not secrecy: the Mersenne Twister (reseeded per

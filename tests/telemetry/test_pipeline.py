@@ -13,7 +13,7 @@ import pytest
 
 from proxy.config.load import build
 from proxy.core.messages import RequestHead
-from proxy.runtime.downstream import Exchange
+from proxy.runtime.exchange import Exchange
 from proxy.telemetry.pipeline import Telemetry
 
 

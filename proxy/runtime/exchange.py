@@ -1,0 +1,119 @@
+"""One HTTP exchange in flight: the per-request record, and the pool's callbacks for it.
+
+Shared by the HTTP/1 connection manager and the HTTP/2 streams; telemetry reads it
+when the exchange is over.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxy.core.messages import Event, RequestHead, ResponseHead
+
+if TYPE_CHECKING:
+    from proxy.runtime.downstream import DownstreamConnection
+    from proxy.runtime.upstream import UpstreamConnection
+
+
+class Exchange:
+    """One request/response pair in flight: its upstream, and what logs and metrics need."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "details",
+        "downstream",
+        "finished",
+        "flags",
+        "request",
+        "request_complete",
+        "request_id",
+        "response",
+        "response_complete",
+        "response_started",
+        "response_trailers",
+        "retried",
+        "reused",
+        "sent_continue",
+        "start",
+        "status",
+        "telemetry",
+        "timed",
+        "trailers",
+        "tunnel_pending",
+        "upgrade_requested",
+        "upgraded",
+        "upstream",
+        "upstream_buffer",
+        "upstream_buffered",
+        "upstream_head",
+        "upstream_start",
+    )
+
+    def __init__(
+        self, downstream: DownstreamConnection, request: RequestHead, start: float
+    ) -> None:
+        self.downstream = downstream
+        self.request = request
+        self.start = start
+        self.upstream_start = 0.0
+        self.request_id = b""
+        self.upstream_head: RequestHead | None = None
+        self.upstream: UpstreamConnection | None = None
+        # Request body received before an upstream connection was ready (unframed:
+        # the upstream codec frames it once it exists, so its state stays true).
+        self.upstream_buffer: list[bytes] = []
+        self.trailers: list[tuple[bytes, bytes]] = []
+        # CONNECT and Upgrade requests may turn the connection into a byte tunnel; what
+        # the client sends after one is held until the upstream's 101 (or 2xx to
+        # CONNECT) says so, since after a refusal those bytes must never reach it.
+        self.upgrade_requested = request.upgrade is not None or request.method == b"CONNECT"
+        self.tunnel_pending: list[bytes] = []
+        self.upstream_buffered = 0
+        self.request_complete = False
+        self.response_started = False
+        self.response_complete = False
+        self.finished = False
+        self.sent_continue = False
+        self.upgraded = False
+        self.reused = False
+        self.retried = False
+        self.status = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.flags: list[str] = []
+        self.details = "via_upstream"
+        # The response as the upstream sent it (headers after hop-by-hop removal), and
+        # its trailers: telemetry reads grpc-status and friends from them.
+        self.response: ResponseHead | None = None
+        self.response_trailers: list[tuple[bytes, bytes]] = []
+        # Per-request state a RequestObserver keeps (a span, say); None when unused.
+        self.telemetry: object = None
+        self.timed = False  # a route timeout is running (in the worker's deadline queue)
+
+    # The pool and the upstream connection call these (UpstreamUser); an exchange that
+    # has already finished ignores late callbacks instead of disturbing its successor.
+
+    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
+        if self.finished:
+            connection.pool.release(connection)
+        else:
+            self.downstream.on_upstream_ready(self, connection, reused)
+
+    def upstream_failed(self, status: int, flag: str, details: str) -> None:
+        if not self.finished:
+            self.downstream.on_upstream_failed(self, status, flag, details)
+
+    def upstream_events(self, events: list[Event]) -> None:
+        if not self.finished:
+            self.downstream.on_upstream_events(self, events)
+
+    def upstream_lost(self, connection: UpstreamConnection) -> None:
+        if not self.finished:
+            self.downstream.on_upstream_lost(self, connection)
+
+    def upstream_pause_writing(self) -> None:
+        self.downstream.pause_reading(1)
+
+    def upstream_resume_writing(self) -> None:
+        self.downstream.resume_reading(1)

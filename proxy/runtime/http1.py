@@ -1,0 +1,507 @@
+"""The HTTP/1 connection manager: requests in order, one upstream exchange each, pipelining.
+
+This is the runtime half of Envoy's HTTP connection manager for HTTP/1. It feeds the
+sans-IO server codec, applies the header policy, asks the pool for an upstream, and
+moves bytes both ways with backpressure. One `Exchange` per request holds its state;
+requests pipelined behind it wait, parsed, until its response is complete. It runs on
+a `DownstreamConnection` (which it is mixed into) once sniffing has said HTTP/1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from proxy.core import flags
+from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
+from proxy.core.local_reply import local_reply
+from proxy.core.messages import (
+    Data,
+    EndOfMessage,
+    Event,
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+    Upgraded,
+)
+from proxy.runtime.exchange import Exchange
+from proxy.telemetry import stats as S
+
+if TYPE_CHECKING:
+    from proxy.core.codecs.base import ServerCodec
+    from proxy.runtime.downstream import DownstreamConnection
+    from proxy.runtime.upstream import Destination, UpstreamConnection
+    from proxy.runtime.worker import Worker
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Parsed requests allowed to wait behind the one in flight before reading pauses.
+MAX_PIPELINED_EVENTS = 64
+
+# Reasons reading from the client is paused; reading resumes when none is left.
+_PAUSE_UPSTREAM_FULL = 1
+_PAUSE_PIPELINE_FULL = 2
+_PAUSE_NOT_CONNECTED = 4
+
+
+class Http1ConnectionManager:
+    """HTTP/1 request handling, mixed into DownstreamConnection (whose state it shares)."""
+
+    # HTTP/1 state; the connection's own slots are on DownstreamConnection.
+    __slots__ = ("close_after", "codec", "exchange", "last_activity", "pending")
+    codec: ServerCodec | None
+    exchange: Exchange | None
+    pending: deque[Event]
+    close_after: bool
+    last_activity: float
+
+    # The connection's state this manager reads (declared on DownstreamConnection).
+    worker: Worker
+    stats: memoryview
+    transport: asyncio.Transport | None
+    destination: Destination | None
+    source: str | None
+    client_address: bytes
+    scheme: bytes
+    write_paused: bool
+
+    if TYPE_CHECKING:  # the connection's plumbing, defined on DownstreamConnection
+
+        def pause_reading(self, reason: int) -> None: ...
+
+        def resume_reading(self, reason: int) -> None: ...
+
+        def _write(self, data: bytes) -> None: ...
+
+        def _close(self) -> None: ...
+
+    # -- HTTP/1: requests from downstream ----------------------------------------------
+
+    def _dispatch(self, events: list[Event]) -> None:
+        pending = self.pending
+        for event in events:
+            exchange = self.exchange
+            if pending or (
+                exchange is not None
+                and exchange.request_complete
+                and not exchange.upgrade_requested
+            ):
+                pending.append(event)
+                if len(pending) > MAX_PIPELINED_EVENTS:
+                    self.pause_reading(_PAUSE_PIPELINE_FULL)
+                continue
+            self._on_request_event(event)
+
+    def _on_request_event(self, event: Event) -> None:
+        kind = type(event)
+        exchange = self.exchange
+        if kind is RequestHead:
+            assert isinstance(event, RequestHead)
+            self._start(event)
+        elif exchange is None:
+            if kind is ProtocolError:
+                assert isinstance(event, ProtocolError)
+                self._protocol_error(None, event)
+        elif kind is Data:
+            assert isinstance(event, Data)
+            exchange.bytes_received += len(event.data)
+            if exchange.request_complete:  # only after an upgrade request: tunnel bytes
+                self._tunnel_data(exchange, event.data)
+            else:
+                self._request_data(exchange, event.data)
+        elif kind is EndOfMessage:
+            assert isinstance(event, EndOfMessage)
+            self._request_end(exchange, event.trailers)
+        elif kind is Upgraded:
+            assert isinstance(event, Upgraded)
+            # Bytes after an upgrade request belong to the tunnel the upstream may accept.
+            if event.data:
+                exchange.bytes_received += len(event.data)
+                self._tunnel_data(exchange, event.data)
+        elif kind is ProtocolError:
+            assert isinstance(event, ProtocolError)
+            self._protocol_error(exchange, event)
+
+    def _start(self, request: RequestHead) -> None:
+        worker = self.worker
+        exchange = Exchange(_connection(self), request, worker.loop.time())
+        self.exchange = exchange
+        self.stats[S.DOWNSTREAM_RQ_TOTAL] += 1
+        self.stats[S.DOWNSTREAM_RQ_ACTIVE] += 1
+        if worker.draining:
+            self.close_after = True
+        destination = self.destination
+        if destination is None:
+            self._local_reply(exchange, 404, flags.NO_ROUTE, "route_not_found", close=False)
+            return
+        headers, exchange.request_id = forward_request_headers(
+            request.headers,
+            self.client_address,
+            self.scheme,
+            worker.new_request_id,
+            request.upgrade is not None,
+        )
+        if request.expect_continue:
+            # Envoy's default: answer 100 Continue here and drop Expect upstream.
+            headers = [pair for pair in headers if pair[0] != b"expect"]
+            exchange.sent_continue = True
+            self._write(CONTINUE_100)
+        if request.http_version == b"1.0" and header_value(headers, b"host") is None:
+            # HTTP/1.1 upstream needs a Host (RFC 9112 section 3.2); a 1.0 client may
+            # omit it, so name the destination, as Envoy's default_host_for_http_10 does.
+            headers.append((b"host", f"{destination[0]}:{destination[1]}".encode()))
+        exchange.upstream_head = RequestHead(
+            request.stream_id,
+            request.method,
+            request.target,
+            headers,
+            b"1.1",
+            True,
+            request.content_length,
+            request.chunked,
+            False,
+            request.upgrade,
+        )
+        observer = worker.observer
+        if observer is not None:
+            observer.request_start(_connection(self), exchange)  # may add headers (trace context)
+        if request.method == b"POST" and _is_grpc(headers):
+            # gRPC needs HTTP/2 upstream (trailers, streaming): the multiplexed h2 pool.
+            worker.h2_pool.acquire(destination, exchange, self.source)
+        else:
+            worker.pool.acquire(destination, exchange, self.source)
+
+    def _request_data(self, exchange: Exchange, data: bytes) -> None:
+        upstream = exchange.upstream
+        if upstream is not None:
+            upstream.write(upstream.codec.send_data(data))
+            return
+        if exchange.upstream_head is None:
+            return  # answered locally; the rest of the body is read and dropped
+        exchange.upstream_buffer.append(data)
+        exchange.upstream_buffered += len(data)
+        if exchange.upstream_buffered > self.worker.config.limits.buffer_high_water:
+            self.pause_reading(_PAUSE_NOT_CONNECTED)
+
+    def _tunnel_data(self, exchange: Exchange, data: bytes) -> None:
+        upstream = exchange.upstream
+        if exchange.upgraded and upstream is not None:
+            upstream.write(data)
+            return
+        exchange.tunnel_pending.append(data)
+        if sum(map(len, exchange.tunnel_pending)) > self.worker.config.limits.buffer_high_water:
+            self.pause_reading(_PAUSE_NOT_CONNECTED)
+
+    def _request_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        exchange.request_complete = True
+        upstream = exchange.upstream
+        if upstream is not None:
+            upstream.write(upstream.codec.send_end(trailers))
+            self._arm_route_timeout(exchange)
+        else:
+            exchange.trailers = trailers
+
+    # -- HTTP/1: the upstream side -------------------------------------------------------
+
+    def on_upstream_ready(
+        self, exchange: Exchange, upstream: UpstreamConnection, reused: bool
+    ) -> None:
+        exchange.upstream = upstream
+        exchange.reused = reused
+        exchange.upstream_start = self.worker.loop.time()
+        self.stats[S.UPSTREAM_RQ_TOTAL] += 1
+        assert exchange.upstream_head is not None
+        codec = upstream.codec
+        out = [codec.send_request_head(exchange.upstream_head)]
+        if exchange.upstream_buffer:
+            out += [codec.send_data(piece) for piece in exchange.upstream_buffer]
+            exchange.upstream_buffer = []
+            exchange.upstream_buffered = 0
+        if exchange.request_complete:
+            out.append(codec.send_end(exchange.trailers))
+        upstream.write(b"".join(out))
+        self.resume_reading(_PAUSE_NOT_CONNECTED)
+        if exchange.request_complete:
+            self._arm_route_timeout(exchange)
+        if self.write_paused and upstream.transport is not None:
+            upstream.transport.pause_reading()
+
+    def on_upstream_failed(self, exchange: Exchange, status: int, flag: str, details: str) -> None:
+        self._local_reply(exchange, status, flag, details, close=not exchange.request_complete)
+
+    def on_upstream_events(self, exchange: Exchange, events: list[Event]) -> None:
+        codec = self.codec
+        assert codec is not None
+        self.last_activity = self.worker.loop.time()
+        out: list[bytes] = []
+        for event in events:
+            kind = type(event)
+            if kind is Data:
+                assert isinstance(event, Data)
+                exchange.bytes_sent += len(event.data)
+                out.append(codec.send_data(event.data))
+            elif kind is ResponseHead:
+                assert isinstance(event, ResponseHead)
+                self._on_response_head(exchange, event, out)
+            elif kind is EndOfMessage:
+                assert isinstance(event, EndOfMessage)
+                exchange.response_trailers = event.trailers
+                out.append(codec.send_end(event.trailers))
+                exchange.response_complete = True
+                self._write(b"".join(out))
+                self._response_done(exchange)
+                return
+            elif kind is Upgraded:
+                assert isinstance(event, Upgraded)
+                exchange.upgraded = True
+                if event.data:
+                    out.append(event.data)
+                upstream = exchange.upstream
+                if exchange.tunnel_pending and upstream is not None:
+                    upstream.write(b"".join(exchange.tunnel_pending))
+                    exchange.tunnel_pending = []
+                    self.resume_reading(_PAUSE_NOT_CONNECTED)
+            elif kind is ProtocolError:
+                assert isinstance(event, ProtocolError)
+                self._write(b"".join(out))
+                self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] += 1
+                self._upstream_broke(exchange, flags.UPSTREAM_PROTOCOL_ERROR, event.reason, 502)
+                return
+        if out:
+            self._write(b"".join(out))
+
+    def _on_response_head(self, exchange: Exchange, head: ResponseHead, out: list[bytes]) -> None:
+        codec = self.codec
+        assert codec is not None
+        status = head.status
+        if status < 200 and status != 101:
+            if status == 100 and exchange.sent_continue:
+                return  # the client already has its 100 Continue, from us
+            head.headers = strip_hop_by_hop(head.headers)
+            out.append(codec.send_response_head(head, exchange.request))
+            return
+        exchange.status = status
+        exchange.response_started = True
+        if status == 101:
+            self._cancel_route_timeout(exchange)  # a tunnel has no response to time out
+        head.headers = strip_hop_by_hop(head.headers, status == 101)
+        if (
+            exchange.upgrade_requested
+            and status != 101
+            and not (exchange.request.method == b"CONNECT" and status < 300)
+        ):
+            # Declined: the client may already have sent tunnel bytes, which are not
+            # HTTP; the connection cannot carry another request.
+            self.close_after = True
+        head.keep_alive = not self.close_after and not self.worker.draining
+        exchange.response = head
+        out.append(codec.send_response_head(head, exchange.request))
+
+    def on_upstream_lost(self, exchange: Exchange, upstream: UpstreamConnection) -> None:
+        events = upstream.codec.connection_closed()
+        if events and type(events[0]) is EndOfMessage:
+            self.on_upstream_events(exchange, events)  # a close-delimited body ended
+            return
+        if exchange.upgraded and exchange.response_started:
+            exchange.response_complete = True
+            self._response_done(exchange)
+            return
+        self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] += 1
+        if (
+            exchange.reused
+            and not upstream.received_any
+            and not exchange.retried
+            and not exchange.response_started
+            and exchange.request.content_length in (None, 0)
+            and not exchange.request.chunked
+            and exchange.upstream_head is not None
+        ):
+            # A pooled keep-alive connection the server had already closed: the request
+            # never reached it, so sending it again on a fresh connection is safe.
+            exchange.retried = True
+            exchange.upstream = None
+            self.stats[S.UPSTREAM_RQ_RETRY] += 1
+            assert self.destination is not None
+            self.worker.pool.acquire(self.destination, exchange, self.source)
+            return
+        exchange.upstream = None
+        if getattr(upstream, "reset_code", None) is not None:
+            # An HTTP/2 upstream reset the stream (RST_STREAM): Envoy's 502 UR.
+            self._upstream_broke(
+                exchange, flags.UPSTREAM_REMOTE_RESET, "upstream_reset_before_response_started", 502
+            )
+            return
+        self._upstream_broke(
+            exchange,
+            flags.UPSTREAM_CONNECTION_TERMINATION,
+            "upstream_reset_before_response_started",
+            503,
+        )
+
+    def _upstream_broke(self, exchange: Exchange, flag: str, details: str, status: int) -> None:
+        """The upstream failed mid-exchange: a 5xx if nothing was sent yet, else a cut."""
+        self._abort_upstream(exchange)
+        if not exchange.response_started:
+            self._local_reply(exchange, status, flag, details, close=True)
+            return
+        # Part of a response went out: closing is the only honest signal (no fake end).
+        exchange.flags.append(flag)
+        exchange.details = details
+        self._finish(exchange)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _arm_route_timeout(self, exchange: Exchange) -> None:
+        if not exchange.timed and not exchange.upgraded:
+            exchange.timed = True
+            worker = self.worker
+            worker.route_deadlines.add(exchange, worker.loop.time() + worker.config.timeouts.route)
+
+    def _cancel_route_timeout(self, exchange: Exchange) -> None:
+        if exchange.timed:
+            exchange.timed = False
+            self.worker.route_deadlines.remove(exchange)
+
+    def route_timeout(self, exchange: Exchange) -> None:
+        exchange.timed = False  # the queue has already dropped it
+        if exchange.finished:
+            return
+        self.stats[S.UPSTREAM_RQ_TIMEOUT] += 1
+        self._upstream_broke(exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504)
+
+    # -- HTTP/1: finishing -------------------------------------------------------------
+
+    def _response_done(self, exchange: Exchange) -> None:
+        upstream = exchange.upstream
+        if upstream is not None:
+            exchange.upstream = None
+            if exchange.request_complete and not exchange.upgrade_requested:
+                upstream.pool.release(upstream)
+            else:
+                # The server answered before reading the whole request: the rest of it
+                # would desynchronise both connections, so both are closed.
+                upstream.user = None
+                upstream.close()
+                self.close_after = True
+        self._finish(exchange)
+        self._next_or_close()
+
+    def _finish(self, exchange: Exchange) -> None:
+        """Account for the exchange exactly once."""
+        if exchange.finished:
+            return
+        exchange.finished = True
+        self._cancel_route_timeout(exchange)
+        stats = self.stats
+        stats[S.DOWNSTREAM_RQ_ACTIVE] -= 1
+        status = exchange.status
+        if 100 <= status < 600:
+            stats[S.DOWNSTREAM_RQ_1XX + status // 100 - 1] += 1
+        observer = self.worker.observer
+        if observer is not None:
+            observer.request_done(_connection(self), exchange, self.worker.loop.time())
+
+    def _next_or_close(self) -> None:
+        self.exchange = None
+        codec = self.codec
+        if self.close_after or self.worker.draining or codec is None or not codec.keep_alive:
+            if self.worker.draining:
+                self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] += 1
+            self._close()
+            return
+        pending = self.pending
+        while pending and (self.exchange is None or not self.exchange.request_complete):
+            self._on_request_event(pending.popleft())
+        if len(pending) <= MAX_PIPELINED_EVENTS:
+            self.resume_reading(_PAUSE_PIPELINE_FULL)
+
+    def _abort_upstream(self, exchange: Exchange) -> None:
+        upstream = exchange.upstream
+        exchange.upstream = None
+        if upstream is not None:
+            upstream.user = None
+            upstream.abort()
+        else:
+            self.worker.pool.cancel(exchange)
+
+    def _protocol_error(self, exchange: Exchange | None, error: ProtocolError) -> None:
+        self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
+        if exchange is None:
+            exchange = Exchange(_connection(self), _UNPARSED_REQUEST, self.worker.loop.time())
+            self.exchange = exchange
+            self.stats[S.DOWNSTREAM_RQ_TOTAL] += 1
+            self.stats[S.DOWNSTREAM_RQ_ACTIVE] += 1
+        if exchange.response_started:
+            exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
+            self._abort_upstream(exchange)
+            self._finish(exchange)
+            self._close()
+            return
+        self._abort_upstream(exchange)
+        self._local_reply(
+            exchange, error.status, flags.DOWNSTREAM_PROTOCOL_ERROR, error.reason, close=True
+        )
+
+    def _local_reply(
+        self, exchange: Exchange, status: int, flag: str, details: str, close: bool
+    ) -> None:
+        """Answer from the proxy itself (Envoy's local reply), then carry on or close."""
+        if close:
+            self.close_after = True
+        exchange.flags.append(flag)
+        exchange.details = details
+        exchange.status = status
+        exchange.response_started = True
+        exchange.response_complete = True
+        keep_alive = not self.close_after and not self.worker.draining
+        head, body = local_reply(status, flag, details, exchange.request_id, keep_alive)
+        assert self.codec is not None
+        exchange.bytes_sent += len(body)
+        self._write(
+            self.codec.send_response_head(head, exchange.request)
+            + self.codec.send_data(body)
+            + self.codec.send_end([])
+        )
+        if not exchange.request_complete:
+            self.close_after = True
+        self._abort_upstream(exchange)
+        self._finish(exchange)
+        self._next_or_close()
+
+    def stream_idle_for(self, now: float) -> float:
+        """How long the request in flight has seen no bytes either way (0 if none is)."""
+        exchange = self.exchange
+        if exchange is None or exchange.finished or exchange.upgraded:
+            return 0.0
+        return now - self.last_activity
+
+    def stream_idle_timeout(self) -> None:
+        """Envoy's stream_idle_timeout: 408 (flag SI) before the response began, else a cut."""
+        exchange = self.exchange
+        if exchange is None or exchange.finished:
+            return
+        if exchange.response_started:
+            exchange.flags.append(flags.STREAM_IDLE_TIMEOUT)
+            self._abort_upstream(exchange)
+            self._finish(exchange)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._local_reply(
+            exchange, 408, flags.STREAM_IDLE_TIMEOUT, "stream_idle_timeout", close=True
+        )
+
+
+def _connection(manager: Http1ConnectionManager) -> DownstreamConnection:
+    """The connection this manager is part of (the mixin only ever runs on one)."""
+    return manager  # type: ignore[return-value]
+
+
+def _is_grpc(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.startswith(b"application/grpc")
+    return False
+
+
+_UNPARSED_REQUEST = RequestHead(1, b"-", b"-", [], b"1.1", False)
