@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from proxy.core.messages import Headers
+from proxy.core.messages import Headers, RequestHead, ResponseHead
 
 REASONS: dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 
@@ -62,3 +62,59 @@ def _framing_line(content_length: int | None, chunked: bool) -> bytes:
     if content_length is not None:
         return b"content-length: %d\r\n" % content_length
     return b""
+
+
+class ResponseFraming:
+    """How a server codec frames responses for the client that sent the request.
+
+    Shared by both HTTP/1 server codecs, so they frame alike by construction: chunked
+    to an HTTP/1.1 client when the length is unknown, close-delimited to HTTP/1.0, no
+    framing once the connection leaves HTTP (101, 2xx to CONNECT), and whether the
+    connection stays open decided per answered request.
+    """
+
+    __slots__ = ("_failed", "_keep_alive", "_response_chunked", "_response_close", "_upgraded")
+
+    def __init__(self) -> None:
+        self._failed = False
+        self._keep_alive = True
+        self._response_chunked = False
+        self._response_close = False
+        self._upgraded = False
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._keep_alive and not self._failed and not self._response_close
+
+    def send_response_head(self, head: ResponseHead, request: RequestHead) -> bytes:
+        status = head.status
+        if status < 200:
+            return response_head(status, head.reason, head.headers, None, False, False)
+        content_length = head.content_length
+        bodiless = request.method == b"HEAD" or status in (204, 304)
+        # Decided per answered request: a pipelined request parsed later must not change it.
+        self._keep_alive = request.keep_alive
+        close = not (head.keep_alive and request.keep_alive)
+        chunked = False
+        if status == 101 or (request.method == b"CONNECT" and status < 300):
+            # The connection leaves HTTP: no framing (RFC 9110 section 9.3.6 forbids
+            # Content-Length and Transfer-Encoding on a 2xx to CONNECT).
+            self._upgraded = True
+            content_length = None
+        elif content_length is None and not bodiless:
+            if request.http_version == b"1.1":
+                chunked = True
+            else:
+                close = True  # an HTTP/1.0 client reads a body of unknown length to EOF
+        self._response_chunked = chunked
+        self._response_close = close
+        return response_head(status, head.reason, head.headers, content_length, chunked, close)
+
+    def send_data(self, data: bytes) -> bytes:
+        return chunk(data) if self._response_chunked else data
+
+    def send_end(self, trailers: Headers) -> bytes:
+        if self._response_chunked:
+            self._response_chunked = False
+            return last_chunk(trailers)
+        return b""

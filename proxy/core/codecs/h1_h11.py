@@ -336,7 +336,7 @@ def _keep(codec: H11ServerCodec | H11ClientCodec, rest: Buffer) -> None:
         codec._buffer = bytearray(rest)
 
 
-class H11ServerCodec:
+class H11ServerCodec(h1_framing.ResponseFraming):
     """Server side: parses pipelined requests, frames responses for this client's version."""
 
     __slots__ = (
@@ -344,30 +344,21 @@ class H11ServerCodec:
         "_buffer",
         "_closing",
         "_connection",
-        "_failed",
-        "_keep_alive",
         "_limits",
         "_request_keep_alive",
-        "_response_chunked",
-        "_response_close",
         "_scan",
-        "_upgraded",
     )
 
     def __init__(self, limits: CodecLimits | None = None) -> None:
+        super().__init__()
         self._limits = limits or CodecLimits()
         self._buffer = bytearray()
         self._scan = _HeadScan()
         self._connection: h11.Connection | None = None
         self._body: _Body | None = None
-        self._failed = False
-        self._upgraded = False
-        self._keep_alive = True
         self._request_keep_alive = True
         # The last request was not keep-alive: only CR/LF may follow it, as in llhttp.
         self._closing = False
-        self._response_chunked = False
-        self._response_close = False
 
     # -- parsing -------------------------------------------------------------------
 
@@ -559,47 +550,6 @@ class H11ServerCodec:
             self._connection = None
             self._closing = not self._request_keep_alive
         return used
-
-    # -- framing -------------------------------------------------------------------
-
-    @property
-    def keep_alive(self) -> bool:
-        return self._keep_alive and not self._failed and not self._response_close
-
-    def send_response_head(self, head: ResponseHead, request: RequestHead) -> bytes:
-        status = head.status
-        if status < 200:
-            return h1_framing.response_head(status, head.reason, head.headers, None, False, False)
-        content_length = head.content_length
-        bodiless = request.method == b"HEAD" or status in (204, 304)
-        # Decided per answered request: a pipelined request parsed later must not change it.
-        self._keep_alive = request.keep_alive
-        close = not (head.keep_alive and request.keep_alive)
-        chunked = False
-        if status == 101 or (request.method == b"CONNECT" and status < 300):
-            # The connection leaves HTTP: no framing (RFC 9110 section 9.3.6 forbids
-            # Content-Length and Transfer-Encoding on a 2xx to CONNECT).
-            self._upgraded = True
-            content_length = None
-        elif content_length is None and not bodiless:
-            if request.http_version == b"1.1":
-                chunked = True
-            else:
-                close = True  # an HTTP/1.0 client reads a body of unknown length to EOF
-        self._response_chunked = chunked
-        self._response_close = close
-        return h1_framing.response_head(
-            status, head.reason, head.headers, content_length, chunked, close
-        )
-
-    def send_data(self, data: bytes) -> bytes:
-        return h1_framing.chunk(data) if self._response_chunked else data
-
-    def send_end(self, trailers: Headers) -> bytes:
-        if self._response_chunked:
-            self._response_chunked = False
-            return h1_framing.last_chunk(trailers)
-        return b""
 
 
 class H11ClientCodec:

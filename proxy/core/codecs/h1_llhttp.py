@@ -114,35 +114,31 @@ _SPECIAL_REQUEST_FIELDS = {
 }
 
 
-class LlhttpServerCodec:
+class LlhttpServerCodec(h1_framing.ResponseFraming):
     """Server side: parses pipelined requests, frames responses for this client's version."""
 
     __slots__ = (
         "_content_length",
         "_events",
         "_expect_continue",
-        "_failed",
         "_framing_error",
         "_head_bytes",
         "_head_done",
         "_head_size",
         "_headers",
         "_hosts",
-        "_keep_alive",
         "_limits",
         "_max_count",
         "_messages_ended",
         "_parser",
         "_request_chunked",
-        "_response_chunked",
-        "_response_close",
         "_target",
         "_trailers",
         "_upgrade",
-        "_upgraded",
     )
 
     def __init__(self, limits: CodecLimits | None = None) -> None:
+        super().__init__()
         self._limits = limits or CodecLimits()
         self._max_count = self._limits.max_header_count
         # Per-message facts gathered while headers arrive (one pass, in on_header).
@@ -160,12 +156,7 @@ class LlhttpServerCodec:
         self._head_bytes = 0
         self._head_done = True
         self._messages_ended = 0
-        self._failed = False
-        self._upgraded = False
-        self._keep_alive = True
         self._request_chunked = False
-        self._response_chunked = False
-        self._response_close = False
 
     # -- parsing -------------------------------------------------------------------
 
@@ -322,46 +313,6 @@ class LlhttpServerCodec:
     def on_message_complete(self) -> None:
         self._messages_ended += 1
         self._events.append(EndOfMessage(H1_STREAM, self._trailers))
-
-    # -- framing -------------------------------------------------------------------
-
-    @property
-    def keep_alive(self) -> bool:
-        return self._keep_alive and not self._failed and not self._response_close
-
-    def send_response_head(self, head: ResponseHead, request: RequestHead) -> bytes:
-        status = head.status
-        if status < 200:
-            return h1_framing.response_head(status, head.reason, head.headers, None, False, False)
-        content_length = head.content_length
-        bodiless = request.method == b"HEAD" or status in (204, 304)
-        self._keep_alive = request.keep_alive
-        close = not (head.keep_alive and request.keep_alive)
-        chunked = False
-        if status == 101 or (request.method == b"CONNECT" and status < 300):
-            # The connection leaves HTTP: no framing (RFC 9110 section 9.3.6 forbids
-            # Content-Length and Transfer-Encoding on a 2xx to CONNECT).
-            self._upgraded = True
-            content_length = None
-        elif content_length is None and not bodiless:
-            if request.http_version == b"1.1":
-                chunked = True
-            else:
-                close = True  # an HTTP/1.0 client reads a body of unknown length to EOF
-        self._response_chunked = chunked
-        self._response_close = close
-        return h1_framing.response_head(
-            status, head.reason, head.headers, content_length, chunked, close
-        )
-
-    def send_data(self, data: bytes) -> bytes:
-        return h1_framing.chunk(data) if self._response_chunked else data
-
-    def send_end(self, trailers: Headers) -> bytes:
-        if self._response_chunked:
-            self._response_chunked = False
-            return h1_framing.last_chunk(trailers)
-        return b""
 
 
 class LlhttpClientCodec:
