@@ -8,12 +8,14 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 
 from proxy.config import env as env_names
 from proxy.config.load import ConfigError, build
 from proxy.config.model import ProxyConfig
+from proxy.runtime.listeners import listener_specs
 from proxy.runtime.serve import WorkerProcess
 from proxy.telemetry.stats import StatsTable
 
@@ -93,6 +95,10 @@ def main(argv: list[str]) -> int:
         return 2
     logging.getLogger().setLevel(_LOG_LEVELS[config.log_level])
     install_event_loop()
+    busy = _taken_ports(config)
+    if busy:
+        print(f"pilotfish: cannot listen: {busy} already in use", file=sys.stderr)
+        return 1
     table = StatsTable(config.concurrency)
     # Fork before any event loop exists: each worker builds its own loop and binds its
     # own SO_REUSEPORT sockets, so the kernel spreads connections across workers.
@@ -109,6 +115,25 @@ def main(argv: list[str]) -> int:
     code = _run(WorkerProcess(0, config, table, children))
     _reap(children, deadline=time.monotonic() + config.timeouts.drain + 1.0)
     return code
+
+
+def _taken_ports(config: ProxyConfig) -> str | None:
+    """A listener address another process holds, or None.
+
+    The workers bind with SO_REUSEPORT, which a second pilotfish (or any process of
+    the same user) could share silently, splitting the traffic between the two. A
+    plain bind first makes that a start-up error instead.
+    """
+    for spec in listener_specs(config):
+        with socket.socket(socket.AF_INET6 if ":" in spec.host else socket.AF_INET) as probe:
+            # SO_REUSEADDR: connections in TIME_WAIT from a previous run are no conflict
+            # (on Linux it still refuses a port that another socket listens on).
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((spec.host, spec.port))
+            except OSError:
+                return f"{spec.host}:{spec.port}"
+    return None
 
 
 def _die_with_parent(parent: int) -> None:

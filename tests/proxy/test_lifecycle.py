@@ -273,3 +273,18 @@ def test_explicit_mode_port_in_use_fails_clearly(upstream: Server) -> None:
         and "cannot listen" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_second_instance_on_the_same_port_refuses_to_start(upstream: Server) -> None:
+    """SO_REUSEPORT would let two proxies share a port silently; the second must fail."""
+    proxy = Proxy(upstream.port)
+    try:
+        result = run_pilotfish("--listen", f"127.0.0.1:{proxy.port}", "--upstream", f"127.0.0.1:{upstream.port}",
+                               "--concurrency", "1", "--admin-port", str(free_port()))
+        assert result.returncode == 1 and "already in use" in result.stderr
+        assert proxy.proc.poll() is None
+    finally:
+        proxy.stop()
+    # and once it has gone, the port is free again at once (TIME_WAIT is no conflict)
+    again = Proxy(upstream.port)
+    again.stop()
