@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import ROOT, Proxy, free_port, raw_exchange
+from tests.proxy.conftest import ROOT, Proxy, free_port, raw_exchange, wait_ready
 from tests.proxy.upstream_app import Server
 
 
@@ -285,6 +285,12 @@ def test_second_instance_on_the_same_port_refuses_to_start(upstream: Server) -> 
         assert proxy.proc.poll() is None
     finally:
         proxy.stop()
-    # and once it has gone, the port is free again at once (TIME_WAIT is no conflict)
-    again = Proxy(upstream.port)
-    again.stop()
+    # once it has gone, the same port is free again at once (TIME_WAIT is no conflict)
+    result = subprocess.Popen([sys.executable, "-m", "proxy", "run", "--listen", f"127.0.0.1:{proxy.port}",
+                               "--upstream", f"127.0.0.1:{upstream.port}", "--concurrency", "1",
+                               "--admin-port", str(proxy.admin_port)], cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_ready(proxy.admin_port, result)
+    finally:
+        result.send_signal(signal.SIGINT)
+        result.wait(5)
