@@ -210,7 +210,8 @@ def main(argv: list[str]) -> int:
 == where to look next
   admin:       http://127.0.0.1:{admin_port}/  (/stats, /stats/prometheus, /config_dump, /listeners)
   try it:      curl -i http://127.0.0.1:{proxy_port}/api/items/3
-  sidecar log: {workdir / "sidecar.log"}""")
+  sidecar log: {workdir / "sidecar.log"}
+  (these stop with the demo; `pilotfish demo --stay` keeps the app and sidecar running)""")
         if args.stay:
             print("\npilotfish demo: staying up; Ctrl-C stops it")
             while sidecar.poll() is None:
