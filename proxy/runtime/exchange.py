@@ -91,6 +91,35 @@ class Exchange:
         self.telemetry: object = None
         self.timed = False  # a route timeout is running (in the worker's deadline queue)
 
+    # Sending the request upstream, the same for HTTP/1 and HTTP/2 exchanges.
+
+    def attach(self, upstream: UpstreamConnection, reused: bool, now: float) -> bool:
+        """Take `upstream` and send it the request so far; True if that was all of it."""
+        self.upstream = upstream
+        self.reused = reused
+        self.upstream_start = now
+        assert self.upstream_head is not None
+        codec = upstream.codec
+        out = [codec.send_request_head(self.upstream_head)]
+        if self.upstream_buffer:
+            out += [codec.send_data(piece) for piece in self.upstream_buffer]
+            self.upstream_buffer = []
+            self.upstream_buffered = 0
+        if self.request_complete:
+            out.append(codec.send_end(self.trailers))
+        upstream.write(b"".join(out))
+        return self.request_complete
+
+    def end_request(self, trailers: list[tuple[bytes, bytes]]) -> bool:
+        """The request is complete: True if its end went upstream, False if it waits there."""
+        self.request_complete = True
+        upstream = self.upstream
+        if upstream is None:
+            self.trailers = trailers
+            return False
+        upstream.write(upstream.codec.send_end(trailers))
+        return True
+
     # The pool and the upstream connection call these (UpstreamUser); an exchange that
     # has already finished ignores late callbacks instead of disturbing its successor.
 

@@ -315,33 +315,17 @@ class H2Downstream:
         worker.h2_pool.acquire(destination, exchange, connection.source, not grpc)
 
     def _request_end(self, exchange: H2Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
-        exchange.request_complete = True
-        upstream = exchange.upstream
-        if upstream is not None:
-            upstream.write(upstream.codec.send_end(trailers))
+        if exchange.end_request(trailers):
             self._arm_route_timeout(exchange)
-        else:
-            exchange.trailers = trailers
 
     # -- the upstream side ----------------------------------------------------------------
 
     def on_upstream_ready(
         self, exchange: H2Exchange, upstream: UpstreamConnection, reused: bool
     ) -> None:
-        exchange.upstream = upstream
-        exchange.reused = reused
-        exchange.upstream_start = self.worker.loop.time()
         self.stats[S.UPSTREAM_RQ_TOTAL] += 1
-        assert exchange.upstream_head is not None
-        codec = upstream.codec
-        out = [codec.send_request_head(exchange.upstream_head)]
-        if exchange.upstream_buffer:
-            out += [codec.send_data(piece) for piece in exchange.upstream_buffer]
-            exchange.upstream_buffer = []
-        if exchange.request_complete:
-            out.append(codec.send_end(exchange.trailers))
+        if exchange.attach(upstream, reused, self.worker.loop.time()):
             self._arm_route_timeout(exchange)
-        upstream.write(b"".join(out))
         if exchange.owed and not exchange.upstream_blocked:
             self.codec.acknowledge(exchange.stream_id, exchange.owed)
             exchange.owed = 0

@@ -193,36 +193,18 @@ class Http1ConnectionManager:
             self.pause_reading(_PAUSE_NOT_CONNECTED)
 
     def _request_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
-        exchange.request_complete = True
-        upstream = exchange.upstream
-        if upstream is not None:
-            upstream.write(upstream.codec.send_end(trailers))
+        if exchange.end_request(trailers):
             self._arm_route_timeout(exchange)
-        else:
-            exchange.trailers = trailers
 
     # -- HTTP/1: the upstream side -------------------------------------------------------
 
     def on_upstream_ready(
         self, exchange: Exchange, upstream: UpstreamConnection, reused: bool
     ) -> None:
-        exchange.upstream = upstream
-        exchange.reused = reused
-        exchange.upstream_start = self.worker.loop.time()
         self.stats[S.UPSTREAM_RQ_TOTAL] += 1
-        assert exchange.upstream_head is not None
-        codec = upstream.codec
-        out = [codec.send_request_head(exchange.upstream_head)]
-        if exchange.upstream_buffer:
-            out += [codec.send_data(piece) for piece in exchange.upstream_buffer]
-            exchange.upstream_buffer = []
-            exchange.upstream_buffered = 0
-        if exchange.request_complete:
-            out.append(codec.send_end(exchange.trailers))
-        upstream.write(b"".join(out))
-        self.resume_reading(_PAUSE_NOT_CONNECTED)
-        if exchange.request_complete:
+        if exchange.attach(upstream, reused, self.worker.loop.time()):
             self._arm_route_timeout(exchange)
+        self.resume_reading(_PAUSE_NOT_CONNECTED)
         if self.write_paused and upstream.transport is not None:
             upstream.transport.pause_reading()
 
