@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proxy.core.messages import Event, RequestHead, ResponseHead
+from proxy.runtime import pause
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
@@ -142,7 +143,7 @@ class Exchange:
             self.downstream.on_upstream_lost(self, connection)
 
     def upstream_pause_writing(self) -> None:
-        self.downstream.pause_reading(1)
+        self.downstream.pause_reading(pause.UPSTREAM_FULL)
 
     def upstream_resume_writing(self) -> None:
-        self.downstream.resume_reading(1)
+        self.downstream.resume_reading(pause.UPSTREAM_FULL)

@@ -25,6 +25,7 @@ from proxy.core.messages import (
     ResponseHead,
     Upgraded,
 )
+from proxy.runtime import pause
 from proxy.runtime.exchange import Exchange
 from proxy.telemetry import stats as S
 
@@ -38,10 +39,6 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Parsed requests allowed to wait behind the one in flight before reading pauses.
 MAX_PIPELINED_EVENTS = 64
 
-# Reasons reading from the client is paused; reading resumes when none is left.
-_PAUSE_UPSTREAM_FULL = 1
-_PAUSE_PIPELINE_FULL = 2
-_PAUSE_NOT_CONNECTED = 4
 
 
 class Http1ConnectionManager:
@@ -88,7 +85,7 @@ class Http1ConnectionManager:
             ):
                 pending.append(event)
                 if len(pending) > MAX_PIPELINED_EVENTS:
-                    self.pause_reading(_PAUSE_PIPELINE_FULL)
+                    self.pause_reading(pause.PIPELINE_FULL)
                 continue
             self._on_request_event(event)
 
@@ -181,7 +178,7 @@ class Http1ConnectionManager:
         exchange.upstream_buffer.append(data)
         exchange.upstream_buffered += len(data)
         if exchange.upstream_buffered > self.worker.config.limits.buffer_high_water:
-            self.pause_reading(_PAUSE_NOT_CONNECTED)
+            self.pause_reading(pause.NOT_CONNECTED)
 
     def _tunnel_data(self, exchange: Exchange, data: bytes) -> None:
         upstream = exchange.upstream
@@ -190,7 +187,7 @@ class Http1ConnectionManager:
             return
         exchange.tunnel_pending.append(data)
         if sum(map(len, exchange.tunnel_pending)) > self.worker.config.limits.buffer_high_water:
-            self.pause_reading(_PAUSE_NOT_CONNECTED)
+            self.pause_reading(pause.NOT_CONNECTED)
 
     def _request_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
         if exchange.end_request(trailers):
@@ -204,7 +201,7 @@ class Http1ConnectionManager:
         self.stats[S.UPSTREAM_RQ_TOTAL] += 1
         if exchange.attach(upstream, reused, self.worker.loop.time()):
             self._arm_route_timeout(exchange)
-        self.resume_reading(_PAUSE_NOT_CONNECTED)
+        self.resume_reading(pause.NOT_CONNECTED)
         if self.write_paused and upstream.transport is not None:
             upstream.transport.pause_reading()
 
@@ -242,7 +239,7 @@ class Http1ConnectionManager:
                 if exchange.tunnel_pending and upstream is not None:
                     upstream.write(b"".join(exchange.tunnel_pending))
                     exchange.tunnel_pending = []
-                    self.resume_reading(_PAUSE_NOT_CONNECTED)
+                    self.resume_reading(pause.NOT_CONNECTED)
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
                 self._write(b"".join(out))
@@ -395,7 +392,7 @@ class Http1ConnectionManager:
         while pending and (self.exchange is None or not self.exchange.request_complete):
             self._on_request_event(pending.popleft())
         if len(pending) <= MAX_PIPELINED_EVENTS:
-            self.resume_reading(_PAUSE_PIPELINE_FULL)
+            self.resume_reading(pause.PIPELINE_FULL)
 
     def _abort_upstream(self, exchange: Exchange) -> None:
         upstream = exchange.upstream

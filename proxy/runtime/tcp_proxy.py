@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from proxy.runtime import pause
 from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class TcpRelay:
             self.buffer = []
         if self.downstream_done and transport.can_write_eof():
             transport.write_eof()
-        self.downstream.resume_reading(4)
+        self.downstream.resume_reading(pause.NOT_CONNECTED)
 
     # downstream -> upstream
     def from_downstream(self, data: bytes) -> None:
@@ -99,7 +100,7 @@ class TcpRelay:
         else:
             self.buffer.append(data)
             if sum(map(len, self.buffer)) > self.worker.config.limits.buffer_high_water:
-                self.downstream.pause_reading(4)
+                self.downstream.pause_reading(pause.NOT_CONNECTED)
 
     def downstream_eof(self) -> bool:
         self.downstream_done = True
@@ -166,7 +167,7 @@ class TcpRelay:
             self.upstream.resume_reading()
 
     def pause_downstream(self) -> None:
-        self.downstream.pause_reading(8)
+        self.downstream.pause_reading(pause.TCP_UPSTREAM_FULL)
 
     def resume_downstream(self) -> None:
-        self.downstream.resume_reading(8)
+        self.downstream.resume_reading(pause.TCP_UPSTREAM_FULL)
