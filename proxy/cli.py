@@ -9,13 +9,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> (module, one-line help). Each module exposes `main(argv: list[str]) -> int`.
+# subcommand -> ("module[:function]", one-line help); the function (default `main`)
+# takes the remaining arguments and returns the exit code.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("proxy.runtime.main", "run the sidecar proxy (--sidecar, or --listen/--upstream)"),
     "demo": ("proxy.demo.main", "run a demo app behind the sidecar, drive traffic, summarise"),
     "iptables": ("proxy.capture.cli", "install the transparent-capture rules (init container)"),
     "injector": ("injector.cli", "the admission webhook: `injector serve`, `injector certs`"),
     "inject": ("injector.offline", "offline injection: `inject -f FILE|-` to stdout"),
+    "wait": ("proxy.admin.hooks:wait", "wait until the proxy is ready (postStart hook)"),
+    "drain": ("proxy.admin.hooks:drain", "start draining the proxy (preStop hook)"),
 }
 
 
@@ -39,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if entry is None:
         print(f"pilotfish: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(entry[0])
-    result: int = module.main(args[1:])
+    module_name, _, function = entry[0].partition(":")
+    module = importlib.import_module(module_name)
+    result: int = getattr(module, function or "main")(args[1:])
     return result
 
 
