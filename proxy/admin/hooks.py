@@ -29,13 +29,24 @@ def _status(url: str, method: str, timeout: float) -> int:
         return int(error.code)
 
 
-def wait(argv: list[str]) -> int:
+def wait_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pilotfish wait", description="wait until the proxy is ready"
     )
     parser.add_argument("--url", default=READY_URL, help=f"readiness URL (default {READY_URL})")
     parser.add_argument("--timeout", default="60s", help="give up after this long (default 60s)")
     parser.add_argument("--period", default="500ms", help="time between attempts (default 500ms)")
+    return parser
+
+
+def drain_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pilotfish drain", description="start draining the proxy")
+    parser.add_argument("--url", default=DRAIN_URL, help=f"drain URL (default {DRAIN_URL})")
+    return parser
+
+
+def wait(argv: list[str]) -> int:
+    parser = wait_parser()
     args = parser.parse_args(argv)
     try:
         timeout, period = parse_duration(args.timeout), parse_duration(args.period)
@@ -61,9 +72,7 @@ def wait(argv: list[str]) -> int:
 
 
 def drain(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="pilotfish drain", description="start draining the proxy")
-    parser.add_argument("--url", default=DRAIN_URL, help=f"drain URL (default {DRAIN_URL})")
-    args = parser.parse_args(argv)
+    args = drain_parser().parse_args(argv)
     try:
         status = _status(args.url, "POST", 5.0)
     except OSError as error:

@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from injector import names
+from proxy.admin import hooks
 from proxy.capture.flags import parse_flags
 from proxy.config import env as proxy_env
+from proxy.config.load import parse_duration
 from proxy.runtime.main import parser as run_parser
 
 CASES = Path(__file__).parent / "testdata" / "inject"
@@ -82,10 +84,14 @@ def test_env_names_match_the_proxy() -> None:
 
 
 @pytest.mark.parametrize("case", INJECTED, ids=[p.name.split(".")[0] for p in INJECTED])
-def test_lifecycle_hooks_are_valid_python(case: Path) -> None:
-    """The hooks run `python3 -c` in the proxy image; a typo would only show in a cluster."""
+def test_lifecycle_hooks_are_commands_the_cli_accepts(case: Path) -> None:
+    """The hooks run `pilotfish wait|drain` in the proxy image; a bad flag would only show in a cluster."""
     for container in injected_containers(case):
         for hook in container.get("lifecycle", {}).values():
             command = hook["exec"]["command"]
-            assert command[:2] == ["python3", "-c"]
-            compile(command[2], f"{case.name}:{container['name']}", "exec")
+            assert command[0] == "pilotfish" and command[1] in ("wait", "drain")
+            parser = hooks.wait_parser() if command[1] == "wait" else hooks.drain_parser()
+            args = parser.parse_args(command[2:])  # exits (fails the test) on a bad flag
+            assert args.url.startswith("http://127.0.0.1:")
+            if command[1] == "wait":
+                parse_duration(args.timeout)
