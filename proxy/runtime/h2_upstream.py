@@ -12,7 +12,6 @@ has not paused the stream's "transport" (its downstream could not take more).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
 from proxy.core import flags
@@ -26,6 +25,7 @@ from proxy.core.codecs.h2 import (
     StreamReset,
 )
 from proxy.core.messages import Data, EndOfMessage, Event, RequestHead
+from proxy.runtime.upstream import PendingRequests
 from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
@@ -491,11 +491,12 @@ class H2UpstreamPool:
         self.limits = H2Limits(stream_window=config.limits.buffer_high_water)
         self.connect_timeout = config.timeouts.connect
         self.max_connections = config.limits.max_upstream_connections
-        self.max_pending = config.limits.max_pending_requests
         self.high_water = config.limits.buffer_high_water
         self.flusher = FlushQueue(loop)
         self.connections: dict[Destination, list[H2UpstreamConnection]] = {}
-        self.pending: dict[Destination, deque[_Waiter]] = {}
+        self.pending: PendingRequests[_Waiter] = PendingRequests(
+            config.limits.max_pending_requests, stats
+        )
         self.connecting: dict[Destination, int] = {}
         self.closing = False
         # 1 h: Envoy's cluster idle_timeout; idle connections are looked for on one timer.
@@ -521,12 +522,9 @@ class H2UpstreamPool:
             if connection.active < connection.capacity and not connection.goaway:
                 self._hand_out(connection, user, True)
                 return
-        queue = self.pending.setdefault(destination, deque())
-        if len(queue) >= self.max_pending:
-            self.stats[S.UPSTREAM_RQ_PENDING_OVERFLOW] += 1
-            user.upstream_failed(503, flags.UPSTREAM_OVERFLOW, "upstream_pool_overflow")
+        queue = self.pending.add(destination, (user, source, http1_fallback))
+        if queue is None:
             return
-        queue.append((user, source, http1_fallback))
         open_count = len(self.connections.get(destination, ())) + self.connecting.get(
             destination, 0
         )
@@ -547,11 +545,7 @@ class H2UpstreamPool:
         user.upstream_ready(cast("UpstreamConnection", stream), reused)
 
     def cancel(self, user: UpstreamUser) -> None:
-        for queue in self.pending.values():
-            for waiter in queue:
-                if waiter[0] is user:
-                    queue.remove(waiter)
-                    return
+        self.pending.cancel(user)
 
     def release(self, stream: H2UpstreamStream) -> None:
         """The exchange is done with its stream (the response ended)."""

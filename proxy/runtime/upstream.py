@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from proxy.core import flags
 from proxy.core.codecs.base import ClientCodec
@@ -122,6 +122,40 @@ class UpstreamConnection(asyncio.Protocol):
         return f"<UpstreamConnection {host}:{port} {state} reusable={self.codec.reusable}>"
 
 
+Waiter = TypeVar("Waiter", bound=tuple[Any, ...])
+
+
+class PendingRequests(dict[Destination, deque[Waiter]]):
+    """Requests waiting for a connection, per destination: Envoy's max_pending_requests.
+
+    A waiter is a tuple whose first item is the UpstreamUser; both pools (HTTP/1 and
+    HTTP/2) queue, refuse (503 UO) and cancel through this one place.
+    """
+
+    def __init__(self, limit: int, stats: memoryview) -> None:
+        super().__init__()
+        self.limit = limit
+        self.stats = stats
+
+    def add(self, destination: Destination, waiter: Waiter) -> deque[Waiter] | None:
+        """Queue `waiter` and return its queue, or refuse it (503 UO) when the queue is full."""
+        queue = self.setdefault(destination, deque())
+        if len(queue) >= self.limit:
+            self.stats[S.UPSTREAM_RQ_PENDING_OVERFLOW] += 1
+            waiter[0].upstream_failed(503, flags.UPSTREAM_OVERFLOW, "upstream_pool_overflow")
+            return None
+        queue.append(waiter)
+        return queue
+
+    def cancel(self, user: UpstreamUser) -> None:
+        """A waiting exchange went away before it got a connection."""
+        for queue in self.values():
+            for waiter in queue:
+                if waiter[0] is user:
+                    queue.remove(waiter)
+                    return
+
+
 class UpstreamPool:
     """Keep-alive connections per destination, with Envoy's circuit-breaker limits."""
 
@@ -138,12 +172,13 @@ class UpstreamPool:
         self.connect_timeout = config.timeouts.connect
         self.idle_timeout = config.timeouts.upstream_idle
         self.max_connections = config.limits.max_upstream_connections
-        self.max_pending = config.limits.max_pending_requests
         self.high_water = config.limits.buffer_high_water
         self.inbound_source = config.inbound_source
         self.idle: dict[Destination, list[UpstreamConnection]] = {}
         self.open_count: dict[Destination, int] = {}
-        self.pending: dict[Destination, deque[tuple[UpstreamUser, str | None]]] = {}
+        self.pending: PendingRequests[tuple[UpstreamUser, str | None]] = PendingRequests(
+            config.limits.max_pending_requests, stats
+        )
         self.closing = False
 
     def acquire(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
@@ -159,20 +194,10 @@ class UpstreamPool:
         if self.open_count.get(destination, 0) < self.max_connections:
             self._open(destination, user, source)
             return
-        queue = self.pending.setdefault(destination, deque())
-        if len(queue) >= self.max_pending:
-            self.stats[S.UPSTREAM_RQ_PENDING_OVERFLOW] += 1
-            user.upstream_failed(503, flags.UPSTREAM_OVERFLOW, "upstream_pool_overflow")
-            return
-        queue.append((user, source))
+        self.pending.add(destination, (user, source))
 
     def cancel(self, user: UpstreamUser) -> None:
-        """A waiting exchange went away before it got a connection."""
-        for queue in self.pending.values():
-            for item in queue:
-                if item[0] is user:
-                    queue.remove(item)
-                    return
+        self.pending.cancel(user)
 
     def release(self, connection: UpstreamConnection) -> None:
         """An exchange is done with `connection`: reuse it, hand it on, or close it."""
