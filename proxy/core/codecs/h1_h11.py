@@ -290,6 +290,18 @@ def _as_bytes(data: Buffer) -> bytes:
     return data if isinstance(data, bytes) else bytes(data)
 
 
+def _feed_body(
+    body: _Body, connection: h11.Connection, data: Buffer, events: list[Event], status: int
+) -> tuple[int, bool]:
+    """Feed h11 the body bytes the framing guard measured: (bytes used, message ended)."""
+    used, done = body.scan(data)
+    if used:  # h11 takes empty data as the end of the stream
+        connection.receive_data(_as_bytes(data[:used]))
+    if _drain(connection, events) != done:
+        raise _Reject(status, "h11 and the framing guard disagree on the body's end")
+    return used, done
+
+
 def _skip_line_ends(data: Buffer) -> int:
     """How many CR/LF bytes come first: llhttp skips them before a start line."""
     match = _LEADING_LINE_ENDS.match(data)
@@ -536,15 +548,8 @@ class H11ServerCodec(h1_framing.ResponseFraming):
             raise _Reject(414, "request target too long")
 
     def _read_body(self, data: Buffer, events: list[Event]) -> int:
-        body = self._body
-        connection = self._connection
-        assert body is not None and connection is not None
-        used, done = body.scan(data)
-        if used:  # h11 takes empty data as the end of the stream
-            connection.receive_data(_as_bytes(data[:used]))
-        ended = _drain(connection, events)
-        if ended != done:
-            raise _Reject(400, "h11 and the framing guard disagree on the body's end")
+        assert self._body is not None and self._connection is not None
+        used, done = _feed_body(self._body, self._connection, data, events, 400)
         if done:
             self._body = None
             self._connection = None
@@ -765,15 +770,8 @@ class H11ClientCodec:
         scan.lines = line_end + 1
 
     def _read_body(self, data: Buffer, events: list[Event]) -> int:
-        body = self._body
-        connection = self._connection
-        assert body is not None and connection is not None
-        used, done = body.scan(data)
-        if used:  # h11 takes empty data as the end of the stream
-            connection.receive_data(_as_bytes(data[:used]))
-        ended = _drain(connection, events)
-        if ended != done:
-            raise _Reject(502, "h11 and the framing guard disagree on the body's end")
+        assert self._body is not None and self._connection is not None
+        used, done = _feed_body(self._body, self._connection, data, events, 502)
         if done:
             self._body = None
             self._complete = True
