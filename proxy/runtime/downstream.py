@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, cast
 from proxy.core import flags
 from proxy.core.messages import Event
 from proxy.core.sniff import Protocol, sniff
-from proxy.runtime.exchange import Exchange
 from proxy.runtime.http1 import Http1ConnectionManager
 from proxy.runtime.listeners import Resolver
 from proxy.runtime.tcp_proxy import TcpRelay
@@ -22,12 +21,10 @@ from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.core.codecs.base import ServerCodec
+    from proxy.runtime.exchange import Exchange
     from proxy.runtime.h2_downstream import H2Downstream
     from proxy.runtime.upstream import Destination
     from proxy.runtime.worker import Worker
-
-__all__ = ["DownstreamConnection", "Exchange"]
-
 
 class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
     """One accepted client connection."""

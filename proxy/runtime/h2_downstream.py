@@ -31,7 +31,7 @@ from proxy.core.codecs.h2 import (
 from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, RequestHead, ResponseHead
-from proxy.runtime.downstream import Exchange
+from proxy.runtime.exchange import Exchange
 from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
