@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from proxy.core import flags
+from proxy.core.codecs.h1_framing import REASONS
 from proxy.core.messages import H1_STREAM, ResponseHead
 
 # Bodies say what happened in Envoy's words, so runbooks written for Envoy still match.
@@ -37,6 +38,4 @@ def local_reply(
 
 
 def _status_text(status: int) -> bytes:
-    from proxy.core.codecs.h1_framing import REASONS
-
     return REASONS.get(status, b"Error")
