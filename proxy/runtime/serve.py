@@ -19,7 +19,6 @@ import sys
 from collections.abc import Callable
 
 from proxy.admin import server as admin_server
-from proxy.admin.agent import Agent
 from proxy.admin.endpoints import AdminEndpoints, ServerState
 from proxy.config.model import ProxyConfig
 from proxy.runtime.downstream import DownstreamConnection
@@ -130,7 +129,12 @@ class WorkerProcess:
             for s in specs
         ]
         self.admin = AdminEndpoints(
-            config, self.table, self.state, listeners, self.drain_listeners, self.quit_now,
+            config,
+            self.table,
+            self.state,
+            listeners,
+            self.drain_listeners,
+            self.quit_now,
             metrics_page=self.telemetry.metrics_page,
         )
         self.admin_servers.append(
@@ -143,6 +147,10 @@ class WorkerProcess:
             self.admin_servers.append(
                 await admin_server.serve("0.0.0.0", config.prometheus_port, self.admin.handle)
             )
+            # Imported only in sidecar mode: the 15020 agent brings prometheus_client's
+            # parser and an HTTP/2 health prober, several MB of resident memory.
+            from proxy.admin.agent import Agent
+
             agent = Agent(self.admin, self.telemetry, os.environ)
             self.admin_servers.append(
                 await admin_server.serve("0.0.0.0", config.agent_port, agent.handle)

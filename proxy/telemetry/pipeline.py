@@ -28,7 +28,6 @@ from proxy.telemetry import gather as gathering
 from proxy.telemetry import metrics as M
 from proxy.telemetry import tracecontext as tc
 from proxy.telemetry.accesslog import FLUSH_INTERVAL, AccessLogWriter, UtcClock, json_string
-from proxy.telemetry.exposition import render, wants_openmetrics
 from proxy.telemetry.identity import UNKNOWN, Identity
 from proxy.telemetry.metrics import Snapshot
 from proxy.telemetry.process import process_stats
@@ -603,6 +602,10 @@ class Telemetry:
 
     async def metrics_page(self, request: RequestHead) -> tuple[bytes, bytes]:
         """/stats/prometheus: (body, content type), OpenMetrics when the Accept header asks."""
+        # Imported at the first scrape: prometheus_client is about 4 MB of resident
+        # memory, and the hot path counts into plain lists, not its metric objects.
+        from proxy.telemetry.exposition import render, wants_openmetrics
+
         accept = b",".join(value for name, value in request.headers if name == b"accept")
         snapshot = await self.gathered()
         return render(snapshot, self.proxy_stats(), wants_openmetrics(accept))
