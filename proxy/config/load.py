@@ -107,6 +107,21 @@ def parse_ip(value: Any) -> str:
         raise ValueError(f"{value!r} is not an IP address") from None
 
 
+def parse_ports(value: Any) -> tuple[int, ...]:
+    """A list of ports (YAML) or a comma-separated string (env, flag); empty: none."""
+    if isinstance(value, str):
+        items: list[Any] = [part for part in value.replace(" ", ",").split(",") if part]
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    elif value is None:
+        items = []
+    else:
+        raise ValueError(f"{value!r} is not a list of ports such as [8080, 50051]")
+    return tuple(sorted({parse_port(item) for item in items}))
+
+
 def one_of(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -138,6 +153,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "health_port": parse_port,
     "prometheus_port": parse_port,
     "inbound_source": parse_ip,
+    "upstream_http2_ports": parse_ports,
     **{f"timeouts.{f.name}": parse_duration for f in dataclasses.fields(Timeouts)},
     **{f"limits.{f.name}": parse_positive for f in dataclasses.fields(Limits)},
     "access_log.path": optional_path,

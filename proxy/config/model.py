@@ -97,6 +97,12 @@ class ProxyConfig:
     prometheus_port: int = 15090
     # Inbound traffic reaches the app from this address, which capture exempts.
     inbound_source: str = "127.0.0.6"
+    # Destination ports whose protocol is HTTP/2 (Istio infers it from Service port names
+    # `http2-*`/`grpc-*` or `appProtocol: http2|grpc`; the sidecar has no Kubernetes API, so
+    # it is told). HTTP/1.1 requests to these ports go upstream over HTTP/2 (h2c). The port
+    # is the original destination's (outbound), the app's (inbound) or --upstream's
+    # (explicit). Empty: HTTP/2 upstream only for HTTP/2 clients and gRPC, as without it.
+    upstream_http2_ports: tuple[int, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)

@@ -165,6 +165,10 @@ class Http1ConnectionManager:
         if request.method == b"POST" and _is_grpc(headers):
             # gRPC needs HTTP/2 upstream (trailers, streaming): the multiplexed h2 pool.
             worker.h2_pool.acquire(destination, exchange, self.source)
+        elif destination[1] in worker.http2_ports and not exchange.upgrade_requested:
+            # Configured as HTTP/2 (upstream_http2_ports); Upgrade/CONNECT stay HTTP/1.1,
+            # and a destination that turns out not to speak h2c gets HTTP/1.1 instead.
+            worker.h2_pool.acquire(destination, exchange, self.source, True)
         else:
             worker.pool.acquire(destination, exchange, self.source)
 

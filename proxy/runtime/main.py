@@ -52,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-duration", help="terminationDrainDuration (default 5s)")
     p.add_argument("--access-log", metavar="PATH|-", help="access log file, or - for stdout")
     p.add_argument("--access-log-format", help="json (default) or text")
+    p.add_argument(
+        "--upstream-http2-ports",
+        metavar="PORT,...",
+        help="destination ports that speak HTTP/2: HTTP/1.1 requests to them go over h2c",
+    )
     return p
 
 
@@ -67,6 +72,7 @@ def load_config(argv: list[str], environ: dict[str, str]) -> ProxyConfig:
         "timeouts.drain": args.drain_duration,
         "access_log.path": args.access_log,
         "access_log.format": args.access_log_format,
+        "upstream_http2_ports": args.upstream_http2_ports,
     }
     if args.sidecar:
         flags["mode"] = "sidecar"

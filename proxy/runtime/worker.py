@@ -65,6 +65,9 @@ class Worker:
         self.new_client_codec: Callable[[], ClientCodec] = lambda: client_codec(codec)
         self.new_request_id = new_request_id
         self.pool = UpstreamPool(loop, config, stats, self.new_client_codec)
+        # Destination ports configured as HTTP/2: the HTTP/1 manager sends their requests
+        # over the h2 pool (one set lookup per request).
+        self.http2_ports = frozenset(config.upstream_http2_ports)
         self._h2_pool: H2UpstreamPool | None = None
         self.connections: set[DownstreamConnection] = set()
         self.route_deadlines = DeadlineQueue(loop, _route_timeout)

@@ -1,0 +1,160 @@
+"""Destinations configured as HTTP/2 (`upstream_http2_ports`): HTTP/1.1 clients reach an h2c-only upstream."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.config.load import ConfigError, build
+from tests.h2.h2only import H2OnlyServer
+from tests.proxy.conftest import ROOT, Proxy
+
+
+@pytest.fixture()
+def h2only() -> Iterator[H2OnlyServer]:
+    server = H2OnlyServer()
+    yield server
+    server.close()
+
+
+def _get(port: int, path: str, method: str = "GET", body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Host": "app.test", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def _sha(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def test_http1_client_to_h2_only_upstream(h2only: H2OnlyServer) -> None:
+    proxy = Proxy(h2only.port, args=["--upstream-http2-ports", str(h2only.port)])
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        # Several requests on one keep-alive client connection, one h2 connection upstream.
+        conn.request("GET", "/hello?x=1", headers={"Host": "app.test"})
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 200, body
+        assert (
+            body == f"h2 GET /hello?x=1 authority=app.test te=- body=0 sha={_sha(b'')}\n".encode()
+        )
+        # The upstream sent no content-length: chunked to the HTTP/1.1 client.
+        assert response.getheader("transfer-encoding") == "chunked"
+        assert response.getheader("x-upstream") == "h2only"
+
+        payload = bytes(range(256)) * 400  # 100 KiB: more than h2's initial stream window
+        conn.request("POST", "/upload", body=payload, headers={"Host": "app.test"})
+        response = conn.getresponse()
+        assert response.read().endswith(f"body={len(payload)} sha={_sha(payload)}\n".encode())
+
+        # A chunked request body becomes DATA frames.
+        chunks = (payload[i : i + 7000] for i in range(0, len(payload), 7000))
+        conn.request("PUT", "/chunked", body=chunks, headers={"Host": "app.test"},
+                     encode_chunked=True)  # fmt: skip
+        response = conn.getresponse()
+        assert response.read().endswith(f"body={len(payload)} sha={_sha(payload)}\n".encode())
+
+        conn.request("GET", "/cl", headers={"Host": "app.test", "Connection": "keep-alive"})
+        response = conn.getresponse()
+        text = response.read()
+        assert response.getheader("content-length") == str(len(text))
+        conn.close()
+
+        stats = proxy.stats()
+        assert h2only.connections == 1 and h2only.http1_closed == 0
+        assert [path for _, path, _ in h2only.answered] == [
+            "/hello?x=1",
+            "/upload",
+            "/chunked",
+            "/cl",
+        ]
+        assert stats["downstream_cx_http1_total"] == 1
+        assert stats["upstream_cx_total"] == 1 and stats["upstream_rq_total"] == 4
+        assert stats["downstream_rq_2xx"] == 4
+    finally:
+        proxy.stop()
+
+
+def test_without_the_setting_http1_stays_http1(h2only: H2OnlyServer) -> None:
+    # Another port listed: this destination is still sent HTTP/1.1, which it cannot take.
+    other = 1 if h2only.port != 1 else 2
+    proxy = Proxy(h2only.port, args=["--upstream-http2-ports", str(other)])
+    try:
+        status, _, body = _get(proxy.port, "/hello")
+        # The server's SETTINGS frame is no HTTP/1.1 response: 502 UPE.
+        assert status == 502 and b"invalid HTTP response" in body, body
+        assert not h2only.answered
+    finally:
+        proxy.stop()
+
+
+def test_env_and_config_file(h2only: H2OnlyServer, tmp_path: Path) -> None:
+    proxy = Proxy(h2only.port, env={"PILOTFISH_UPSTREAM_HTTP2_PORTS": f"8080, {h2only.port}"})
+    try:
+        status, _, body = _get(proxy.port, "/from-env")
+        assert status == 200 and body.startswith(b"h2 GET /from-env"), body
+    finally:
+        proxy.stop()
+    config = tmp_path / "pilotfish.yaml"
+    config.write_text(f"upstream_http2_ports: [50051, {h2only.port}]\n")
+    proxy = Proxy(h2only.port, args=["--config", str(config)])
+    try:
+        status, _, body = _get(proxy.port, "/from-file")
+        assert status == 200 and body.startswith(b"h2 GET /from-file"), body
+    finally:
+        proxy.stop()
+
+
+def test_configured_destination_without_h2c_falls_back_to_http1(nginx: int) -> None:
+    proxy = Proxy(nginx, args=["--upstream-http2-ports", str(nginx)])
+    try:
+        for _ in range(3):  # the first finds out; the next go straight to HTTP/1.1
+            status, _, body = _get(proxy.port, "/")
+            assert status == 200 and body == b"hello from upstream\n"
+        assert proxy.stats()["upstream_cx_protocol_error"] == 1
+    finally:
+        proxy.stop()
+
+
+def test_bad_values_are_refused_at_start_naming_source_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("upstream_http2_ports: [8080, 70000]\n")
+    with pytest.raises(ConfigError) as error:
+        build(str(config))
+    assert (error.value.source, error.value.field) == (str(config), "upstream_http2_ports")
+    assert "70000 is not a TCP port" in error.value.reason
+    config.write_text("upstream_http2_ports: {grpc: 50051}\n")
+    with pytest.raises(ConfigError, match="is not a list of ports"):
+        build(str(config))
+    with pytest.raises(ConfigError) as error:
+        build(environ={"PILOTFISH_UPSTREAM_HTTP2_PORTS": "8080,http2"})
+    assert error.value.source == "environment variable PILOTFISH_UPSTREAM_HTTP2_PORTS"
+    assert "'http2' is not an integer" in error.value.reason
+    # Defaults: none; the forms accepted.
+    assert build().upstream_http2_ports == ()
+    assert build(flags={"upstream_http2_ports": "9000 8080,9000"}).upstream_http2_ports == (
+        8080,
+        9000,
+    )
+    config.write_text("upstream_http2_ports: 50051\n")
+    assert build(str(config)).upstream_http2_ports == (50051,)
+
+    run = subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--listen", "127.0.0.1:1", "--upstream",
+         "127.0.0.1:2", "--upstream-http2-ports", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "command line: field 'upstream_http2_ports': 0 is not a TCP port" in run.stderr
