@@ -7,6 +7,9 @@ kind of upstream the same way. Behind that face the stream queues into the share
 connection's h2 state, and one write per connection per loop turn carries it all.
 Backpressure: response DATA is acknowledged to the server only while the exchange
 has not paused the stream's "transport" (its downstream could not take more).
+A stream the server never processed (RST_STREAM REFUSED_STREAM, or above a GOAWAY's
+last stream id; RFC 9113 section 8.7) is sent again once on another connection, as
+Envoy does, while its request can still be replayed whole; the exchange never notices.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 from proxy.core import flags
 from proxy.core.codecs.h2 import (
     CANCEL,
+    REFUSED_STREAM,
     GoAway,
     H2ClientCodec,
     H2Limits,
@@ -123,7 +127,11 @@ class H2UpstreamStream:
         "pool",
         "prebuffer",
         "received_any",
+        "replay",
+        "replay_size",
         "reset_code",
+        "retried",
+        "retrying",
         "stream_id",
         "trailers",
         "transport",
@@ -148,6 +156,12 @@ class H2UpstreamStream:
         self.received_any = False
         self.reset_code: int | None = None
         self.finished = False
+        # The request body so far, kept while a refused stream could still be sent again:
+        # None once it outgrew the pool's limit, the response began or it was retried.
+        self.replay: list[bytes] | None = []
+        self.replay_size = 0
+        self.retried = False
+        self.retrying = False  # refused, waiting in the pool for another connection
 
     # -- the HTTP/1 codec face (bytes out are always empty: the connection writes) ----
 
@@ -158,10 +172,22 @@ class H2UpstreamStream:
         return b""
 
     def send_data(self, data: bytes) -> bytes:
-        if not data or self.finished:
+        if not data or (self.finished and not self.retrying):
             return b""
+        replay = self.replay
+        if replay is not None:
+            self.replay_size += len(data)
+            if self.replay_size <= self.pool.high_water:
+                replay.append(data)
+            else:
+                self.replay = None
         if not self.stream_id:
             self.prebuffer.append(data)
+            if self.retrying and not self.blocked:
+                # No connection to take it yet: the exchange stops reading until there is.
+                self.blocked = True
+                if self.user is not None:
+                    self.user.upstream_pause_writing()
             return b""
         connection = self.connection
         left = connection.codec.send_data(self.stream_id, data)
@@ -174,11 +200,11 @@ class H2UpstreamStream:
         return b""
 
     def send_end(self, trailers: list[tuple[bytes, bytes]]) -> bytes:
-        if self.finished:
+        if self.finished and not self.retrying:
             return b""
         self.ended = True
+        self.trailers = trailers  # kept: a refused stream sends them again
         if not self.stream_id:
-            self.trailers = trailers
             return b""
         self.connection.codec.send_end(self.stream_id, trailers)
         self.connection.mark()
@@ -210,10 +236,26 @@ class H2UpstreamStream:
         self.prebuffer = []
         if self.ended and not end_now:
             codec.send_end(self.stream_id, self.trailers)
-        if codec.pending(self.stream_id) and not self.blocked:
-            self.blocked = True
+        if codec.pending(self.stream_id):
+            if not self.blocked:
+                self.blocked = True
+                if self.user is not None:
+                    self.user.upstream_pause_writing()
+        elif self.blocked and not connection.write_paused:
+            # Paused on a connection that refused it (or while it waited for this one).
+            self.blocked = False
             if self.user is not None:
-                self.user.upstream_pause_writing()
+                self.user.upstream_resume_writing()
+
+    def adopt(self, connection: H2UpstreamConnection) -> None:
+        """Move a refused stream to `connection`, which has a slot for it; it opens there."""
+        self.connection = connection
+        self.retrying = False
+        self.finished = False
+        self.stream_id = 0
+        self.reset_code = None
+        connection.opening.append(self)
+        connection.mark()
 
     def close(self) -> None:
         self.abort()
@@ -231,12 +273,50 @@ class H2UpstreamStream:
         return f"<H2UpstreamStream {self.stream_id} on {self.connection!r}>"
 
 
+class _Retry:
+    """Stands in the pool's queue for a refused stream; gives it the connection it gets."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: H2UpstreamStream) -> None:
+        self.stream = stream
+
+    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
+        slot = cast(H2UpstreamStream, connection)  # a fresh stream: only its slot is used
+        if self.stream.user is None:  # the exchange gave up while it waited
+            slot.pool.release(slot)
+            return
+        self.stream.adopt(slot.connection)
+
+    def upstream_failed(self, status: int, flag: str, details: str) -> None:
+        stream = self.stream
+        stream.retrying = False
+        user, stream.user = stream.user, None
+        if user is not None:
+            user.upstream_failed(status, flag, details)
+
+    def upstream_events(self, events: list[Event]) -> None:
+        """Never called: the stand-in's own stream is never opened."""
+
+    def upstream_lost(self, connection: UpstreamConnection) -> None:
+        """Never called (as above)."""
+
+    def upstream_pause_writing(self) -> None:
+        """Never called (as above)."""
+
+    def upstream_resume_writing(self) -> None:
+        """Never called (as above)."""
+
+
 class H2UpstreamConnection(asyncio.Protocol):
     """One h2c connection to an upstream, shared by up to MAX_CONCURRENT_STREAMS exchanges."""
 
-    def __init__(self, pool: H2UpstreamPool, destination: Destination) -> None:
+    def __init__(
+        self, pool: H2UpstreamPool, destination: Destination, source: str | None = None
+    ) -> None:
         self.pool = pool
         self.destination = destination
+        self.source = source
         self.stats = pool.stats
         self.codec = H2ClientCodec(pool.limits)
         self.transport: asyncio.Transport | None = None
@@ -289,7 +369,7 @@ class H2UpstreamConnection(asyncio.Protocol):
                     stream.open()
                 except Exception:  # h2 refused (stream limit, connection closing): lost
                     self.opening.append(stream)
-                    self._lost(stream)
+                    self._lost(stream, not stream.stream_id)
         data = self.codec.data_to_send()
         if data and self.transport is not None:
             self.stats[S.UPSTREAM_CX_TX_BYTES] += len(data)
@@ -320,7 +400,12 @@ class H2UpstreamConnection(asyncio.Protocol):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.reset_code = event.error_code
-                    self._lost(stream)
+                    self._lost(
+                        stream,
+                        event.remote
+                        and event.error_code == REFUSED_STREAM
+                        and not stream.received_any,
+                    )
                 continue
             elif kind is SendDrained:
                 assert isinstance(event, SendDrained)
@@ -360,6 +445,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             if stream is None:
                 continue
             stream.received_any = True
+            stream.replay = None  # a stream the server answers was not refused
             if stream is not batch_stream:
                 self._deliver(batch_stream, batch)
                 batch, batch_stream = [], stream
@@ -385,7 +471,10 @@ class H2UpstreamConnection(asyncio.Protocol):
             self.codec.acknowledge(stream.stream_id, stream.owed)
             stream.owed = 0
 
-    def _lost(self, stream: H2UpstreamStream) -> None:
+    def _lost(self, stream: H2UpstreamStream, refused: bool = False) -> None:
+        """The stream ended without a response; `refused`: the server never processed it."""
+        if refused and self.pool.retry(self, stream):
+            return
         stream.finished = True
         self.stream_done(stream)
         user = stream.user
@@ -406,7 +495,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             return
         for stream_id, stream in list(self.streams.items()):
             if stream_id > event.last_stream_id:
-                self._lost(stream)  # never processed by the server
+                self._lost(stream, True)  # never processed by the server
         if not self.streams:
             self.close()
 
@@ -439,7 +528,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         for stream in list(self.streams.values()) + self.opening:
             if stream.user is not None:
                 self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] += 1
-            self._lost(stream)
+            self._lost(stream, not stream.stream_id)  # not yet sent: safe to send elsewhere
         self.opening = []
         self.codec.release()  # frees h2's state now, not at the next full collection
 
@@ -522,9 +611,14 @@ class H2UpstreamPool:
             if connection.active < connection.capacity and not connection.goaway:
                 self._hand_out(connection, user, True)
                 return
-        queue = self.pending.add(destination, (user, source, http1_fallback))
+        self._queue(destination, (user, source, http1_fallback))
+
+    def _queue(self, destination: Destination, waiter: _Waiter) -> None:
+        """Wait for a stream; open a connection if those opening cannot serve the queue."""
+        queue = self.pending.add(destination, waiter)
         if queue is None:
             return
+        source = waiter[1]
         open_count = len(self.connections.get(destination, ())) + self.connecting.get(
             destination, 0
         )
@@ -546,6 +640,29 @@ class H2UpstreamPool:
 
     def cancel(self, user: UpstreamUser) -> None:
         self.pending.cancel(user)
+
+    def retry(self, connection: H2UpstreamConnection, stream: H2UpstreamStream) -> bool:
+        """Send a refused stream again on another connection; False if it cannot be.
+
+        Once per request, and only while the request so far is held whole (`replay`).
+        """
+        if stream.retried or stream.user is None or stream.replay is None:
+            return False
+        stream.retried = True
+        self.stats[S.UPSTREAM_RQ_RETRY] += 1
+        stream.finished = True  # holds no slot while it waits
+        connection.stream_done(stream)
+        stream.retrying = True
+        stream.stream_id = 0
+        stream.prebuffer, stream.replay = stream.replay, None
+        waiter = _Retry(stream)
+        destination = connection.destination
+        for other in self.connections.get(destination, ()):
+            if other is not connection and other.active < other.capacity and not other.goaway:
+                self._hand_out(other, waiter, True)
+                return True
+        self._queue(destination, (waiter, connection.source, False))
+        return True
 
     def release(self, stream: H2UpstreamStream) -> None:
         """The exchange is done with its stream (the response ended)."""
@@ -587,7 +704,7 @@ class H2UpstreamPool:
             connections.remove(connection)
 
     async def _connect(self, destination: Destination, source: str | None) -> None:
-        connection = H2UpstreamConnection(self, destination)
+        connection = H2UpstreamConnection(self, destination, source)
         local = (source, 0) if source else None
         try:
             await asyncio.wait_for(
