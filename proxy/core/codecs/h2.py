@@ -12,7 +12,6 @@ It is the only module that imports h2.
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -20,13 +19,13 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import hpack
-import hpack.hpack
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
 
+from proxy.core.codecs.h2_hpack import MemoDecoder, PlainEncoder
 from proxy.core.messages import (
     Data,
     EndOfMessage,
@@ -126,28 +125,50 @@ class SettingsChanged:
 H2Event = Event | StreamReset | SendDrained | GoAway | SettingsChanged
 
 
-class _QuietLog:
-    """hpack logs at debug level for every header it codes (about 30 calls a request, a few
-    per cent of the CPU); unless someone asked for hpack's debug logs, those calls go here."""
+class _Connection(h2.connection.H2Connection):
+    """h2's connection without the work it does for its own logging on every frame.
 
-    @staticmethod
-    def debug(*args: object, **kwargs: object) -> None:
-        pass
-
-
-if not logging.getLogger(hpack.hpack.__name__).isEnabledFor(logging.DEBUG):
-    hpack.hpack.log = _QuietLog()  # type: ignore[assignment]
-
-
-class _PlainEncoder(hpack.Encoder):
-    """HPACK without Huffman coding: hpack's Huffman encoder is pure Python, bit by bit.
-
-    Literals cost a few more bytes on the wire (HPACK allows either form, RFC 7541
-    section 5.2) and about a tenth of the header encoding time less.
+    h2 formats every received frame with repr() for a trace log call whether or not
+    anything logs (the hyperframe repr renders the whole payload: a few per cent of the
+    CPU), and re-checks every outbound frame's size against the limit it has just sliced
+    by. These two methods are h2's own (4.x) without that work.
     """
 
-    def encode(self, headers: Any, huffman: bool = False) -> bytes:
-        return super().encode(headers, huffman=False)
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        events: list[h2.events.Event]
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            # Closed by RST_STREAM: a stream error (RST_STREAM again); otherwise the
+            # connection's (re-raised).
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2.exceptions.StreamIDTooLowError as e:
+            # A stream already cleaned up, or implicitly closed by a higher one.
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = h2.errors.ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
+    def _prepare_for_sending(self, frames: list[Frame]) -> None:
+        if frames:
+            if len(frames) == 1:
+                self._data_to_send += frames[0].serialize()
+            else:
+                self._data_to_send += b"".join([frame.serialize() for frame in frames])
 
 
 class _Calm(Exception):
@@ -184,8 +205,9 @@ class _H2Codec:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        conn = h2.connection.H2Connection(config)
-        conn.encoder = _PlainEncoder()
+        conn = _Connection(config)
+        conn.encoder = PlainEncoder()
+        conn.decoder = MemoDecoder(limits.max_header_list_size)
         initial: dict[Any, int] = {
             _SETTINGS.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
             _SETTINGS.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
@@ -194,7 +216,6 @@ class _H2Codec:
         if client_side:
             initial[_SETTINGS.ENABLE_PUSH] = 0
         conn.local_settings = h2.settings.Settings(client=client_side, initial_values=initial)
-        conn.decoder.max_header_list_size = limits.max_header_list_size
         conn.initiate_connection()
         if not client_side:
             # h2 turns a stream over the advertised limit into a connection error; RFC 9113
