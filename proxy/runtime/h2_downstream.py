@@ -60,7 +60,16 @@ def is_grpc(headers: list[tuple[bytes, bytes]]) -> bool:
 class H2Exchange(Exchange):
     """One HTTP/2 stream's exchange: an Exchange whose upstream callbacks go to the h2 side."""
 
-    __slots__ = ("grpc", "h2", "owed", "paused_upstream", "stream_id", "upstream_blocked")
+    __slots__ = (
+        "grpc",
+        "h2",
+        "idle_mark",
+        "idle_since",
+        "owed",
+        "paused_upstream",
+        "stream_id",
+        "upstream_blocked",
+    )
 
     def __init__(self, h2: H2Downstream, request: RequestHead, start: float) -> None:
         super().__init__(h2.connection, request, start)
@@ -70,6 +79,10 @@ class H2Exchange(Exchange):
         self.owed = 0  # request bytes received but not yet acknowledged to the client
         self.upstream_blocked = False  # the upstream cannot take more request body
         self.paused_upstream = False  # we paused the upstream: the client cannot take more
+        # Stream idle timeout: the stream's progress at the last sweep, and since when it
+        # has not changed (read by the worker's sweep, so the hot path keeps no clock).
+        self.idle_mark = 0
+        self.idle_since = start
 
     def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
         if self.finished:
@@ -271,6 +284,26 @@ class H2Downstream:
 
     def idle_for(self, now: float) -> float:
         return now - self.connection.last_activity if not self.streams else 0.0
+
+    def sweep_idle_streams(self, now: float, limit: float) -> None:
+        """Envoy's stream_idle_timeout per stream: 408 (flag SI) before the response
+        began, else RST_STREAM; the connection and its other streams go on."""
+        for exchange in list(self.streams.values()):
+            # Bytes either way, the response head and the request's end are progress.
+            progress = (
+                exchange.bytes_received
+                + exchange.bytes_sent
+                + exchange.response_started
+                + exchange.request_complete
+            )
+            if progress != exchange.idle_mark:
+                exchange.idle_mark = progress
+                exchange.idle_since = now
+            elif now - exchange.idle_since > limit and not exchange.finished:
+                self._upstream_broke(
+                    exchange, flags.STREAM_IDLE_TIMEOUT, "stream_idle_timeout", 408, CANCEL
+                )
+        self.mark()
 
     # -- requests ---------------------------------------------------------------------
 

@@ -171,6 +171,8 @@ class WorkerProcess:
                     connection.drain()
                 elif connection.stream_idle_for(now) > stream_idle:
                     connection.stream_idle_timeout()
+                elif connection.h2 is not None:
+                    connection.h2.sweep_idle_streams(now, stream_idle)
             worker.pool.sweep(now)
             worker.check_drained()
             if self.children:
