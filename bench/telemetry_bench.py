@@ -20,7 +20,7 @@ from typing import Any
 
 from proxy.config.load import build
 from proxy.core.messages import RequestHead
-from proxy.runtime.downstream import Exchange
+from proxy.runtime.exchange import Exchange
 from proxy.telemetry.pipeline import Telemetry
 
 HEADERS = [

@@ -3,7 +3,7 @@
 Per request this costs a few microseconds by design: one dict of the request
 headers, a cached series lookup and list increments, three bisects, and (when the
 access log is on) one hand-formatted line appended to a list. Trace ids are plain
-random bits; only a sampled request reaches the OpenTelemetry SDK.
+random bits; only a sampled request is encoded as a span (`otlp.py`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import SpanKind
-from opentelemetry.util.types import AttributeValue
-
 from proxy.config import env as env_names
 from proxy.config.model import ProxyConfig
 from proxy.core.messages import RequestHead
@@ -30,9 +27,10 @@ from proxy.telemetry import tracecontext as tc
 from proxy.telemetry.accesslog import FLUSH_INTERVAL, AccessLogWriter, UtcClock, json_string
 from proxy.telemetry.identity import UNKNOWN, Identity
 from proxy.telemetry.metrics import Snapshot
+from proxy.telemetry.otlp import AttributeValue
 from proxy.telemetry.process import process_stats
 from proxy.telemetry.stats import StatsTable
-from proxy.telemetry.tracing import Tracer, tracing_disabled
+from proxy.telemetry.tracing import SpanKind, Tracer, tracing_disabled
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
@@ -129,7 +127,7 @@ class Telemetry:
         self.exemplars: dict[tuple[tuple[Any, ...], int], tuple[str, str, float, float]] = {}
         self.counters: dict[str, float] = {}
         if tracer is None and not tracing_disabled(environ):
-            tracer = Tracer(self.identity, environ)
+            tracer = Tracer(self.identity, environ, loop)
         self.tracer = tracer
         # A new trace (no parent) is sampled at this ratio.
         self.root_ratio = tracer.sampler.ratio if tracer is not None else 0.0
