@@ -1,0 +1,145 @@
+"""The codec's direct HEADERS/DATA writing (proxy/core/codecs/h2.py `_Connection`) against stock
+h2: the same operations give the same bytes, the same state and the same errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import pytest
+
+from proxy.core.codecs.h2 import _Connection
+from proxy.core.codecs.h2_hpack import PlainEncoder
+
+REQUEST = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"a")]
+
+
+def _config(client_side: bool) -> h2.config.H2Configuration:
+    return h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+
+
+class Pair:
+    """A stock h2 server and a `_Connection` server fed the same client bytes."""
+
+    def __init__(self) -> None:
+        self.client = h2.connection.H2Connection(_config(True))
+        self.client.initiate_connection()
+        self.stock = h2.connection.H2Connection(_config(False))
+        self.ours = _Connection(_config(False))
+        assert self.ours.fast_send
+        for conn in (self.stock, self.ours):
+            conn.encoder = PlainEncoder()
+            conn.initiate_connection()
+        self.feed(self.client.data_to_send())
+        self.client.receive_data(self.stock.data_to_send())
+        self.ours.data_to_send()
+        self.feed(self.client.data_to_send())  # the SETTINGS ack
+        self.deliver = True  # pass what the servers send on to the client
+
+    def feed(self, data: bytes) -> None:
+        stock = [type(event) for event in self.stock.receive_data(data)]
+        assert [type(event) for event in self.ours.receive_data(data)] == stock
+
+    def request(self, end_stream: bool = True) -> int:
+        stream_id: int = self.client.get_next_available_stream_id()
+        self.client.send_headers(stream_id, REQUEST, end_stream=end_stream)
+        self.feed(self.client.data_to_send())
+        return stream_id
+
+    def both(self, action: Callable[[h2.connection.H2Connection], Any]) -> type | None:
+        """Run `action` on both; the same exception (or none), the same bytes, the same state."""
+        outcomes = []
+        for conn in (self.stock, self.ours):
+            try:
+                action(conn)
+                outcomes.append(None)
+            except Exception as error:  # compared below
+                outcomes.append(type(error))
+        assert outcomes[0] == outcomes[1]
+        stock_bytes = self.stock.data_to_send()
+        assert self.ours.data_to_send() == stock_bytes
+        assert self.ours.outbound_flow_control_window == self.stock.outbound_flow_control_window
+        assert self.ours.state_machine.state == self.stock.state_machine.state
+        assert self.ours.streams.keys() == self.stock.streams.keys()
+        for stream_id, stream in self.stock.streams.items():
+            mine = self.ours.streams[stream_id]
+            assert mine.state_machine.state == stream.state_machine.state
+            assert mine.outbound_flow_control_window == stream.outbound_flow_control_window
+            assert mine.request_method == stream.request_method
+        if stock_bytes and self.deliver:
+            self.client.receive_data(stock_bytes)
+        return outcomes[0]
+
+
+@pytest.fixture
+def pair() -> Pair:
+    return Pair()
+
+
+def test_response_headers_data_and_trailers(pair: Pair) -> None:
+    a, b, c = pair.request(), pair.request(), pair.request()
+    pair.both(lambda conn: conn.send_headers(a, [(b":status", b"200"), (b"x", b"1")]))
+    pair.both(lambda conn: conn.send_data(a, b"hello"))
+    pair.both(lambda conn: conn.send_data(a, memoryview(b"world"), end_stream=True))
+    pair.both(lambda conn: conn.send_headers(b, [(b":status", b"204")], end_stream=True))
+    pair.both(lambda conn: conn.send_headers(c, [(b":status", b"100")]))  # informational
+    pair.both(lambda conn: conn.send_headers(c, [(b":status", b"200")]))
+    pair.both(lambda conn: conn.send_data(c, b""))
+    pair.both(lambda conn: conn.send_headers(c, [(b"grpc-status", b"0")], end_stream=True))
+
+
+def test_header_blocks_over_the_frame_size_take_continuation_frames(pair: Pair) -> None:
+    a = pair.request()
+    big = [(b":status", b"200")] + [(b"x-%d" % i, b"v" * 1000) for i in range(40)]
+    pair.both(lambda conn: conn.send_headers(a, big, end_stream=True))
+
+
+def test_the_same_errors(pair: Pair) -> None:
+    protocol = h2.exceptions.ProtocolError
+    a, b = pair.request(), pair.request()
+    # END_STREAM on an informational response; trailers without END_STREAM.
+    assert pair.both(lambda conn: conn.send_headers(a, [(b":status", b"103")], True)) is protocol
+    assert pair.both(lambda conn: conn.send_headers(b, [(b":status", b"200")])) is None
+    assert pair.both(lambda conn: conn.send_headers(b, [(b"x", b"1")])) is protocol
+    c, d = pair.request(), pair.request()
+    pair.deliver = False  # h2 sends DATA before HEADERS, which the client cannot take
+    # DATA before HEADERS; over the frame size; after the end.
+    assert pair.both(lambda conn: conn.send_data(c, b"x")) is None
+    pair.both(lambda conn: conn.send_headers(d, [(b":status", b"200")]))
+    too_large = h2.exceptions.FrameTooLargeError
+    assert pair.both(lambda conn: conn.send_data(d, b"x" * 16385)) is too_large
+    assert pair.both(lambda conn: conn.send_data(d, b"x", end_stream=True)) is None
+    closed = h2.exceptions.StreamClosedError
+    assert pair.both(lambda conn: conn.send_data(d, b"x")) is closed
+    assert pair.both(lambda conn: conn.send_headers(d, [(b"x", b"1")], end_stream=True)) is closed
+    no_such = h2.exceptions.NoSuchStreamError
+    assert pair.both(lambda conn: conn.send_data(99, b"x")) is no_such  # never opened
+
+
+def test_flow_control_windows(pair: Pair) -> None:
+    a = pair.request()
+    pair.both(lambda conn: conn.send_headers(a, [(b":status", b"200")]))
+    for _ in range(3):
+        pair.both(lambda conn: conn.send_data(a, b"x" * 16384))
+    pair.both(lambda conn: conn.send_data(a, b"x" * 16383))  # exactly the 65535 window
+    assert pair.both(lambda conn: conn.send_data(a, b"x")) is h2.exceptions.FlowControlError
+    pair.both(lambda conn: conn.send_data(a, b"", end_stream=True))  # zero bytes need no window
+
+
+def test_a_reset_stream(pair: Pair) -> None:
+    a = pair.request(end_stream=False)
+    pair.client.reset_stream(a)
+    pair.feed(pair.client.data_to_send())
+    pair.both(lambda conn: conn.send_headers(a, [(b":status", b"200")]))
+    pair.both(lambda conn: conn.send_data(a, b"x"))
