@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -111,3 +113,24 @@ def test_http2_client_sees_no_refusal(h2only: H2OnlyServer, proxy: Proxy) -> Non
     finally:
         client.close()
     assert proxy.stats()["upstream_rq_retry"] == 2
+
+
+def test_body_still_arriving_while_the_retry_waits(h2only: H2OnlyServer, proxy: Proxy) -> None:
+    first, rest = b"a" * 3000, b"b" * 5000
+    h2only.refuse = 1
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /streamed HTTP/1.1\r\nHost: app.test\r\nContent-Length: 8000\r\n\r\n" + first
+        )
+        time.sleep(0.3)  # refused by now; the rest of the body follows the retry
+        sock.sendall(rest)
+        data = b""
+        end = time.monotonic() + 10
+        while b"sha=" not in data and time.monotonic() < end:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data
+    assert f"body=8000 sha={_sha(first + rest)}".encode() in data
+    assert h2only.refused == 1 and proxy.stats()["upstream_rq_retry"] == 1
