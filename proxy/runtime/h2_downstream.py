@@ -303,7 +303,7 @@ class H2Downstream:
                 self._upstream_broke(
                     exchange, flags.STREAM_IDLE_TIMEOUT, "stream_idle_timeout", 408, CANCEL
                 )
-        self.mark()
+                self.mark()  # the 408 or the RST_STREAM goes out
 
     # -- requests ---------------------------------------------------------------------
 
