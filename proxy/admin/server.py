@@ -7,6 +7,8 @@ bytes. Admin traffic is rare, so clarity wins over speed here.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -94,8 +96,37 @@ class AdminConnection(asyncio.Protocol):
         self.transport = None
 
 
+def bound_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket | None:
+    """A TCP socket bound to a numeric `host`, set up as create_server would; None for a name.
+
+    Given a host, uvloop's create_server resolves it with getaddrinfo on libuv's thread
+    pool, which starts four threads that then idle for the life of the process. Every
+    address pilotfish listens on is numeric, so the socket is made here instead.
+    """
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # As create_server: "::" takes IPv6 only; 0.0.0.0 has its own socket.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(host: str, port: int, handler: Handler, reuse_port: bool = False) -> asyncio.Server:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: AdminConnection(handler), host, port, reuse_port=reuse_port
-    )
+    sock = bound_socket(host, port, reuse_port)
+    if sock is None:
+        return await loop.create_server(
+            lambda: AdminConnection(handler), host, port, reuse_port=reuse_port
+        )
+    return await loop.create_server(lambda: AdminConnection(handler), sock=sock)

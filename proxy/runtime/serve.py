@@ -114,12 +114,18 @@ class WorkerProcess:
         worker = self.worker
         assert worker is not None
         resolve, name = spec.resolve, spec.name
+        address = host or spec.host
+        sock = admin_server.bound_socket(address, spec.port, reuse_port=True)
+        if sock is None:
+            return await loop.create_server(
+                lambda: DownstreamConnection(worker, resolve, name),
+                address,
+                spec.port,
+                reuse_port=True,
+                backlog=BACKLOG,
+            )
         return await loop.create_server(
-            lambda: DownstreamConnection(worker, resolve, name),
-            host or spec.host,
-            spec.port,
-            reuse_port=True,
-            backlog=BACKLOG,
+            lambda: DownstreamConnection(worker, resolve, name), sock=sock, backlog=BACKLOG
         )
 
     async def _start_admin(self, specs: list[ListenerSpec]) -> None:
