@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -148,6 +147,8 @@ def _die_with_parent(parent: int) -> None:
     Linux's PR_SET_PDEATHSIG sends us SIGTERM (a drain) when the parent dies; the
     getppid check covers a parent that died before the call.
     """
+    import ctypes  # only forked workers need it: 0.3 MB the main process need not hold
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
