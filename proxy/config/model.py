@@ -36,7 +36,7 @@ class Timeouts:
     downstream_idle: float = 3600.0
     # 1 h: Envoy's cluster idle_timeout for pooled upstream connections.
     upstream_idle: float = 3600.0
-    # 5 min: Envoy's stream_idle_timeout (no bytes either way on an open stream).
+    # 5 min: Envoy's stream_idle_timeout (no bytes either way on an open stream); 0: off.
     stream_idle: float = 300.0
     # 5 s: Istio's terminationDrainDuration.
     drain: float = 5.0

@@ -171,7 +171,8 @@ class WorkerProcess:
             await asyncio.sleep(DRAIN_SWEEP_INTERVAL if worker.draining else SWEEP_INTERVAL)
             now = loop.time()
             limit = DRAIN_IDLE_GRACE if worker.draining else idle_limit
-            stream_idle = self.config.timeouts.stream_idle
+            # 0 turns it off, as Envoy's stream_idle_timeout: 0s does (long-lived streams).
+            stream_idle = self.config.timeouts.stream_idle or float("inf")
             for connection in list(worker.connections):
                 if connection.idle_for(now) > limit:
                     connection.drain()

@@ -102,3 +102,20 @@ def test_quiet_grpc_stream_gets_a_grpc_status(proxy: Proxy) -> None:
         assert head[b":status"] == b"200" and head[b"grpc-status"] == b"2"
     finally:
         client.close()
+
+
+def test_zero_turns_the_stream_idle_timeout_off(h2only: H2OnlyServer, tmp_path: Path) -> None:
+    config = tmp_path / "off.yaml"
+    config.write_text("timeouts:\n  stream_idle: 0s\n")
+    running = Proxy(h2only.port, args=["--config", str(config)])
+    client = RawH2(running.port)
+    try:
+        stalled = client.request("/stall")
+        client.until(lambda: stalled in client.ended or stalled in client.resets, timeout=2.5)
+        assert stalled not in client.headers and not client.resets and not client.closed
+        fresh = client.request("/meanwhile")
+        assert client.until(lambda: fresh in client.ended)
+        assert client.status(fresh) == 200
+    finally:
+        client.close()
+        running.stop()
