@@ -131,3 +131,60 @@ def test_never_indexed_fields_are_not_served_from_the_memo() -> None:
     assert len(ours.memo) == 1
     sensitive = ours.encode([NeverIndexedHeaderTuple(b"authorization", b"other")])
     assert sensitive[0] & 0xF0 == 0x10  # literal never indexed (RFC 7541 section 6.2.3)
+
+
+def test_per_request_fields_stay_out_of_the_table() -> None:
+    ours = PlainEncoder()
+    decoder = hpack.Decoder()
+    base = [(b":method", b"POST"), (b":path", b"/svc/M"), (b"content-type", b"application/grpc")]
+    blocks = set()
+    for call in range(50):
+        fields = [
+            *base,
+            (b"x-request-id", b"%032x" % call),
+            (b"grpc-timeout", b"%dm" % (5000 - call)),
+            (b"traceparent", b"00-%032x-%016x-01" % (call, call)),
+            (b"x-call", b"%d" % (call % 3)),  # repeats: indexed after its first time
+        ]
+        block = ours.encode(list(fields))
+        blocks.add(block)
+        assert _raw(decoder.decode(block, raw=True)) == fields
+        # Only the repeating fields ever entered the table (both sides agree on it).
+        assert {name for name, _ in decoder.header_table.dynamic_entries} <= {
+            b"content-type",
+            b":path",
+            b"x-call",
+        }
+        assert list(decoder.header_table.dynamic_entries) == list(ours.header_table.dynamic_entries)
+    assert len(blocks) == 50
+    assert ours.fields  # the repeating fields' representations were memoised
+
+
+def _outcome(decoder: hpack.Decoder, block: bytes) -> object:
+    try:
+        return _raw(decoder.decode(block, raw=True))
+    except Exception as error:  # compared with hpack's own
+        return type(error)
+
+
+def test_malformed_and_random_blocks_fail_as_in_hpack() -> None:
+    rng = random.Random(7)
+    blocks = [
+        b"\x80",  # index 0
+        b"\xbe",  # past the table's end
+        b"\x82\x20",  # size update after a field
+        b"\x40\x05ab",  # truncated literal
+        b"\x3f\xe1\x7f",  # size update above the maximum
+        b"\xff" * 12,  # an integer too long
+        b"\x00\x01x\x85\xff\xff\xff\xff\xff",  # bad Huffman
+    ]
+    for _ in range(3000):
+        prefix = bytes(
+            rng.choice((0x82, 0x84, 0x86, 0xBE, 0xBF, 0x40, 0x00, 0x20)) for _ in range(2)
+        )
+        blocks.append(prefix + bytes(rng.randrange(256) for _ in range(rng.randrange(12))))
+    plain = hpack.Decoder(200)
+    memo = MemoDecoder(200)
+    for block in blocks:
+        assert _outcome(memo, block) == _outcome(plain, block), block
+        assert memo.header_table.dynamic_entries == plain.header_table.dynamic_entries

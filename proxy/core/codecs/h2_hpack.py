@@ -19,12 +19,27 @@ from typing import Any
 import hpack
 import hpack.hpack
 import hpack.table
+from hpack.hpack import encode_integer
 
 # Blocks longer than this are not memoised: a connection's memo stays a few KiB, and long
 # blocks (large cookies, many fields) rarely repeat byte for byte.
 _MAX_BLOCK = 1024
 # Distinct blocks memoised per table generation (a client with a few kinds of request).
 _MAX_ENTRIES = 16
+# Distinct fields memoised per table generation (the table holds about 100 at 4 KiB).
+_MAX_FIELDS = 128
+# Fields whose values are new on every request: never added to the dynamic table.
+_PER_REQUEST = frozenset(
+    (
+        b"x-request-id",
+        b"traceparent",
+        b"b3",
+        b"x-b3-traceid",
+        b"x-b3-spanid",
+        b"x-b3-parentspanid",
+        b"grpc-timeout",
+    )
+)
 
 
 class _QuietLog:
@@ -72,6 +87,9 @@ class MemoDecoder(hpack.Decoder):
         self.max_allowed_table_size = self.header_table.maxsize
         self.memo: dict[bytes, tuple[int, list[Any]]] = {}
         self.memo_generation = 0
+        # One-byte index -> its field, while the table is unchanged.
+        self.indexed: dict[int, Any] = {}
+        self.indexed_generation = 0
 
     def decode(self, data: bytes, raw: bool = False) -> list[Any]:
         generation = self.header_table.generation
@@ -87,7 +105,7 @@ class MemoDecoder(hpack.Decoder):
             # peer has not yet applied is an error on every block until it does).
             self._assert_valid_table_size()
             return list(hit[1])
-        headers: list[Any] = super().decode(data, raw)  # type: ignore[assignment]
+        headers = self._decode(data) if raw else list(super().decode(data, raw))
         if (
             raw
             and self.header_table.generation == generation
@@ -98,46 +116,139 @@ class MemoDecoder(hpack.Decoder):
             headers = list(headers)
         return headers
 
+    def _decode(self, data: bytes) -> list[Any]:
+        """hpack's Decoder.decode(raw=True), with one-byte indexed fields read inline.
+
+        An indexed field under 127 (every static entry and the first 65 dynamic ones) is
+        one byte; its HeaderTuple is kept until the table changes. Every other
+        representation goes to hpack's own method for it, in hpack's order, with its
+        errors.
+        """
+        table = self.header_table
+        indexed = self.indexed
+        if self.indexed_generation != table.generation:
+            indexed.clear()
+            self.indexed_generation = table.generation
+        limit = self.max_header_list_size
+        view = memoryview(data)
+        headers: list[Any] = []
+        size = 0
+        index = 0
+        end = len(data)
+        while index < end:
+            byte = data[index]
+            if byte & 0x80 and byte != 0xFF:
+                header = indexed.get(byte)
+                if header is None:
+                    # hpack's lookup: InvalidTableIndex for 0 or past the table's end.
+                    header = indexed[byte] = hpack.HeaderTuple(*table.get_by_index(byte & 0x7F))
+                consumed = 1
+            elif byte & 0x80:
+                header, consumed = self._decode_indexed(view[index:])
+            elif byte & 0x40:
+                header, consumed = self._decode_literal_index(view[index:])
+                indexed.clear()
+                self.indexed_generation = table.generation
+            elif byte & 0x20:
+                if headers:
+                    raise hpack.HPACKDecodingError(
+                        "Table size update not at the start of the block"
+                    )
+                consumed = self._update_encoding_context(view[index:])
+                indexed.clear()
+                self.indexed_generation = table.generation
+                index += consumed
+                continue
+            else:
+                header, consumed = self._decode_literal_no_index(view[index:])
+            headers.append(header)
+            size += 32 + len(header[0]) + len(header[1])  # RFC 7541 section 4.1
+            if size > limit:
+                raise hpack.OversizedHeaderListError(
+                    f"A header list larger than {limit} has been received"
+                )
+            index += consumed
+        self._assert_valid_table_size()
+        return headers
+
 
 class PlainEncoder(hpack.Encoder):
-    """hpack's Encoder without Huffman coding, and a field list encoded before, with the table
-    unchanged since, is not re-encoded.
+    """hpack's Encoder without Huffman coding, with memos, and per-request fields kept out of
+    the dynamic table.
 
     Huffman: hpack's encoder is pure Python, bit by bit; literals cost a few more bytes on
     the wire (HPACK allows either form, RFC 7541 section 5.2) and about a tenth of the
     header encoding time less.
+
+    Per-request fields (`_PER_REQUEST`: request ids, trace ids, gRPC deadlines) are sent
+    as literals without indexing (RFC 7541 section 6.2.2): a value that never repeats
+    gains nothing from the table, and adding it would evict fields that do repeat and
+    change the table on every request, which defeats both memos here and the peer's.
+    With the table unchanged, a whole field list encodes to the same bytes (memoised
+    per list), and each field to the same representation (memoised per field, for
+    lists that differ only in their per-request fields).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.header_table: CountingTable = CountingTable()
         self.memo: dict[tuple[Any, ...], bytes] = {}
+        self.fields: dict[tuple[bytes, bytes], bytes] = {}
         self.memo_generation = 0
 
     def encode(self, headers: Any, huffman: bool = False) -> bytes:
         table = self.header_table
+        # A pending size change goes out at the start of the next block: hpack's own
+        # encoder writes it (and that block is not memoised).
+        if type(headers) is not list or table.resized:
+            return super().encode(headers, huffman=False)
+        for field in headers:
+            # hpack's HeaderTuple subclasses (never-indexed fields) compare equal to
+            # plain tuples but encode differently, and 3-tuples carry a sensitivity
+            # flag: only lists of plain 2-tuples take the memos.
+            if type(field) is not tuple or len(field) != 2:
+                return super().encode(headers, huffman=False)
         generation = table.generation
         if generation != self.memo_generation:
             self.memo.clear()
+            self.fields.clear()
             self.memo_generation = generation
-        memo = self.memo
-        # hpack's HeaderTuple subclasses (never-indexed fields) compare equal to plain
-        # tuples but encode differently: only a list of plain tuples makes a key.
-        if type(headers) is list and all(type(field) is tuple for field in headers):
-            key = tuple(headers)
-            # A pending size change goes out at the start of the next block: that block
-            # is neither served from the memo nor memoised.
-            resized = table.resized
-            block = memo.get(key)
-            if block is not None and not resized:
-                return block
-            block = super().encode(headers, huffman=False)
-            if (
-                not resized
-                and table.generation == generation
-                and len(block) <= _MAX_BLOCK
-                and len(memo) < _MAX_ENTRIES
-            ):
-                memo[key] = block
+        key = tuple(headers)
+        block = self.memo.get(key)
+        if block is not None:
             return block
-        return super().encode(headers, huffman=False)
+        fields = self.fields
+        parts: list[bytes] = []
+        per_request = False
+        for field in headers:
+            name = field[0]
+            if name in _PER_REQUEST:
+                value = field[1]
+                per_request = True
+                parts.append(
+                    b"\x00%s%s%s%s"
+                    % (encode_integer(len(name), 7), name, encode_integer(len(value), 7), value)
+                )
+                continue
+            # Field representations are valid only while the table is as it was when
+            # they were made; an insertion earlier in this block shifts every index.
+            if table.generation == generation:
+                representation = fields.get(field)
+                if representation is not None:
+                    parts.append(representation)
+                    continue
+                representation = self.add(field, False, False)
+                if table.generation == generation and len(fields) < _MAX_FIELDS:
+                    fields[field] = representation
+            else:
+                representation = self.add(field, False, False)
+            parts.append(representation)
+        block = b"".join(parts)
+        if (
+            not per_request
+            and table.generation == generation
+            and len(block) <= _MAX_BLOCK
+            and len(self.memo) < _MAX_ENTRIES
+        ):
+            self.memo[key] = block
+        return block
