@@ -10,6 +10,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import pytest
 
 from proxy.core.codecs.h2 import _Connection
@@ -143,3 +144,75 @@ def test_a_reset_stream(pair: Pair) -> None:
     pair.feed(pair.client.data_to_send())
     pair.both(lambda conn: conn.send_headers(a, [(b":status", b"200")]))
     pair.both(lambda conn: conn.send_data(a, b"x"))
+
+
+class ClientPair:
+    """A stock h2 client and a `_Connection` client, both talking to one stock server."""
+
+    def __init__(self, max_streams: int = 100) -> None:
+        self.server = h2.connection.H2Connection(_config(False))
+        self.server.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams},
+        )
+        self.stock = h2.connection.H2Connection(_config(True))
+        self.ours = _Connection(_config(True))
+        for conn in (self.stock, self.ours):
+            conn.encoder = PlainEncoder()
+            conn.initiate_connection()
+        preface = self.stock.data_to_send()
+        assert self.ours.data_to_send() == preface
+        self.server.initiate_connection()
+        self.server.receive_data(preface)
+        settings = self.server.data_to_send()
+        for conn in (self.stock, self.ours):
+            conn.receive_data(settings)
+        self.stock.data_to_send()
+        self.ours.data_to_send()
+
+    def both(self, action: Callable[[h2.connection.H2Connection], Any]) -> type | None:
+        outcomes = []
+        for conn in (self.stock, self.ours):
+            try:
+                action(conn)
+                outcomes.append(None)
+            except Exception as error:  # compared below
+                outcomes.append(type(error))
+        assert outcomes[0] == outcomes[1]
+        stock_bytes = self.stock.data_to_send()
+        assert self.ours.data_to_send() == stock_bytes
+        assert self.ours.streams.keys() == self.stock.streams.keys()
+        assert self.ours.highest_outbound_stream_id == self.stock.highest_outbound_stream_id
+        for stream_id, stream in self.stock.streams.items():
+            mine = self.ours.streams[stream_id]
+            assert mine.state_machine.state == stream.state_machine.state
+            assert mine._authority == stream._authority
+            assert mine.request_method == stream.request_method
+        return outcomes[0]
+
+
+def test_requests_open_streams_as_h2_does() -> None:
+    pair = ClientPair()
+    post = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+    assert pair.both(lambda conn: conn.send_headers(1, REQUEST, end_stream=True)) is None
+    assert pair.both(lambda conn: conn.send_headers(3, post)) is None
+    assert pair.both(lambda conn: conn.send_data(3, b"body")) is None
+    assert pair.both(lambda conn: conn.send_headers(3, [(b"x", b"1")], end_stream=True)) is None
+    # Headers again without END_STREAM; an unused id below the highest used; an even id.
+    protocol = h2.exceptions.ProtocolError
+    assert pair.both(lambda conn: conn.send_headers(1, REQUEST)) is protocol
+    assert pair.both(lambda conn: conn.send_headers(9, REQUEST, end_stream=True)) is None
+    too_low = h2.exceptions.StreamIDTooLowError
+    assert pair.both(lambda conn: conn.send_headers(7, REQUEST)) is too_low
+    assert pair.both(lambda conn: conn.send_headers(12, REQUEST)) is protocol
+
+
+def test_the_servers_stream_limit() -> None:
+    pair = ClientPair(max_streams=2)
+    assert pair.both(lambda conn: conn.send_headers(1, REQUEST)) is None
+    assert pair.both(lambda conn: conn.send_headers(3, REQUEST)) is None
+    too_many = h2.exceptions.TooManyStreamsError
+    assert pair.both(lambda conn: conn.send_headers(5, REQUEST)) is too_many
+    assert pair.both(lambda conn: conn.send_data(1, b"", end_stream=True)) is None
+    assert pair.both(lambda conn: conn.reset_stream(3)) is None
+    assert pair.both(lambda conn: conn.send_headers(5, REQUEST, end_stream=True)) is None

@@ -64,6 +64,9 @@ _BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
 # Values must not carry CR, LF or NUL, nor start or end with whitespace: those are how
 # an HTTP/2 request smuggles a second request into an HTTP/1 upstream.
 _BAD_VALUE = re.compile(rb"[\r\n\x00]|^[ \t]|[ \t]$").search
+# Request header lists memoised per connection once validated, and the longest memoised.
+_MEMO_REQUESTS = 16
+_MEMO_FIELDS = 32
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
 
 
@@ -141,6 +144,9 @@ _SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
 _SEND_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.SEND_INFORMATIONAL_HEADERS
 _SEND_DATA = h2.stream.StreamInputs.SEND_DATA
 _SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+# h2's own table: state (an IntEnum, so a list index) -> open (OPEN or half closed).
+_OPEN_STATES = h2.stream.STREAM_OPEN
+_CLOSED = h2.stream.StreamState.CLOSED
 
 
 class _Connection(h2.connection.H2Connection):
@@ -187,6 +193,23 @@ class _Connection(h2.connection.H2Connection):
             self._prepare_for_sending(frames)
         return events
 
+    def _open_streams(self, remainder: int) -> int:
+        """h2's count of open streams of one parity (dropping closed ones as it goes), with
+        the states compared directly instead of through two properties per stream: h2
+        counts on every new stream, so this runs once per request over all streams."""
+        count = 0
+        closed: list[int] = []
+        for stream_id, stream in self.streams.items():
+            state = stream.state_machine.state
+            if _OPEN_STATES[state]:
+                if stream_id % 2 == remainder:
+                    count += 1
+            elif state is _CLOSED:
+                closed.append(stream_id)
+        for stream_id in closed:
+            self._closed_streams[stream_id] = self.streams.pop(stream_id).closed_by
+        return count
+
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
         if frames:
             if len(frames) == 1:
@@ -198,10 +221,9 @@ class _Connection(h2.connection.H2Connection):
     # padding and priority mixins), normalises and re-encodes the header list, and
     # serialises it again: about a third of the codec's time per request. The two
     # methods below make the same state transitions, in the same order, with the same
-    # errors, and write the frame bytes directly. Anything unusual (a stream not yet
-    # open, priority, padding, h2's header normalisation or validation switched on)
-    # takes h2's own method. tests/h2/test_fast_send.py compares their output with
-    # stock h2's byte for byte.
+    # errors, and write the frame bytes directly. Anything unusual (priority, padding,
+    # h2's header normalisation or validation switched on) takes h2's own method.
+    # tests/h2/test_fast_send.py compares their output with stock h2's byte for byte.
 
     def send_headers(
         self,
@@ -212,10 +234,8 @@ class _Connection(h2.connection.H2Connection):
         priority_depends_on: int | None = None,
         priority_exclusive: bool | None = None,
     ) -> None:
-        stream = self.streams.get(stream_id)
         if (
-            stream is None
-            or not self.fast_send
+            not self.fast_send
             or priority_weight is not None
             or priority_depends_on is not None
             or priority_exclusive is not None
@@ -230,7 +250,21 @@ class _Connection(h2.connection.H2Connection):
                 priority_exclusive,
             )
             return
-        self.state_machine.process_input(_CONN_SEND_HEADERS)
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            # A new stream (the client side's requests): h2's limit check, then the stream.
+            limit = self.remote_settings.max_concurrent_streams
+            value = self.open_outbound_streams
+            if value + 1 > limit:
+                raise h2.exceptions.TooManyStreamsError(
+                    f"Max outbound streams is {limit}, {value} open"
+                )
+            self.state_machine.process_input(_CONN_SEND_HEADERS)
+            stream = self._get_or_create_stream(
+                stream_id, h2.connection.AllowedStreamIDs(self.config.client_side)
+            )
+        else:
+            self.state_machine.process_input(_CONN_SEND_HEADERS)
         machine = stream.state_machine
         input_ = _SEND_HEADERS
         if not machine.client and is_informational_response(headers):
@@ -648,11 +682,13 @@ class _H2Codec:
 class H2ServerCodec(_H2Codec):
     """The downstream side: requests in, responses out."""
 
-    __slots__ = ("first_frame_seen",)
+    __slots__ = ("first_frame_seen", "requests")
 
     def __init__(self, limits: H2Limits | None = None) -> None:
         super().__init__(False, limits or H2Limits())
         self.first_frame_seen = False
+        # Header list -> (method, path, fields, content-length) of a valid request.
+        self.requests: dict[tuple[Any, ...], tuple[bytes, bytes, Headers, int | None]] = {}
 
     def receive(self, data: bytes, now: float) -> list[H2Event]:
         if not self.first_frame_seen:
@@ -679,6 +715,28 @@ class H2ServerCodec(_H2Codec):
 
     def _request(self, stream_id: int, headers: Any, ended: bool) -> RequestHead | None:
         """RFC 9113 section 8.3.1 checks while converting; None for a malformed request."""
+        # A client repeats its header lists (h2load, health checks, a gRPC method without
+        # per-call metadata): a list validated before on this connection is not re-read.
+        key = tuple(headers) if len(headers) <= _MEMO_FIELDS else None
+        parsed = self.requests.get(key) if key is not None else None
+        if parsed is None:
+            parsed = self._parse_request(headers)
+            if parsed is None:
+                return None
+            if key is not None:
+                if len(self.requests) >= _MEMO_REQUESTS:
+                    self.requests.clear()
+                self.requests[key] = parsed
+        method, path, fields, content_length = parsed
+        if ended and content_length is None and method not in (b"GET", b"HEAD"):
+            content_length = 0
+        # A body of unknown length goes to an HTTP/1 upstream chunked.
+        chunked = not ended and content_length is None
+        return RequestHead(
+            stream_id, method, path, list(fields), b"2", True, content_length, chunked
+        )
+
+    def _parse_request(self, headers: Any) -> tuple[bytes, bytes, Headers, int | None] | None:
         method = scheme = path = authority = None
         fields: Headers = []
         content_length: int | None = None
@@ -736,11 +794,7 @@ class H2ServerCodec(_H2Codec):
             if _BAD_VALUE(authority):
                 return None
             fields.insert(0, (b"host", authority))
-        if ended and content_length is None and method not in (b"GET", b"HEAD"):
-            content_length = 0
-        # A body of unknown length goes to an HTTP/1 upstream chunked.
-        chunked = not ended and content_length is None
-        return RequestHead(stream_id, method, path, fields, b"2", True, content_length, chunked)
+        return method, path, fields, content_length
 
     def send_response(self, stream_id: int, head: ResponseHead, end_stream: bool) -> None:
         headers: Headers = [(b":status", str(head.status).encode())]
