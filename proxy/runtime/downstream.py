@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from proxy.runtime.upstream import Destination
     from proxy.runtime.worker import Worker
 
+
 class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
     """One accepted client connection."""
 

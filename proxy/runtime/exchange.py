@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from proxy.core.messages import Event, RequestHead, ResponseHead
 from proxy.runtime import pause
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
-    from proxy.runtime.upstream import UpstreamConnection
+    from proxy.runtime.upstream import Upstream
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # HTTP/2's H2Exchange
 class Exchange:
     """One request/response pair in flight: its upstream, and what logs and metrics need."""
 
@@ -60,7 +63,7 @@ class Exchange:
         self.upstream_start = 0.0
         self.request_id = b""
         self.upstream_head: RequestHead | None = None
-        self.upstream: UpstreamConnection | None = None
+        self.upstream: Upstream | None = None
         # Request body received before an upstream connection was ready (unframed:
         # the upstream codec frames it once it exists, so its state stays true).
         self.upstream_buffer: list[bytes] = []
@@ -94,7 +97,7 @@ class Exchange:
 
     # Sending the request upstream, the same for HTTP/1 and HTTP/2 exchanges.
 
-    def attach(self, upstream: UpstreamConnection, reused: bool, now: float) -> bool:
+    def attach(self, upstream: Upstream, reused: bool, now: float) -> bool:
         """Take `upstream` and send it the request so far; True if that was all of it."""
         self.upstream = upstream
         self.reused = reused
@@ -124,7 +127,7 @@ class Exchange:
     # The pool and the upstream connection call these (UpstreamUser); an exchange that
     # has already finished ignores late callbacks instead of disturbing its successor.
 
-    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
+    def upstream_ready(self, connection: Upstream, reused: bool) -> None:
         if self.finished:
             connection.pool.release(connection)
         else:
@@ -138,7 +141,7 @@ class Exchange:
         if not self.finished:
             self.downstream.on_upstream_events(self, events)
 
-    def upstream_lost(self, connection: UpstreamConnection) -> None:
+    def upstream_lost(self, connection: Upstream) -> None:
         if not self.finished:
             self.downstream.on_upstream_lost(self, connection)
 

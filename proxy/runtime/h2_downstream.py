@@ -36,7 +36,7 @@ from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
-    from proxy.runtime.upstream import UpstreamConnection
+    from proxy.runtime.upstream import Upstream
     from proxy.runtime.worker import Worker
 
 # Envoy's Grpc::Utility::httpToGrpcStatus, for local replies to gRPC requests.
@@ -84,7 +84,7 @@ class H2Exchange(Exchange):
         self.idle_mark = 0
         self.idle_since = start
 
-    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
+    def upstream_ready(self, connection: Upstream, reused: bool) -> None:
         if self.finished:
             connection.pool.release(connection)
         else:
@@ -99,7 +99,7 @@ class H2Exchange(Exchange):
         if not self.finished:
             self.h2.on_upstream_events(self, events)
 
-    def upstream_lost(self, connection: UpstreamConnection) -> None:
+    def upstream_lost(self, connection: Upstream) -> None:
         if not self.finished:
             self.h2.on_upstream_lost(self, connection)
 
@@ -353,9 +353,7 @@ class H2Downstream:
 
     # -- the upstream side ----------------------------------------------------------------
 
-    def on_upstream_ready(
-        self, exchange: H2Exchange, upstream: UpstreamConnection, reused: bool
-    ) -> None:
+    def on_upstream_ready(self, exchange: H2Exchange, upstream: Upstream, reused: bool) -> None:
         self.stats[S.UPSTREAM_RQ_TOTAL] += 1
         if exchange.attach(upstream, reused, self.worker.loop.time()):
             self._arm_route_timeout(exchange)
@@ -428,7 +426,7 @@ class H2Downstream:
             codec.send_response(stream_id, head, False)
         self.mark()
 
-    def on_upstream_lost(self, exchange: H2Exchange, upstream: UpstreamConnection) -> None:
+    def on_upstream_lost(self, exchange: H2Exchange, upstream: Upstream) -> None:
         events = upstream.codec.connection_closed()
         if events and type(events[0]) is EndOfMessage:
             self.on_upstream_events(exchange, events)  # a close-delimited body ended

@@ -32,13 +32,12 @@ from proxy.telemetry import stats as S
 if TYPE_CHECKING:
     from proxy.core.codecs.base import ServerCodec
     from proxy.runtime.downstream import DownstreamConnection
-    from proxy.runtime.upstream import Destination, UpstreamConnection
+    from proxy.runtime.upstream import Destination, Upstream
     from proxy.runtime.worker import Worker
 
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Parsed requests allowed to wait behind the one in flight before reading pauses.
 MAX_PIPELINED_EVENTS = 64
-
 
 
 class Http1ConnectionManager:
@@ -62,15 +61,15 @@ class Http1ConnectionManager:
     scheme: bytes
     write_paused: bool
 
-    if TYPE_CHECKING:  # the connection's plumbing, defined on DownstreamConnection
+    # The connection's plumbing, defined on DownstreamConnection (which overrides these).
 
-        def pause_reading(self, reason: int) -> None: ...
+    def pause_reading(self, reason: int) -> None: ...
 
-        def resume_reading(self, reason: int) -> None: ...
+    def resume_reading(self, reason: int) -> None: ...
 
-        def _write(self, data: bytes) -> None: ...
+    def _write(self, data: bytes) -> None: ...
 
-        def _close(self) -> None: ...
+    def _close(self) -> None: ...
 
     # -- HTTP/1: requests from downstream ----------------------------------------------
 
@@ -199,9 +198,7 @@ class Http1ConnectionManager:
 
     # -- HTTP/1: the upstream side -------------------------------------------------------
 
-    def on_upstream_ready(
-        self, exchange: Exchange, upstream: UpstreamConnection, reused: bool
-    ) -> None:
+    def on_upstream_ready(self, exchange: Exchange, upstream: Upstream, reused: bool) -> None:
         self.stats[S.UPSTREAM_RQ_TOTAL] += 1
         if exchange.attach(upstream, reused, self.worker.loop.time()):
             self._arm_route_timeout(exchange)
@@ -280,7 +277,7 @@ class Http1ConnectionManager:
         exchange.response = head
         out.append(codec.send_response_head(head, exchange.request))
 
-    def on_upstream_lost(self, exchange: Exchange, upstream: UpstreamConnection) -> None:
+    def on_upstream_lost(self, exchange: Exchange, upstream: Upstream) -> None:
         events = upstream.codec.connection_closed()
         if events and type(events[0]) is EndOfMessage:
             self.on_upstream_events(exchange, events)  # a close-delimited body ended
@@ -392,8 +389,20 @@ class Http1ConnectionManager:
                 self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] += 1
             self._close()
             return
+        self._start_pending()
+
+    def _start_pending(self) -> None:
+        """Start the requests pipelined behind the one that just finished.
+
+        A method of its own, not the tail of `_next_or_close`: there `self.exchange` was
+        just set to None, and mypy (so the compiled build) would keep assuming it is
+        None after `_on_request_event` has started a new exchange.
+        """
         pending = self.pending
-        while pending and (self.exchange is None or not self.exchange.request_complete):
+        while pending:
+            exchange = self.exchange
+            if exchange is not None and exchange.request_complete:
+                break
             self._on_request_event(pending.popleft())
         if len(pending) <= MAX_PIPELINED_EVENTS:
             self.resume_reading(pause.PIPELINE_FULL)

@@ -25,16 +25,50 @@ if TYPE_CHECKING:
 Destination = tuple[str, int]
 
 
+class Pausable(Protocol):
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class Releaser(Protocol):
+    def release(self, connection: Any) -> None: ...
+
+
+class Upstream(Protocol):
+    """What an exchange holds while it has an upstream: an HTTP/1 `UpstreamConnection`, or
+    one stream of an HTTP/2 connection wearing the same face (`h2_upstream`).
+
+    A structural type, so the compiled hot path (see `proxy._compiled`) accepts both.
+    """
+
+    codec: ClientCodec
+    user: UpstreamUser | None
+    received_any: bool
+
+    @property
+    def pool(self) -> Releaser: ...
+
+    @property
+    def transport(self) -> Pausable | None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class UpstreamUser(Protocol):
     """What an exchange waiting on the pool must accept (the downstream side implements it)."""
 
-    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None: ...
+    def upstream_ready(self, connection: Upstream, reused: bool) -> None: ...
 
     def upstream_failed(self, status: int, flag: str, details: str) -> None: ...
 
     def upstream_events(self, events: list[Event]) -> None: ...
 
-    def upstream_lost(self, connection: UpstreamConnection) -> None: ...
+    def upstream_lost(self, connection: Upstream) -> None: ...
 
     def upstream_pause_writing(self) -> None: ...
 

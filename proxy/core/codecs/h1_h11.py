@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import h11
 
@@ -188,7 +188,10 @@ class _Body:
     )
 
     # States of a chunked body.
-    SIZE, DATA, DATA_END, TRAILERS = range(4)
+    SIZE = 0
+    DATA = 1
+    DATA_END = 2
+    TRAILERS = 3
 
     def __init__(
         self, content_length: int | None, status: int, max_count: int, max_bytes: int
@@ -276,7 +279,10 @@ def _drain(connection: h11.Connection, events: list[Event]) -> bool:
     while True:
         event = connection.next_event()
         if type(event) is h11.Data:
-            events.append(Data(H1_STREAM, bytes(event.data)))
+            # h11 declares bytes but may hand out a bytearray: read it untyped, so the
+            # compiled build (proxy._compiled) does not insist on the declared type.
+            data: Any = getattr(event, "data")  # noqa: B009
+            events.append(Data(H1_STREAM, bytes(data)))
         elif type(event) is h11.EndOfMessage:
             trailers = [(bytes(name), bytes(value)) for name, value in event.headers]
             events.append(EndOfMessage(H1_STREAM, trailers))
