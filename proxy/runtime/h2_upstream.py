@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
     from proxy.runtime.upstream import (
         Destination,
-        UpstreamConnection,
+        Upstream,
         UpstreamPool,
         UpstreamUser,
     )
@@ -281,7 +281,7 @@ class _Retry:
     def __init__(self, stream: H2UpstreamStream) -> None:
         self.stream = stream
 
-    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
+    def upstream_ready(self, connection: Upstream, reused: bool) -> None:
         slot = cast(H2UpstreamStream, connection)  # a fresh stream: only its slot is used
         if self.stream.user is None:  # the exchange gave up while it waited
             slot.pool.release(slot)
@@ -298,7 +298,7 @@ class _Retry:
     def upstream_events(self, events: list[Event]) -> None:
         """Never called: the stand-in's own stream is never opened."""
 
-    def upstream_lost(self, connection: UpstreamConnection) -> None:
+    def upstream_lost(self, connection: Upstream) -> None:
         """Never called (as above)."""
 
     def upstream_pause_writing(self) -> None:
@@ -481,7 +481,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         stream.user = None
         if user is not None:
             stream.received_any = True  # never retried on the HTTP/1 pool
-            user.upstream_lost(cast("UpstreamConnection", stream))
+            user.upstream_lost(cast("Upstream", stream))
 
     def _on_goaway(self, event: GoAway) -> None:
         self.goaway = True
@@ -636,7 +636,7 @@ class H2UpstreamPool:
         if reused:
             self.stats[S.UPSTREAM_CX_POOL_REUSE] += 1
         stream = H2UpstreamStream(connection, user)
-        user.upstream_ready(cast("UpstreamConnection", stream), reused)
+        user.upstream_ready(cast("Upstream", stream), reused)
 
     def cancel(self, user: UpstreamUser) -> None:
         self.pending.cancel(user)
