@@ -13,8 +13,9 @@ import h2.exceptions
 import h2.settings
 import pytest
 
-from proxy.core.codecs.h2 import _Connection
+from proxy.core.codecs.h2 import H2ServerCodec, _Connection
 from proxy.core.codecs.h2_hpack import PlainEncoder
+from proxy.core.messages import RequestHead
 
 REQUEST = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"a")]
 
@@ -216,3 +217,36 @@ def test_the_servers_stream_limit() -> None:
     assert pair.both(lambda conn: conn.send_data(1, b"", end_stream=True)) is None
     assert pair.both(lambda conn: conn.reset_stream(3)) is None
     assert pair.both(lambda conn: conn.send_headers(5, REQUEST, end_stream=True)) is None
+
+
+def test_memoised_request_lists_still_convert_per_stream() -> None:
+    client = h2.connection.H2Connection(_config(True))
+    client.initiate_connection()
+    server = H2ServerCodec()
+    server.receive(client.data_to_send(), 0.0)
+    client.receive_data(server.data_to_send())
+    post = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+    bad = [*post, (b"connection", b"close")]  # RFC 9113 section 8.2.2: malformed
+    heads: list[RequestHead] = []
+    resets = []
+    for headers, end in ((post, True), (post, False), (post, True), (bad, True), (post, True)):
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(stream_id, headers, end_stream=end)
+        for event in server.receive(client.data_to_send(), 0.0):
+            if isinstance(event, RequestHead):
+                heads.append(event)
+        resets += [
+            event.stream_id
+            for event in client.receive_data(server.data_to_send())
+            if isinstance(event, h2.events.StreamReset)
+        ]
+    assert [(head.content_length, head.chunked) for head in heads] == [
+        (0, False),  # ended: no body
+        (None, True),  # a body of unknown length follows
+        (0, False),
+        (0, False),
+    ]
+    assert resets == [7]  # the malformed one, after a memoised valid one
+    heads[0].headers.append((b"x-added", b"1"))  # each head owns its fields
+    assert all(head.headers == [(b"host", b"a")] for head in heads[1:])
+    assert server.requests  # the valid list was memoised

@@ -64,9 +64,11 @@ _BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
 # Values must not carry CR, LF or NUL, nor start or end with whitespace: those are how
 # an HTTP/2 request smuggles a second request into an HTTP/1 upstream.
 _BAD_VALUE = re.compile(rb"[\r\n\x00]|^[ \t]|[ \t]$").search
+_STATUS = {code: str(code).encode() for code in range(100, 600)}
 # Request header lists memoised per connection once validated, and the longest memoised.
 _MEMO_REQUESTS = 16
 _MEMO_FIELDS = 32
+_MEMO_BYTES = 2048
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
 
 
@@ -723,7 +725,8 @@ class H2ServerCodec(_H2Codec):
             parsed = self._parse_request(headers)
             if parsed is None:
                 return None
-            if key is not None:
+            # Bounded in bytes too: the memo keeps the decoded values alive.
+            if key is not None and sum(len(n) + len(v) for n, v in key) <= _MEMO_BYTES:
                 if len(self.requests) >= _MEMO_REQUESTS:
                     self.requests.clear()
                 self.requests[key] = parsed
@@ -797,7 +800,8 @@ class H2ServerCodec(_H2Codec):
         return method, path, fields, content_length
 
     def send_response(self, stream_id: int, head: ResponseHead, end_stream: bool) -> None:
-        headers: Headers = [(b":status", str(head.status).encode())]
+        status = _STATUS.get(head.status) or str(head.status).encode()
+        headers: Headers = [(b":status", status)]
         headers += head.headers
         if head.content_length is not None:
             headers.append((b"content-length", str(head.content_length).encode()))
