@@ -594,8 +594,7 @@ class H2Downstream:
         else:
             exchange.bytes_sent += len(body)
             codec.send_response(stream_id, head, False)
-            codec.send_data(stream_id, body)
-            codec.send_end(stream_id, [])
+            codec.send_data(stream_id, body, True)
         exchange.status = head.status
         exchange.response = head
         if not exchange.request_complete and not codec.pending(stream_id):

@@ -99,6 +99,13 @@ def test_response_headers_data_and_trailers(pair: Pair) -> None:
     pair.both(lambda conn: conn.send_headers(c, [(b":status", b"200")]))
     pair.both(lambda conn: conn.send_data(c, b""))
     pair.both(lambda conn: conn.send_headers(c, [(b"grpc-status", b"0")], end_stream=True))
+    d, e = pair.request(), pair.request()
+    pair.both(lambda conn: conn.send_headers(d, [(b":status", b"200")]))
+    assert pair.both(lambda conn: conn.end_stream(d)) is None
+    assert pair.both(lambda conn: conn.end_stream(d)) is h2.exceptions.StreamClosedError
+    assert pair.both(lambda conn: conn.end_stream(99)) is h2.exceptions.NoSuchStreamError
+    pair.deliver = False  # h2 ends a stream before its HEADERS, which the client cannot take
+    assert pair.both(lambda conn: conn.end_stream(e)) is None
 
 
 def test_header_blocks_over_the_frame_size_take_continuation_frames(pair: Pair) -> None:

@@ -302,6 +302,15 @@ class _Connection(h2.connection.H2Connection):
             out += _FRAME_HEADER(len(chunk) >> 8, len(chunk) & 0xFF, kind, flags, stream_id)
             out += chunk
 
+    def end_stream(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or not self.fast_send:
+            super().end_stream(stream_id)  # NoSuchStreamError or StreamClosedError
+            return
+        self.state_machine.process_input(_CONN_SEND_DATA)
+        stream.state_machine.process_input(_SEND_END_STREAM)
+        self._data_to_send += _FRAME_HEADER(0, 0, 0x0, _END_STREAM, stream_id)
+
     def send_data(
         self,
         stream_id: int,
@@ -456,6 +465,16 @@ class _H2Codec:
 
     def send_end(self, stream_id: int, trailers: Headers) -> None:
         """End the stream, with trailers if any, after whatever is still queued."""
+        if stream_id not in self.queued and not self.write_blocked:
+            # Nothing queued: the end goes out now.
+            try:
+                if trailers:
+                    self.conn.send_headers(stream_id, trailers, end_stream=True)
+                else:
+                    self.conn.end_stream(stream_id)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
+                self.forget(stream_id)  # reset by the peer meanwhile: dropped
+            return
         self.queued_end[stream_id] = trailers
         if stream_id not in self.queued:
             self.queued[stream_id] = deque()
