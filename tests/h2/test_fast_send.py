@@ -11,7 +11,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import pytest
+from hyperframe.frame import HeadersFrame, SettingsFrame
 
 from proxy.core.codecs.h2 import H2ServerCodec, _Connection
 from proxy.core.codecs.h2_hpack import PlainEncoder
@@ -257,3 +259,88 @@ def test_memoised_request_lists_still_convert_per_stream() -> None:
     heads[0].headers.append((b"x-added", b"1"))  # each head owns its fields
     assert all(head.headers == [(b"host", b"a")] for head in heads[1:])
     assert server.requests  # the valid list was memoised
+
+
+def _headers_frame(stream_id: int, fields: list[tuple[bytes, bytes]], *flags: str) -> bytes:
+    frame = HeadersFrame(stream_id)
+    frame.data = hpack.Encoder().encode(fields)  # a fresh table: every block self-contained
+    frame.flags.add("END_HEADERS")
+    for flag in flags:
+        frame.flags.add(flag)
+    if "PRIORITY" in flags:
+        frame.depends_on, frame.stream_weight, frame.exclusive = 0, 15, False
+    return bytes(frame.serialize())
+
+
+def _events(conn: h2.connection.H2Connection, data: bytes) -> object:
+    try:
+        return [(type(event), repr(event)) for event in conn.receive_data(data)]
+    except Exception as error:  # compared with stock h2's
+        return type(error)
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [_headers_frame(1, REQUEST, "END_STREAM")],
+        [_headers_frame(1, REQUEST), _headers_frame(1, [(b"x", b"1")], "END_STREAM")],
+        [_headers_frame(1, REQUEST), _headers_frame(1, [(b"x", b"1")])],  # trailers, no end
+        [_headers_frame(1, [*REQUEST, (b"content-length", b"x")], "END_STREAM")],
+        [_headers_frame(1, [*REQUEST, (b"content-length", b"1")], "END_STREAM")],
+        [_headers_frame(1, [(b":status", b"100")], "END_STREAM")],
+        [_headers_frame(1, [(b":status", b"103")])],
+        [_headers_frame(1, REQUEST, "END_STREAM", "PRIORITY")],
+        [_headers_frame(1, REQUEST, "END_STREAM"), _headers_frame(1, REQUEST, "END_STREAM")],
+        [_headers_frame(3, REQUEST, "END_STREAM"), _headers_frame(1, REQUEST, "END_STREAM")],
+        [_headers_frame(2, REQUEST, "END_STREAM")],  # an even id from a client
+        [_headers_frame(i, REQUEST) for i in (1, 3, 5)],  # over the advertised 2 streams
+    ],
+)
+def test_received_headers_as_h2_does(frames: list[bytes]) -> None:
+    servers = []
+    for kind in (h2.connection.H2Connection, _Connection):
+        server = kind(_config(False))
+        server.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2},
+        )
+        server.initiate_connection()
+        server.receive_data(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(SettingsFrame(0).serialize())
+        )
+        settings_ack = SettingsFrame(0)
+        settings_ack.flags.add("ACK")
+        server.receive_data(bytes(settings_ack.serialize()))
+        server.data_to_send()
+        servers.append(server)
+    for frame in frames:
+        outcome = _events(servers[0], frame)
+        assert _events(servers[1], frame) == outcome, frame
+        assert servers[1].data_to_send() == servers[0].data_to_send()
+        if isinstance(outcome, type):
+            break
+
+
+def test_received_responses_as_h2_does() -> None:
+    pair = ClientPair()
+    head = [(b":method", b"HEAD"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+    for stream_id, request in ((1, REQUEST), (3, head), (5, REQUEST)):
+        for conn in (pair.stock, pair.ours):
+            conn.send_headers(stream_id, request, end_stream=True)
+        requests = pair.stock.data_to_send()
+        assert pair.ours.data_to_send() == requests
+        pair.server.receive_data(requests)
+    server = pair.server
+    server.send_headers(1, [(b":status", b"100")])
+    server.send_headers(1, [(b":status", b"200")])
+    server.send_data(1, b"hi")
+    server.send_headers(1, [(b"grpc-status", b"0")], end_stream=True)
+    server.send_headers(3, [(b":status", b"200"), (b"content-length", b"10")], end_stream=True)
+    data = server.data_to_send()
+    server.send_headers(5, [(b":status", b"200"), (b"content-length", b"bad")])
+    bad = server.data_to_send()
+    outcome = _events(pair.stock, data)
+    assert _events(pair.ours, data) == outcome
+    assert isinstance(outcome, list) and len(outcome) == 7
+    assert _events(pair.ours, bad) == _events(pair.stock, bad) == h2.exceptions.ProtocolError
+    assert pair.ours.data_to_send() == pair.stock.data_to_send()

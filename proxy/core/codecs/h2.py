@@ -25,12 +25,13 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
+from h2.connection import _decode_headers
 from h2.utilities import (
     authority_from_headers,
     extract_method_header,
     is_informational_response,
 )
-from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from proxy.core.codecs.h2_hpack import MemoDecoder, PlainEncoder
 from proxy.core.messages import (
@@ -142,6 +143,10 @@ _END_STREAM = 0x1
 _END_HEADERS = 0x4
 _CONN_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
 _CONN_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
+_CONN_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
+_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
+_RECV_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
+_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 _SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
 _SEND_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.SEND_INFORMATIONAL_HEADERS
 _SEND_DATA = h2.stream.StreamInputs.SEND_DATA
@@ -152,12 +157,17 @@ _CLOSED = h2.stream.StreamState.CLOSED
 
 
 class _Connection(h2.connection.H2Connection):
-    """h2's connection without the work it does for its own logging on every frame.
+    """h2's connection (4.x) on its hot paths without work this codec does not need.
 
-    h2 formats every received frame with repr() for a trace log call whether or not
-    anything logs (the hyperframe repr renders the whole payload: a few per cent of the
-    CPU), and re-checks every outbound frame's size against the limit it has just sliced
-    by. These two methods are h2's own (4.x) without that work.
+    h2 remains the frame layer, the connection and stream state machines, flow control
+    and every error; the overrides below make the same calls into those, in the same
+    order, and skip: repr() of every received frame for a trace log nothing reads (the
+    hyperframe repr renders the payload), frame objects and hyperframe serialisation for
+    the HEADERS, DATA and END_STREAM frames we send, the inbound and outbound header
+    pipelines' bookkeeping while those pipelines are off (as the codec configures
+    them), and two property calls per stream when counting open streams.
+    tests/h2/test_fast_send.py runs each against stock h2: same bytes, events, states
+    and exceptions.
     """
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
@@ -165,6 +175,11 @@ class _Connection(h2.connection.H2Connection):
         # The direct send paths below do not run h2's outbound header normalisation or
         # validation: they are used only when those are off, as the codec configures them.
         self.fast_send = not (config.normalize_outbound_headers or config.validate_outbound_headers)
+        self.fast_receive = not (
+            config.normalize_inbound_headers
+            or config.validate_inbound_headers
+            or isinstance(config.header_encoding, str)
+        )
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         events: list[h2.events.Event]
@@ -194,6 +209,50 @@ class _Connection(h2.connection.H2Connection):
         else:
             self._prepare_for_sending(frames)
         return events
+
+    def _receive_headers_frame(
+        self, frame: HeadersFrame
+    ) -> tuple[list[Frame], list[h2.events.Event]]:
+        """h2's HEADERS handling (connection, then H2Stream.receive_headers) without building
+        the validation flags and the header-list copy that its inbound pipeline, switched
+        off here, would use. PRIORITY on HEADERS, or that pipeline on, takes h2's method."""
+        flags = frame.flags
+        if not self.fast_receive or "PRIORITY" in flags:
+            return super()._receive_headers_frame(frame)
+        stream_id = frame.stream_id
+        if stream_id not in self.streams:
+            limit = self.local_settings.max_concurrent_streams
+            value = self.open_inbound_streams
+            if value + 1 > limit:
+                raise h2.exceptions.TooManyStreamsError(
+                    f"Max inbound streams is {limit}, {value} open"
+                )
+        headers = _decode_headers(self.decoder, frame.data)
+        events = self.state_machine.process_input(_CONN_RECV_HEADERS)
+        stream = self._get_or_create_stream(
+            stream_id, h2.connection.AllowedStreamIDs(not self.config.client_side)
+        )
+        # H2Stream.receive_headers, step for step.
+        end_stream = "END_STREAM" in flags
+        machine = stream.state_machine
+        if is_informational_response(headers):
+            if end_stream:
+                raise h2.exceptions.ProtocolError(
+                    "Cannot set END_STREAM on informational responses"
+                )
+            stream_events = machine.process_input(_RECV_INFORMATIONAL_HEADERS)
+        else:
+            stream_events = machine.process_input(_RECV_HEADERS)
+        headers_event: Any = stream_events[0]
+        if end_stream:
+            ended = machine.process_input(_RECV_END_STREAM)
+            headers_event.stream_ended = ended[0]
+            stream_events += ended
+        stream._initialize_content_length(headers)
+        if not end_stream and type(headers_event) is h2.events.TrailersReceived:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+        headers_event.headers = headers  # the decoder made this list for this block
+        return [], events + stream_events
 
     def _open_streams(self, remainder: int) -> int:
         """h2's count of open streams of one parity (dropping closed ones as it goes), with
