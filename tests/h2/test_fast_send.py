@@ -76,6 +76,8 @@ class Pair:
         assert self.ours.outbound_flow_control_window == self.stock.outbound_flow_control_window
         assert self.ours.state_machine.state == self.stock.state_machine.state
         assert self.ours.streams.keys() == self.stock.streams.keys()
+        closed = list(self.stock._closed_streams.items())
+        assert list(self.ours._closed_streams.items()) == closed
         for stream_id, stream in self.stock.streams.items():
             mine = self.ours.streams[stream_id]
             assert mine.state_machine.state == stream.state_machine.state
@@ -344,3 +346,13 @@ def test_received_responses_as_h2_does() -> None:
     assert isinstance(outcome, list) and len(outcome) == 7
     assert _events(pair.ours, bad) == _events(pair.stock, bad) == h2.exceptions.ProtocolError
     assert pair.ours.data_to_send() == pair.stock.data_to_send()
+
+
+def test_closed_streams_are_forgotten_as_h2_does() -> None:
+    pair = Pair()
+    for conn in (pair.stock, pair.ours):
+        conn._closed_streams._size_limit = 5  # h2 keeps 100; 5 makes it trim here
+    for _ in range(12):
+        stream_id = pair.request()  # each new stream makes h2 count, and drop closed ones
+        pair.both(lambda conn, s=stream_id: conn.send_headers(s, [(b":status", b"204")], True))
+    assert len(pair.ours._closed_streams) == 5

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 import struct
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +154,7 @@ _SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
 # h2's own table: state (an IntEnum, so a list index) -> open (OPEN or half closed).
 _OPEN_STATES = h2.stream.STREAM_OPEN
 _CLOSED = h2.stream.StreamState.CLOSED
+_ordered_set = OrderedDict.__setitem__
 
 
 class _Connection(h2.connection.H2Connection):
@@ -267,8 +268,14 @@ class _Connection(h2.connection.H2Connection):
                     count += 1
             elif state is _CLOSED:
                 closed.append(stream_id)
-        for stream_id in closed:
-            self._closed_streams[stream_id] = self.streams.pop(stream_id).closed_by
+        if closed:
+            # h2's SizeLimitDict trims itself after every insertion; once after all of
+            # them leaves the same entries (ids only grow, none is inserted twice).
+            history: Any = self._closed_streams
+            streams = self.streams
+            for stream_id in closed:
+                _ordered_set(history, stream_id, streams.pop(stream_id).closed_by)
+            history._check_size_limit()
         return count
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
