@@ -36,6 +36,7 @@ HOT_PATH = (
     "proxy.runtime.deadlines",
     "proxy.runtime.downstream",
     "proxy.runtime.upstream",
+    "proxy.runtime.worker",
 )
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
