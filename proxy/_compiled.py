@@ -37,6 +37,7 @@ HOT_PATH = (
     "proxy.runtime.downstream",
     "proxy.runtime.upstream",
     "proxy.runtime.worker",
+    "proxy.telemetry.pipeline",
 )
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

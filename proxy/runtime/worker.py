@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 
 _random_bits = random.getrandbits  # reseeded in each forked worker by the random module
 # RFC 9562 UUIDv4: version nibble 4, variant bits 10.
-_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
-_UUID4_SET = (0x4 << 76) | (0x2 << 62)
+_VARIANTS = b"89ab"
 
 
 def new_request_id() -> bytes:
@@ -31,8 +30,17 @@ def new_request_id() -> bytes:
     Request ids need uniqueness, not secrecy, so the Mersenne Twister replaces the
     getrandom() syscall that uuid4 makes per call.
     """
-    h = ((_random_bits(128) & _UUID4_CLEAR) | _UUID4_SET).to_bytes(16, "big").hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+    h = _random_bits(128).to_bytes(16, "big").hex().encode()
+    # Version nibble 4, variant bits 10 (one of 8, 9, a, b) from the random nibble.
+    variant = h[16] & 3
+    return b"%s-%s-4%s-%s%s-%s" % (
+        h[:8],
+        h[8:12],
+        h[13:16],
+        _VARIANTS[variant : variant + 1],
+        h[17:20],
+        h[20:],
+    )
 
 
 def _route_timeout(exchange: object) -> None:

@@ -11,19 +11,36 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from proxy.runtime.downstream import DownstreamConnection
     from proxy.runtime.exchange import Exchange
     from proxy.runtime.tcp_proxy import TcpRelay
 
 
+class ConnectionFacts(Protocol):
+    """What telemetry reads of the downstream connection a request came on.
+
+    A structural type: the HTTP/1 and HTTP/2 runtimes pass their connection, and the
+    compiled hot path (proxy/_compiled.py) checks no class at the call.
+    """
+
+    @property
+    def listener_name(self) -> str: ...
+
+    @property
+    def destination(self) -> tuple[str, int] | None: ...
+
+    @property
+    def client_address(self) -> bytes: ...
+
+    @property
+    def local_address(self) -> str: ...
+
+
 class RequestObserver(Protocol):
-    def request_start(self, downstream: DownstreamConnection, exchange: Exchange) -> None:
+    def request_start(self, downstream: ConnectionFacts, exchange: Exchange) -> None:
         """Before the request goes upstream: `exchange.upstream_head.headers` may be extended."""
         ...
 
-    def request_done(
-        self, downstream: DownstreamConnection, exchange: Exchange, now: float
-    ) -> None: ...
+    def request_done(self, downstream: ConnectionFacts, exchange: Exchange, now: float) -> None: ...
 
     def tcp_start(self, relay: TcpRelay) -> None:
         """An opaque TCP relay began (istio_tcp_connections_opened_total counts here)."""

@@ -33,9 +33,9 @@ from proxy.telemetry.stats import StatsTable
 from proxy.telemetry.tracing import SpanKind, Tracer, tracing_disabled
 
 if TYPE_CHECKING:
-    from proxy.runtime.downstream import DownstreamConnection
     from proxy.runtime.exchange import Exchange
     from proxy.runtime.tcp_proxy import TcpRelay
+    from proxy.telemetry.observer import ConnectionFacts
 
 # Trace and span ids need uniqueness, not secrecy: the Mersenne Twister (reseeded per
 # forked worker) instead of a getrandom() syscall per id.
@@ -174,7 +174,7 @@ class Telemetry:
 
     # -- per request (the hot path) -----------------------------------------------------
 
-    def request_start(self, downstream: DownstreamConnection, exchange: Exchange) -> None:
+    def request_start(self, downstream: ConnectionFacts, exchange: Exchange) -> None:
         headers = dict(exchange.request.headers)
         tracer = self.tracer
         if tracer is None:
@@ -213,9 +213,7 @@ class Telemetry:
             head.headers = [pair for pair in head.headers if pair[0] not in _TRACE_HEADERS]
             head.headers += tc.inject(trace_id, span_id, parent_span_id, sampled, style, tracestate)
 
-    def request_done(
-        self, downstream: DownstreamConnection, exchange: Exchange, now: float
-    ) -> None:
+    def request_done(self, downstream: ConnectionFacts, exchange: Exchange, now: float) -> None:
         state = exchange.telemetry
         if type(state) is RequestState:
             headers = state.headers
@@ -282,7 +280,7 @@ class Telemetry:
     # -- the slower paths ------------------------------------------------------------------
 
     def _new_http_series(
-        self, key: tuple[Any, ...], downstream: DownstreamConnection
+        self, key: tuple[Any, ...], downstream: ConnectionFacts
     ) -> tuple[tuple[Any, ...], list[float]]:
         listener, raw_host, status, flags, grpc_status = key
         if len(self.http) >= M.MAX_SERIES:
@@ -324,7 +322,7 @@ class Telemetry:
 
     def _record_span(
         self,
-        downstream: DownstreamConnection,
+        downstream: ConnectionFacts,
         exchange: Exchange,
         state: RequestState,
         now: float,
@@ -397,7 +395,7 @@ class Telemetry:
 
     def _json_line(
         self,
-        downstream: DownstreamConnection,
+        downstream: ConnectionFacts,
         exchange: Exchange,
         headers: dict[bytes, bytes],
         state: RequestState | None,
@@ -462,7 +460,7 @@ class Telemetry:
         quoted[value] = text
         return text
 
-    def _connection_json(self, downstream: DownstreamConnection) -> str:
+    def _connection_json(self, downstream: ConnectionFacts) -> str:
         destination = downstream.destination
         if destination is not None:
             outbound = self.outbound.get(downstream.listener_name, True)
@@ -491,7 +489,7 @@ class Telemetry:
 
     def _text_line(
         self,
-        downstream: DownstreamConnection,
+        downstream: ConnectionFacts,
         exchange: Exchange,
         headers: dict[bytes, bytes],
         now: float,

@@ -15,16 +15,30 @@ FRAMING_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
 LAST_CHUNK = b"0\r\n\r\n"
 
 
+def _add_fields(parts: list[bytes], headers: Headers) -> None:
+    # Pieces for one join: half the cost of a `b"%s: %s\r\n"` format per field.
+    for name, value in headers:
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(b"\r\n")
+
+
 def header_block(headers: Headers) -> bytes:
     """`name: value\\r\\n` for each header, in order (no terminating blank line)."""
-    return b"".join([b"%s: %s\r\n" % pair for pair in headers])
+    parts: list[bytes] = []
+    _add_fields(parts, headers)
+    return b"".join(parts)
 
 
 def request_head(
     method: bytes, target: bytes, headers: Headers, content_length: int | None, chunked: bool
 ) -> bytes:
-    framing = _framing_line(content_length, chunked)
-    return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, target, header_block(headers), framing)
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    _add_fields(parts, headers)
+    parts.append(_framing_line(content_length, chunked))
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def response_head(
@@ -35,15 +49,22 @@ def response_head(
     chunked: bool,
     close: bool,
 ) -> bytes:
-    framing = _framing_line(content_length, chunked)
+    parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d " % status, reason or _reason(status)]
+    parts.append(b"\r\n")
+    _add_fields(parts, headers)
+    parts.append(_framing_line(content_length, chunked))
     if close:
-        framing += b"connection: close\r\n"
-    return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (
-        status,
-        reason or REASONS.get(status, b"Unknown"),
-        header_block(headers),
-        framing,
-    )
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _reason(status: int) -> bytes:
+    return REASONS.get(status, b"Unknown")
+
+
+# "HTTP/1.1 200 " and friends, built once.
+_STATUS_LINES: dict[int, bytes] = {status: b"HTTP/1.1 %d " % status for status in range(100, 600)}
 
 
 def chunk(data: bytes) -> bytes:
