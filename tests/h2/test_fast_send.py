@@ -3,6 +3,8 @@ h2: the same operations give the same bytes, the same state and the same errors.
 
 from __future__ import annotations
 
+import random
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -10,12 +12,13 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import hpack
 import pytest
 from hyperframe.frame import HeadersFrame, SettingsFrame
 
-from proxy.core.codecs.h2 import H2ServerCodec, _Connection
+from proxy.core.codecs.h2 import H2ServerCodec, _Connection, _FrameBuffer
 from proxy.core.codecs.h2_hpack import PlainEncoder
 from proxy.core.messages import RequestHead
 
@@ -356,3 +359,51 @@ def test_closed_streams_are_forgotten_as_h2_does() -> None:
         stream_id = pair.request()  # each new stream makes h2 count, and drop closed ones
         pair.both(lambda conn, s=stream_id: conn.send_headers(s, [(b":status", b"204")], True))
     assert len(pair.ours._closed_streams) == 5
+
+
+def _frame_state(frame: object) -> object:
+    state = dict(vars(frame))
+    flags = state.pop("flags")
+    return type(frame), state, set(flags._valid_flags), set(flags._flags)
+
+
+def _frames(buffer: h2.frame_buffer.FrameBuffer, chunks: list[bytes]) -> list[object]:
+    out: list[object] = []
+    try:
+        for chunk in chunks:
+            buffer.add_data(chunk)
+            out += [_frame_state(frame) for frame in buffer]
+    except Exception as error:  # compared with stock h2's
+        out.append(type(error))
+    return out
+
+
+def test_frames_are_parsed_as_h2_and_hyperframe_do() -> None:
+    rng = random.Random(3)
+    frames = []
+    for bits in range(256):  # every flag combination, known or not
+        for kind in (0x0, 0x1):
+            body = b"\x03abcdef" if bits & 0x8 else b"abcdef"  # PADDED: pad length 3
+            if kind == 0x1 and bits & 0x20:
+                body = (b"\x03" if bits & 0x8 else b"") + b"\x80\x00\x00\x03\x10" + b"abcdef"
+            frames.append(struct.pack(">HBBBL", 0, len(body), kind, bits, 1 + 2 * bits) + body)
+    frames.append(struct.pack(">HBBBL", 0, 2, 0x0, 0x8, 1) + b"\x05x")  # padding too long
+    frames.append(struct.pack(">HBBBL", 0, 0, 0x0, 0x0, 0))  # DATA on stream 0
+    frames.append(struct.pack(">HBBBL", 0, 4, 0x8, 0x0, 1) + b"\x00\x00\x00\x01")  # WINDOW_UPDATE
+    frames.append(struct.pack(">HBBBL", 0x100, 0, 0x0, 0x0, 1) + b"x" * 65536)  # over the max
+    for trial in range(60):
+        sample = rng.sample(frames, 12)
+        stream = b"".join(sample)
+        cuts = sorted(rng.sample(range(1, len(stream)), 5))
+        chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        stock = h2.frame_buffer.FrameBuffer(server=False)
+        ours = _FrameBuffer(server=False)
+        stock.max_frame_size = ours.max_frame_size = 16384
+        expected = _frames(stock, chunks)
+        assert _frames(ours, chunks) == expected, trial
+    # Every DATA and complete HEADERS flag combination, one by one, through the fast path.
+    for frame in frames[:512]:
+        stock = h2.frame_buffer.FrameBuffer(server=False)
+        ours = _FrameBuffer(server=False)
+        stock.max_frame_size = ours.max_frame_size = 16384
+        assert _frames(ours, [frame]) == _frames(stock, [frame])
