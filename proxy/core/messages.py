@@ -4,13 +4,13 @@ Codecs turn bytes into these events and these events back into bytes; everything
 above the codecs (connection manager, router, telemetry) sees only these types, so
 an HTTP/1.1 request and an HTTP/2 stream travel the same path.
 
-Events are slotted but not frozen: a frozen dataclass pays an `object.__setattr__`
-per field on construction, and several of these are built for every request.
+Events are slotted, mutable classes with explicit constructors: several are built for
+every request, and that is what the compiled build makes cheapest (see `_Event`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import ClassVar
 
 # Header names are lower-cased bytes; values are bytes as received (no decoding on
 # the hot path). Order and duplicates are preserved, as RFC 9110 requires for
@@ -22,66 +22,139 @@ Headers = list[tuple[bytes, bytes]]
 H1_STREAM = 1
 
 
-@dataclass(slots=True)
-class RequestHead:
+class _Event:
+    """Field-wise equality and a readable repr for the events, from their `__slots__`.
+
+    Hand-written classes rather than dataclasses: the compiled build (proxy/_compiled.py)
+    turns an explicit `__init__` into C, while a dataclass's generated one stays
+    interpreted, and several events are built for every request.
+    """
+
+    __slots__: ClassVar[tuple[str, ...]] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class RequestHead(_Event):
     """A request's start line and header section.
 
     `content_length` is None when the length is not declared; `chunked` says the
     body is chunk-framed (HTTP/1) — on HTTP/2 both are about DATA frames only.
     """
 
-    stream_id: int
-    method: bytes
-    target: bytes
-    headers: Headers
-    http_version: bytes = b"1.1"
-    keep_alive: bool = True
-    content_length: int | None = None
-    chunked: bool = False
-    expect_continue: bool = False
-    upgrade: bytes | None = None
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "stream_id",
+        "target",
+        "upgrade",
+    )
+
+    def __init__(
+        self,
+        stream_id: int,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        http_version: bytes = b"1.1",
+        keep_alive: bool = True,
+        content_length: int | None = None,
+        chunked: bool = False,
+        expect_continue: bool = False,
+        upgrade: bytes | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
 
 
-@dataclass(slots=True)
-class ResponseHead:
+class ResponseHead(_Event):
     """A response's status line and header section (1xx included)."""
 
-    stream_id: int
-    status: int
-    headers: Headers
-    reason: bytes = b""
-    http_version: bytes = b"1.1"
-    keep_alive: bool = True
-    content_length: int | None = None
-    chunked: bool = False
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "reason",
+        "status",
+        "stream_id",
+    )
+
+    def __init__(
+        self,
+        stream_id: int,
+        status: int,
+        headers: Headers,
+        reason: bytes = b"",
+        http_version: bytes = b"1.1",
+        keep_alive: bool = True,
+        content_length: int | None = None,
+        chunked: bool = False,
+    ) -> None:
+        self.stream_id = stream_id
+        self.status = status
+        self.headers = headers
+        self.reason = reason
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.chunked = chunked
 
 
-@dataclass(slots=True)
-class Data:
+class Data(_Event):
     """A piece of message body, in order."""
 
-    stream_id: int
-    data: bytes
+    __slots__ = ("data", "stream_id")
+
+    def __init__(self, stream_id: int, data: bytes) -> None:
+        self.stream_id = stream_id
+        self.data = data
 
 
-@dataclass(slots=True)
-class EndOfMessage:
+class EndOfMessage(_Event):
     """The message is complete; trailers (HTTP/1 chunked trailer section or HTTP/2 trailers)."""
 
-    stream_id: int
-    trailers: Headers = field(default_factory=list)
+    __slots__ = ("stream_id", "trailers")
+
+    def __init__(self, stream_id: int, trailers: Headers | None = None) -> None:
+        self.stream_id = stream_id
+        self.trailers: Headers = [] if trailers is None else trailers
 
 
-@dataclass(slots=True)
-class Upgraded:
+class Upgraded(_Event):
     """The connection left HTTP (101 Switching Protocols or CONNECT); `data` is what followed."""
 
-    stream_id: int
-    data: bytes
+    __slots__ = ("data", "stream_id")
+
+    def __init__(self, stream_id: int, data: bytes) -> None:
+        self.stream_id = stream_id
+        self.data = data
 
 
-@dataclass(slots=True)
-class ProtocolError:
+class ProtocolError(_Event):
     """The peer broke the protocol. `status` is the response to send when one still can be.
 
     400 for a malformed message, 431 for an oversized header section, 414 for an
@@ -89,9 +162,12 @@ class ProtocolError:
     `response_code_details`, never echoed to the client.
     """
 
-    stream_id: int
-    status: int
-    reason: str
+    __slots__ = ("reason", "status", "stream_id")
+
+    def __init__(self, stream_id: int, status: int, reason: str) -> None:
+        self.stream_id = stream_id
+        self.status = status
+        self.reason = reason
 
 
 Event = RequestHead | ResponseHead | Data | EndOfMessage | Upgraded | ProtocolError
