@@ -18,6 +18,8 @@ HOP_BY_HOP = frozenset(
 
 # Connection options that are not field names (RFC 9112 section 9.6, 9110 section 7.8).
 _CONNECTION_OPTIONS = frozenset((b"upgrade", b"close", b"keep-alive"))
+# Whole Connection values that name no field, as servers usually send them.
+_PLAIN_CONNECTION_VALUES = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
@@ -36,6 +38,8 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
     listed: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
+            if value in _PLAIN_CONNECTION_VALUES:
+                continue  # nginx's `keep-alive` on every response: nothing listed
             listed |= _connection_tokens(value)
         elif keep_upgrade and name == b"upgrade":
             kept.append((name, value))
