@@ -38,6 +38,8 @@ HOT_PATH = (
     "proxy.runtime.upstream",
     "proxy.runtime.worker",
     "proxy.telemetry.pipeline",
+    "proxy.runtime.h2_downstream",
+    "proxy.runtime.h2_upstream",
 )
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
