@@ -16,7 +16,7 @@ import h2.frame_buffer
 import h2.settings
 import hpack
 import pytest
-from hyperframe.frame import HeadersFrame, SettingsFrame
+from hyperframe.frame import HeadersFrame, RstStreamFrame, SettingsFrame
 
 from proxy.core.codecs.h2 import H2ServerCodec, _Connection, _FrameBuffer
 from proxy.core.codecs.h2_hpack import PlainEncoder
@@ -407,3 +407,29 @@ def test_frames_are_parsed_as_h2_and_hyperframe_do() -> None:
         ours = _FrameBuffer(server=False)
         stock.max_frame_size = ours.max_frame_size = 16384
         assert _frames(ours, [frame]) == _frames(stock, [frame])
+
+
+def test_closed_stream_history_is_bounded() -> None:
+    """A long-lived connection forgets all but the last MAX_CLOSED_STREAMS closed streams
+    (h2's default, 65,536, grew a busy connection by megabytes), and a late RST_STREAM on a
+    recently closed stream is still ignored."""
+    client = h2.connection.H2Connection(_config(True))
+    server = _Connection(_config(False))
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    streams = 3 * _Connection.MAX_CLOSED_STREAMS
+    for _ in range(streams):
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(stream_id, REQUEST, end_stream=True)
+        server.receive_data(client.data_to_send())
+        server.send_headers(stream_id, [(b":status", b"200")], end_stream=True)
+        client.receive_data(server.data_to_send())
+    server.get_next_available_stream_id()  # h2 moves closed streams to its history here
+    history: Any = server._closed_streams
+    assert _Connection.MAX_CLOSED_STREAMS == 1024
+    assert len(history) + len(server.streams) <= _Connection.MAX_CLOSED_STREAMS + 1
+    late = RstStreamFrame(stream_id, error_code=8)  # CANCEL, on the stream that just closed
+    assert server.receive_data(late.serialize()) == []
+    assert server.state_machine.state is not h2.connection.ConnectionState.CLOSED
