@@ -17,6 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.h2.h2only import H2OnlyServer
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "pilotfish.test.Echo"
 
@@ -247,3 +249,11 @@ def nginx_proxy(nginx: int) -> Iterator[Proxy]:
     proxy = Proxy(nginx)
     yield proxy
     proxy.stop()
+
+
+@pytest.fixture()
+def h2only() -> Iterator[H2OnlyServer]:
+    """An h2c-only upstream built on the h2 package (refuses HTTP/1.1; can refuse streams)."""
+    server = H2OnlyServer()
+    yield server
+    server.close()

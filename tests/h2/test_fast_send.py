@@ -36,6 +36,25 @@ def _config(client_side: bool) -> h2.config.H2Configuration:
     )
 
 
+def _same_outcome(
+    stock: h2.connection.H2Connection,
+    ours: h2.connection.H2Connection,
+    action: Callable[[h2.connection.H2Connection], Any],
+) -> tuple[type | None, bytes]:
+    """Run `action` on both: the same exception type (or none) and the same bytes out."""
+    outcomes: list[type | None] = []
+    for conn in (stock, ours):
+        try:
+            action(conn)
+            outcomes.append(None)
+        except Exception as error:  # compared below
+            outcomes.append(type(error))
+    assert outcomes[0] == outcomes[1]
+    stock_bytes = stock.data_to_send()
+    assert ours.data_to_send() == stock_bytes
+    return outcomes[0], stock_bytes
+
+
 class Pair:
     """A stock h2 server and a `_Connection` server fed the same client bytes."""
 
@@ -66,16 +85,7 @@ class Pair:
 
     def both(self, action: Callable[[h2.connection.H2Connection], Any]) -> type | None:
         """Run `action` on both; the same exception (or none), the same bytes, the same state."""
-        outcomes = []
-        for conn in (self.stock, self.ours):
-            try:
-                action(conn)
-                outcomes.append(None)
-            except Exception as error:  # compared below
-                outcomes.append(type(error))
-        assert outcomes[0] == outcomes[1]
-        stock_bytes = self.stock.data_to_send()
-        assert self.ours.data_to_send() == stock_bytes
+        outcome, stock_bytes = _same_outcome(self.stock, self.ours, action)
         assert self.ours.outbound_flow_control_window == self.stock.outbound_flow_control_window
         assert self.ours.state_machine.state == self.stock.state_machine.state
         assert self.ours.streams.keys() == self.stock.streams.keys()
@@ -88,7 +98,7 @@ class Pair:
             assert mine.request_method == stream.request_method
         if stock_bytes and self.deliver:
             self.client.receive_data(stock_bytes)
-        return outcomes[0]
+        return outcome
 
 
 @pytest.fixture
@@ -186,16 +196,7 @@ class ClientPair:
         self.ours.data_to_send()
 
     def both(self, action: Callable[[h2.connection.H2Connection], Any]) -> type | None:
-        outcomes = []
-        for conn in (self.stock, self.ours):
-            try:
-                action(conn)
-                outcomes.append(None)
-            except Exception as error:  # compared below
-                outcomes.append(type(error))
-        assert outcomes[0] == outcomes[1]
-        stock_bytes = self.stock.data_to_send()
-        assert self.ours.data_to_send() == stock_bytes
+        outcome, _ = _same_outcome(self.stock, self.ours, action)
         assert self.ours.streams.keys() == self.stock.streams.keys()
         assert self.ours.highest_outbound_stream_id == self.stock.highest_outbound_stream_id
         for stream_id, stream in self.stock.streams.items():
@@ -203,7 +204,7 @@ class ClientPair:
             assert mine.state_machine.state == stream.state_machine.state
             assert mine._authority == stream._authority
             assert mine.request_method == stream.request_method
-        return outcomes[0]
+        return outcome
 
 
 def test_requests_open_streams_as_h2_does() -> None:

@@ -6,7 +6,6 @@ import hashlib
 import http.client
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ import pytest
 from proxy.config.load import ConfigError, build
 from tests.h2.h2only import H2OnlyServer
 from tests.proxy.conftest import ROOT, Proxy
-
-
-@pytest.fixture()
-def h2only() -> Iterator[H2OnlyServer]:
-    server = H2OnlyServer()
-    yield server
-    server.close()
 
 
 def _get(port: int, path: str, method: str = "GET", body: bytes | None = None,

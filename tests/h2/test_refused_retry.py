@@ -20,13 +20,6 @@ from tests.proxy.conftest import Proxy
 
 
 @pytest.fixture()
-def h2only() -> Iterator[H2OnlyServer]:
-    server = H2OnlyServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture()
 def proxy(h2only: H2OnlyServer) -> Iterator[Proxy]:
     running = Proxy(h2only.port, args=["--upstream-http2-ports", str(h2only.port)])
     yield running

@@ -17,13 +17,6 @@ CANCEL = 0x8
 
 
 @pytest.fixture()
-def h2only() -> Iterator[H2OnlyServer]:
-    server = H2OnlyServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture()
 def proxy(h2only: H2OnlyServer, tmp_path: Path) -> Iterator[Proxy]:
     config = tmp_path / "pilotfish.yaml"
     config.write_text("timeouts:\n  stream_idle: 1s\n")
