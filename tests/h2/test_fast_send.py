@@ -1,4 +1,4 @@
-"""The codec's direct HEADERS/DATA writing (proxy/core/codecs/h2.py `_Connection`) against stock
+"""The codec's direct HEADERS/DATA writing (proxy/core/codecs/h2_connection.py `Connection`) against stock
 h2: the same operations give the same bytes, the same state and the same errors."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import hpack
 import pytest
 from hyperframe.frame import HeadersFrame, RstStreamFrame, SettingsFrame
 
-from proxy.core.codecs.h2 import H2ServerCodec, _Connection, _FrameBuffer
+from proxy.core.codecs.h2 import H2ServerCodec
+from proxy.core.codecs.h2_connection import Connection, FrameBuffer
 from proxy.core.codecs.h2_hpack import PlainEncoder
 from proxy.core.messages import RequestHead
 
@@ -56,13 +57,13 @@ def _same_outcome(
 
 
 class Pair:
-    """A stock h2 server and a `_Connection` server fed the same client bytes."""
+    """A stock h2 server and a `Connection` server fed the same client bytes."""
 
     def __init__(self) -> None:
         self.client = h2.connection.H2Connection(_config(True))
         self.client.initiate_connection()
         self.stock = h2.connection.H2Connection(_config(False))
-        self.ours = _Connection(_config(False))
+        self.ours = Connection(_config(False))
         assert self.ours.fast_send
         for conn in (self.stock, self.ours):
             conn.encoder = PlainEncoder()
@@ -172,7 +173,7 @@ def test_a_reset_stream(pair: Pair) -> None:
 
 
 class ClientPair:
-    """A stock h2 client and a `_Connection` client, both talking to one stock server."""
+    """A stock h2 client and a `Connection` client, both talking to one stock server."""
 
     def __init__(self, max_streams: int = 100) -> None:
         self.server = h2.connection.H2Connection(_config(False))
@@ -181,7 +182,7 @@ class ClientPair:
             initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams},
         )
         self.stock = h2.connection.H2Connection(_config(True))
-        self.ours = _Connection(_config(True))
+        self.ours = Connection(_config(True))
         for conn in (self.stock, self.ours):
             conn.encoder = PlainEncoder()
             conn.initiate_connection()
@@ -304,7 +305,7 @@ def _events(conn: h2.connection.H2Connection, data: bytes) -> object:
 )
 def test_received_headers_as_h2_does(frames: list[bytes]) -> None:
     servers = []
-    for kind in (h2.connection.H2Connection, _Connection):
+    for kind in (h2.connection.H2Connection, Connection):
         server = kind(_config(False))
         server.local_settings = h2.settings.Settings(
             client=False,
@@ -398,14 +399,14 @@ def test_frames_are_parsed_as_h2_and_hyperframe_do() -> None:
         cuts = sorted(rng.sample(range(1, len(stream)), 5))
         chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
         stock = h2.frame_buffer.FrameBuffer(server=False)
-        ours = _FrameBuffer(server=False)
+        ours = FrameBuffer(server=False)
         stock.max_frame_size = ours.max_frame_size = 16384
         expected = _frames(stock, chunks)
         assert _frames(ours, chunks) == expected, trial
     # Every DATA and complete HEADERS flag combination, one by one, through the fast path.
     for frame in frames[:512]:
         stock = h2.frame_buffer.FrameBuffer(server=False)
-        ours = _FrameBuffer(server=False)
+        ours = FrameBuffer(server=False)
         stock.max_frame_size = ours.max_frame_size = 16384
         assert _frames(ours, [frame]) == _frames(stock, [frame])
 
@@ -415,12 +416,12 @@ def test_closed_stream_history_is_bounded() -> None:
     (h2's default, 65,536, grew a busy connection by megabytes), and a late RST_STREAM on a
     recently closed stream is still ignored."""
     client = h2.connection.H2Connection(_config(True))
-    server = _Connection(_config(False))
+    server = Connection(_config(False))
     client.initiate_connection()
     server.initiate_connection()
     server.receive_data(client.data_to_send())
     client.receive_data(server.data_to_send())
-    streams = 3 * _Connection.MAX_CLOSED_STREAMS
+    streams = 3 * Connection.MAX_CLOSED_STREAMS
     for _ in range(streams):
         stream_id = client.get_next_available_stream_id()
         client.send_headers(stream_id, REQUEST, end_stream=True)
@@ -429,8 +430,8 @@ def test_closed_stream_history_is_bounded() -> None:
         client.receive_data(server.data_to_send())
     server.get_next_available_stream_id()  # h2 moves closed streams to its history here
     history: Any = server._closed_streams
-    assert _Connection.MAX_CLOSED_STREAMS == 1024
-    assert len(history) + len(server.streams) <= _Connection.MAX_CLOSED_STREAMS + 1
+    assert Connection.MAX_CLOSED_STREAMS == 1024
+    assert len(history) + len(server.streams) <= Connection.MAX_CLOSED_STREAMS + 1
     late = RstStreamFrame(stream_id, error_code=8)  # CANCEL, on the stream that just closed
     assert server.receive_data(late.serialize()) == []
     assert server.state_machine.state is not h2.connection.ConnectionState.CLOSED

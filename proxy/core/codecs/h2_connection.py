@@ -1,0 +1,377 @@
+"""h2's connection with this codec's hot paths: the same state machines, less work per frame.
+
+h2 stays the frame layer, the connection and stream state machines, flow control and
+every error. `Connection` and `FrameBuffer` override the handful of methods a request
+passes through, making the same calls into h2's state in the same order and skipping
+work this codec does not need (see `Connection`). Kept apart from the codec
+(`proxy/core/codecs/h2.py`) because these are subclasses of h2's classes, which the
+compiled hot path (`proxy/_compiled.py`) cannot build, while the codec compiles.
+Together with `h2.py` and `h2_hpack.py`, the only modules that import h2.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.frame_buffer
+import h2.stream
+from h2.connection import _decode_headers
+from h2.utilities import (
+    authority_from_headers,
+    extract_method_header,
+    is_informational_response,
+)
+from hyperframe.exceptions import InvalidDataError, InvalidFrameError
+from hyperframe.flags import Flags
+from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame
+
+_FRAME_HEADER = struct.Struct(">HBBBL").pack  # length (24 bits), type, flags, stream id
+_END_STREAM = 0x1
+_END_HEADERS = 0x4
+_CONN_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
+_CONN_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
+_CONN_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
+_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
+_RECV_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
+_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
+_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
+_SEND_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.SEND_INFORMATIONAL_HEADERS
+_SEND_DATA = h2.stream.StreamInputs.SEND_DATA
+_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+# h2's own table: state (an IntEnum, so a list index) -> open (OPEN or half closed).
+_OPEN_STATES = h2.stream.STREAM_OPEN
+_CLOSED = h2.stream.StreamState.CLOSED
+_ordered_set = OrderedDict.__setitem__
+
+
+def _flag_table(cls: type[Frame]) -> tuple[frozenset[str], tuple[tuple[int, str], ...]]:
+    return frozenset(f.name for f in cls.defined_flags), tuple(
+        (f.bit, f.name) for f in cls.defined_flags
+    )
+
+
+_DATA_FLAGS = _flag_table(DataFrame)
+_HEADERS_FLAGS = _flag_table(HeadersFrame)
+_PARSE_HEADER = struct.Struct(">HBBBL").unpack_from
+
+
+def _flags(table: tuple[frozenset[str], tuple[tuple[int, str], ...]], bits: int) -> Flags:
+    flags: Flags = Flags.__new__(Flags)
+    flags._valid_flags = table[0]  # type: ignore[assignment]  # read-only: shared per class
+    flags._flags = {name for bit, name in table[1] if bits & bit}
+    return flags
+
+
+class FrameBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's FrameBuffer; DATA and complete HEADERS frames are made without hyperframe's
+    constructor chain (Frame, Padding, Priority, Flags: about a third of the time spent
+    per received frame) and without copying the 9-byte header out of the buffer first.
+
+    The objects are the ones hyperframe's parse_frame_header makes (same class and
+    attributes, checked by tests/h2/test_fast_send.py), parsed by hyperframe's own
+    parse_body, in h2's order and with h2's errors. Every other frame, a HEADERS frame
+    that CONTINUATION must complete, and anything while a header block is open go to
+    h2's method.
+    """
+
+    def __next__(self) -> Frame:
+        data = self._data
+        if len(data) < 9 or self._headers_buffer:
+            return super().__next__()
+        high, low, kind, bits, stream_id = _PARSE_HEADER(data)
+        stream_id &= 0x7FFFFFFF
+        frame: DataFrame | HeadersFrame
+        if kind == 0x0 and stream_id:
+            frame = DataFrame.__new__(DataFrame)
+            frame.flags = _flags(_DATA_FLAGS, bits)
+        elif kind == 0x1 and stream_id and bits & _END_HEADERS:
+            frame = HeadersFrame.__new__(HeadersFrame)
+            frame.flags = _flags(_HEADERS_FLAGS, bits)
+            frame.depends_on = 0
+            frame.stream_weight = 0
+            frame.exclusive = False
+        else:
+            return super().__next__()
+        frame.stream_id = stream_id
+        frame.body_len = 0
+        frame.pad_length = 0
+        frame.data = b""
+        length = (high << 8) + low
+        if len(data) < length + 9:
+            raise StopIteration
+        self._validate_frame_length(length)
+        try:
+            frame.parse_body(memoryview(data[9 : 9 + length]))
+        except InvalidDataError as err:
+            raise h2.exceptions.ProtocolError("Received frame with non-compliant data") from err
+        except InvalidFrameError as err:
+            raise h2.exceptions.FrameDataMissingError("Frame data missing or invalid") from err
+        del data[: 9 + length]
+        return frame
+
+
+class Connection(h2.connection.H2Connection):
+    """h2's connection (4.x) on its hot paths without work this codec does not need.
+
+    h2 remains the frame layer, the connection and stream state machines, flow control
+    and every error; the overrides below make the same calls into those, in the same
+    order, and skip: repr() of every received frame for a trace log nothing reads (the
+    hyperframe repr renders the payload), frame objects and hyperframe serialisation for
+    the HEADERS, DATA and END_STREAM frames we send, the inbound and outbound header
+    pipelines' bookkeeping while those pipelines are off (as the codec configures
+    them), and two property calls per stream when counting open streams.
+    tests/h2/test_fast_send.py runs each against stock h2: same bytes, events, states
+    and exceptions.
+    """
+
+    # How many closed streams h2 remembers per connection, to tell a late frame on one
+    # (ignored or answered with RST_STREAM) from a protocol error. h2's 65,536 held
+    # about 100 bytes each, so a long-lived connection grew by megabytes (1.3 MB/s under
+    # h2load -c8 -m16); RFC 9113 section 5.1 lets frames that arrive "a significant
+    # time" after a stream closed be a connection error, and 1,024 streams later is that.
+    MAX_CLOSED_STREAMS = 1024
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        self.incoming_buffer = FrameBuffer(server=not config.client_side)
+        # The direct send paths below do not run h2's outbound header normalisation or
+        # validation: they are used only when those are off, as the codec configures them.
+        self.fast_send = not (config.normalize_outbound_headers or config.validate_outbound_headers)
+        self.fast_receive = not (
+            config.normalize_inbound_headers
+            or config.validate_inbound_headers
+            or isinstance(config.header_encoding, str)
+        )
+
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        events: list[h2.events.Event]
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            # Closed by RST_STREAM: a stream error (RST_STREAM again); otherwise the
+            # connection's (re-raised).
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2.exceptions.StreamIDTooLowError as e:
+            # A stream already cleaned up, or implicitly closed by a higher one.
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = h2.errors.ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
+    def _receive_headers_frame(
+        self, frame: HeadersFrame
+    ) -> tuple[list[Frame], list[h2.events.Event]]:
+        """h2's HEADERS handling (connection, then H2Stream.receive_headers) without building
+        the validation flags and the header-list copy that its inbound pipeline, switched
+        off here, would use. PRIORITY on HEADERS, or that pipeline on, takes h2's method."""
+        flags = frame.flags
+        if not self.fast_receive or "PRIORITY" in flags:
+            return super()._receive_headers_frame(frame)
+        stream_id = frame.stream_id
+        if stream_id not in self.streams:
+            limit = self.local_settings.max_concurrent_streams
+            value = self.open_inbound_streams
+            if value + 1 > limit:
+                raise h2.exceptions.TooManyStreamsError(
+                    f"Max inbound streams is {limit}, {value} open"
+                )
+        headers = _decode_headers(self.decoder, frame.data)
+        events = self.state_machine.process_input(_CONN_RECV_HEADERS)
+        stream = self._get_or_create_stream(
+            stream_id, h2.connection.AllowedStreamIDs(not self.config.client_side)
+        )
+        # H2Stream.receive_headers, step for step.
+        end_stream = "END_STREAM" in flags
+        machine = stream.state_machine
+        if is_informational_response(headers):
+            if end_stream:
+                raise h2.exceptions.ProtocolError(
+                    "Cannot set END_STREAM on informational responses"
+                )
+            stream_events = machine.process_input(_RECV_INFORMATIONAL_HEADERS)
+        else:
+            stream_events = machine.process_input(_RECV_HEADERS)
+        headers_event: Any = stream_events[0]
+        if end_stream:
+            ended = machine.process_input(_RECV_END_STREAM)
+            headers_event.stream_ended = ended[0]
+            stream_events += ended
+        stream._initialize_content_length(headers)
+        if not end_stream and type(headers_event) is h2.events.TrailersReceived:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+        headers_event.headers = headers  # the decoder made this list for this block
+        return [], events + stream_events
+
+    def _open_streams(self, remainder: int) -> int:
+        """h2's count of open streams of one parity (dropping closed ones as it goes), with
+        the states compared directly instead of through two properties per stream: h2
+        counts on every new stream, so this runs once per request over all streams."""
+        count = 0
+        closed: list[int] = []
+        for stream_id, stream in self.streams.items():
+            state = stream.state_machine.state
+            if _OPEN_STATES[state]:
+                if stream_id % 2 == remainder:
+                    count += 1
+            elif state is _CLOSED:
+                closed.append(stream_id)
+        if closed:
+            # h2's SizeLimitDict trims itself after every insertion; once after all of
+            # them leaves the same entries (ids only grow, none is inserted twice).
+            history: Any = self._closed_streams
+            streams = self.streams
+            for stream_id in closed:
+                _ordered_set(history, stream_id, streams.pop(stream_id).closed_by)
+            history._check_size_limit()
+        return count
+
+    def _prepare_for_sending(self, frames: list[Frame]) -> None:
+        if frames:
+            if len(frames) == 1:
+                self._data_to_send += frames[0].serialize()
+            else:
+                self._data_to_send += b"".join([frame.serialize() for frame in frames])
+
+    # h2 builds a HeadersFrame or DataFrame object per frame (flags as a set of names,
+    # padding and priority mixins), normalises and re-encodes the header list, and
+    # serialises it again: about a third of the codec's time per request. The two
+    # methods below make the same state transitions, in the same order, with the same
+    # errors, and write the frame bytes directly. Anything unusual (priority, padding,
+    # h2's header normalisation or validation switched on) takes h2's own method.
+    # tests/h2/test_fast_send.py compares their output with stock h2's byte for byte.
+
+    def send_headers(
+        self,
+        stream_id: int,
+        headers: Any,
+        end_stream: bool = False,
+        priority_weight: int | None = None,
+        priority_depends_on: int | None = None,
+        priority_exclusive: bool | None = None,
+    ) -> None:
+        if (
+            not self.fast_send
+            or priority_weight is not None
+            or priority_depends_on is not None
+            or priority_exclusive is not None
+            or type(headers) is not list
+        ):
+            super().send_headers(
+                stream_id,
+                headers,
+                end_stream,
+                priority_weight,
+                priority_depends_on,
+                priority_exclusive,
+            )
+            return
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            # A new stream (the client side's requests): h2's limit check, then the stream.
+            limit = self.remote_settings.max_concurrent_streams
+            value = self.open_outbound_streams
+            if value + 1 > limit:
+                raise h2.exceptions.TooManyStreamsError(
+                    f"Max outbound streams is {limit}, {value} open"
+                )
+            self.state_machine.process_input(_CONN_SEND_HEADERS)
+            stream = self._get_or_create_stream(
+                stream_id, h2.connection.AllowedStreamIDs(self.config.client_side)
+            )
+        else:
+            self.state_machine.process_input(_CONN_SEND_HEADERS)
+        machine = stream.state_machine
+        input_ = _SEND_HEADERS
+        if not machine.client and is_informational_response(headers):
+            if end_stream:
+                raise h2.exceptions.ProtocolError(
+                    "Cannot set END_STREAM on informational responses."
+                )
+            input_ = _SEND_INFORMATIONAL_HEADERS
+        machine.process_input(input_)
+        block = self.encoder.encode(headers)
+        if end_stream:
+            machine.process_input(_SEND_END_STREAM)
+        if machine.trailers_sent and not end_stream:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
+        if machine.client and stream._authority is None:
+            stream._authority = authority_from_headers(headers)
+        stream.request_method = extract_method_header(headers)
+        size = len(block)
+        limit = stream.max_outbound_frame_size or 0
+        end_flag = _END_STREAM if end_stream else 0
+        if size <= limit:
+            self._data_to_send += (
+                _FRAME_HEADER(size >> 8, size & 0xFF, 0x1, end_flag | _END_HEADERS, stream_id)
+                + block
+            )
+            return
+        # HEADERS then CONTINUATION frames; END_HEADERS on the last (RFC 9113 section 6.10).
+        out = self._data_to_send
+        for offset in range(0, size, limit):
+            chunk = block[offset : offset + limit]
+            last = _END_HEADERS if offset + limit >= size else 0
+            kind, flags = (0x1, end_flag | last) if offset == 0 else (0x9, last)
+            out += _FRAME_HEADER(len(chunk) >> 8, len(chunk) & 0xFF, kind, flags, stream_id)
+            out += chunk
+
+    def end_stream(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or not self.fast_send:
+            super().end_stream(stream_id)  # NoSuchStreamError or StreamClosedError
+            return
+        self.state_machine.process_input(_CONN_SEND_DATA)
+        stream.state_machine.process_input(_SEND_END_STREAM)
+        self._data_to_send += _FRAME_HEADER(0, 0, 0x0, _END_STREAM, stream_id)
+
+    def send_data(
+        self,
+        stream_id: int,
+        data: bytes | memoryview,
+        end_stream: bool = False,
+        pad_length: Any = None,
+    ) -> None:
+        stream = self.streams.get(stream_id)
+        size = len(data)
+        if (
+            stream is None
+            or pad_length is not None
+            or size > self.outbound_flow_control_window
+            or size > stream.outbound_flow_control_window
+            or size > self.max_outbound_frame_size
+        ):
+            super().send_data(stream_id, data, end_stream, pad_length)  # or h2's error
+            return
+        self.state_machine.process_input(_CONN_SEND_DATA)
+        machine = stream.state_machine
+        machine.process_input(_SEND_DATA)
+        if end_stream:
+            machine.process_input(_SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        out = self._data_to_send
+        out += _FRAME_HEADER(
+            size >> 8, size & 0xFF, 0x0, _END_STREAM if end_stream else 0, stream_id
+        )
+        out += data
