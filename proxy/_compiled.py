@@ -40,6 +40,7 @@ HOT_PATH = (
     "proxy.telemetry.pipeline",
     "proxy.runtime.h2_downstream",
     "proxy.runtime.h2_upstream",
+    "proxy.core.codecs.h2",
 )
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
