@@ -139,3 +139,39 @@ class ResponseFraming:
             self._response_chunked = False
             return last_chunk(trailers)
         return b""
+
+
+class RequestFraming:
+    """How a client codec frames the request it sends, and when its connection is reusable.
+
+    Shared by both HTTP/1 client codecs, as ResponseFraming is by the server codecs: a
+    request is chunked upstream when its client sent it chunked (its length is unknown),
+    and a connection carries another request only after a complete, keep-alive,
+    unbroken response that did not switch protocols.
+    """
+
+    __slots__ = ("_complete", "_failed", "_keep_alive", "_request_chunked", "_upgraded")
+
+    def __init__(self) -> None:
+        self._request_chunked = False
+        self._complete = True
+        self._keep_alive = True
+        self._failed = False
+        self._upgraded = False
+
+    def _begin_request(self, head: RequestHead) -> None:
+        if not self._complete:
+            # A request on an unfinished exchange would desynchronise the connection.
+            raise RuntimeError("request sent before the previous response was read")
+        self._complete = False
+        self._request_chunked = head.chunked
+
+    @property
+    def reusable(self) -> bool:
+        return self._complete and self._keep_alive and not self._failed and not self._upgraded
+
+    def send_data(self, data: bytes) -> bytes:
+        return chunk(data) if self._request_chunked else data
+
+    def send_end(self, trailers: Headers) -> bytes:
+        return last_chunk(trailers) if self._request_chunked else b""

@@ -563,7 +563,7 @@ class H11ServerCodec(h1_framing.ResponseFraming):
         return used
 
 
-class H11ClientCodec:
+class H11ClientCodec(h1_framing.RequestFraming):
     """Client side: frames a request upstream, parses the response (1xx and 101 included)."""
 
     __slots__ = (
@@ -571,39 +571,26 @@ class H11ClientCodec:
         "_buffer",
         "_close_delimited",
         "_closing",
-        "_complete",
         "_connection",
-        "_failed",
-        "_keep_alive",
         "_method",
-        "_request_chunked",
         "_scan",
-        "_upgraded",
     )
 
     def __init__(self) -> None:
+        super().__init__()
         self._buffer = bytearray()
         self._scan = _HeadScan()
         self._connection: h11.Connection | None = None
         self._body: _Body | None = None
         self._method = b""
-        self._request_chunked = False
-        self._complete = True
         self._close_delimited = False
         self._closing = False
-        self._keep_alive = True
-        self._failed = False
-        self._upgraded = False
 
     # -- framing -------------------------------------------------------------------
 
     def send_request_head(self, head: RequestHead) -> bytes:
-        if not self._complete:
-            # A request on an unfinished exchange would desynchronise the connection.
-            raise RuntimeError("request sent before the previous response was read")
-        self._complete = False
+        self._begin_request(head)
         self._method = head.method
-        self._request_chunked = head.chunked
         # h11 reads a response only after it has seen the request it answers; only the
         # method and the upgrade proposal matter to how it reads the response.
         connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=_H11_BUFFER)
@@ -617,17 +604,7 @@ class H11ClientCodec:
             head.method, head.target, head.headers, head.content_length, head.chunked
         )
 
-    def send_data(self, data: bytes) -> bytes:
-        return h1_framing.chunk(data) if self._request_chunked else data
-
-    def send_end(self, trailers: Headers) -> bytes:
-        return h1_framing.last_chunk(trailers) if self._request_chunked else b""
-
     # -- parsing -------------------------------------------------------------------
-
-    @property
-    def reusable(self) -> bool:
-        return self._complete and self._keep_alive and not self._failed and not self._upgraded
 
     def receive(self, data: bytes) -> list[Event]:
         if self._failed:

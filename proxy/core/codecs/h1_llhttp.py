@@ -315,31 +315,27 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._events.append(EndOfMessage(H1_STREAM, self._trailers))
 
 
-class LlhttpClientCodec:
+class LlhttpClientCodec(h1_framing.RequestFraming):
     """Client side: frames a request upstream, parses the response (1xx and 101 included)."""
 
     __slots__ = (
         "_carry",
         "_close_delimited",
-        "_complete",
         "_connect_request",
         "_events",
-        "_failed",
         "_final_head",
         "_head_request",
         "_headers",
         "_in_body",
-        "_keep_alive",
         "_parser",
-        "_request_chunked",
         "_request_headers",
         "_split_heads",
         "_trailers",
         "_upgrade_proposed",
-        "_upgraded",
     )
 
     def __init__(self) -> None:
+        super().__init__()
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
         self._headers: Headers = []
@@ -352,21 +348,13 @@ class LlhttpClientCodec:
         self._split_heads = False
         self._final_head = False
         self._carry = b""
-        self._request_chunked = False
-        self._complete = True
         self._in_body = False
         self._close_delimited = False
-        self._keep_alive = True
-        self._failed = False
-        self._upgraded = False
 
     # -- framing -------------------------------------------------------------------
 
     def send_request_head(self, head: RequestHead) -> bytes:
-        if not self._complete:
-            # A request on an unfinished exchange would desynchronise the connection.
-            raise RuntimeError("request sent before the previous response was read")
-        self._complete = False
+        self._begin_request(head)
         method = head.method
         self._head_request = method == b"HEAD"
         self._connect_request = method == b"CONNECT"
@@ -375,22 +363,11 @@ class LlhttpClientCodec:
         self._carry = b""
         self._upgrade_proposed = head.upgrade is not None
         self._request_headers = head.headers
-        self._request_chunked = head.chunked
         return h1_framing.request_head(
             method, head.target, head.headers, head.content_length, head.chunked
         )
 
-    def send_data(self, data: bytes) -> bytes:
-        return h1_framing.chunk(data) if self._request_chunked else data
-
-    def send_end(self, trailers: Headers) -> bytes:
-        return h1_framing.last_chunk(trailers) if self._request_chunked else b""
-
     # -- parsing -------------------------------------------------------------------
-
-    @property
-    def reusable(self) -> bool:
-        return self._complete and self._keep_alive and not self._failed and not self._upgraded
 
     def receive(self, data: bytes) -> list[Event]:
         if self._failed:
