@@ -231,10 +231,15 @@ class H2UpstreamStream:
         end_now = self.ended and not self.prebuffer and not self.trailers
         self.stream_id = codec.send_request(head, b"http", end_now)
         connection.streams[self.stream_id] = self
-        for piece in self.prebuffer:
-            codec.send_data(self.stream_id, piece)
+        pieces = self.prebuffer
         self.prebuffer = []
-        if self.ended and not end_now:
+        # A request that ended without trailers ends on its last DATA frame, not on an
+        # empty one after it (a unary gRPC call: one frame fewer for the next hop).
+        end_on_data = self.ended and not self.trailers and bool(pieces)
+        last = len(pieces) - 1
+        for index, piece in enumerate(pieces):
+            codec.send_data(self.stream_id, piece, end_on_data and index == last)
+        if self.ended and not end_now and not end_on_data:
             codec.send_end(self.stream_id, self.trailers)
         if codec.pending(self.stream_id):
             if not self.blocked:

@@ -36,6 +36,7 @@ class H2OnlyServer:
         self.refused = 0
         self.answered: list[tuple[int, str, int]] = []  # (connection, path, body length)
         self.http1_closed = 0  # connections closed because they did not speak HTTP/2
+        self.empty_ends: list[str] = []  # paths whose request ended on an empty DATA frame
         self.stopped = False
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -128,6 +129,10 @@ class _Connection:
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if event.stream_id in self.requests:
                 self.requests[event.stream_id][1].extend(event.data)
+                if event.stream_ended is not None and not event.data:
+                    with server.lock:
+                        path = self.requests[event.stream_id][0].get(b":path", b"")
+                        server.empty_ends.append(path.decode("latin-1"))
         elif isinstance(event, h2.events.StreamEnded):
             request = self.requests.get(event.stream_id)
             if request is not None:

@@ -58,6 +58,12 @@ def test_http1_client_to_h2_only_upstream(h2only: H2OnlyServer) -> None:
         response = conn.getresponse()
         assert response.read().endswith(f"body={len(payload)} sha={_sha(payload)}\n".encode())
 
+        # A small body that arrives with its head ends on its DATA frame (no empty one after).
+        conn.request("POST", "/small", body=b"ping", headers={"Host": "app.test"})
+        response = conn.getresponse()
+        assert response.read().endswith(f"body=4 sha={_sha(b'ping')}\n".encode())
+        assert "/small" not in h2only.empty_ends
+
         conn.request("GET", "/cl", headers={"Host": "app.test", "Connection": "keep-alive"})
         response = conn.getresponse()
         text = response.read()
@@ -70,11 +76,12 @@ def test_http1_client_to_h2_only_upstream(h2only: H2OnlyServer) -> None:
             "/hello?x=1",
             "/upload",
             "/chunked",
+            "/small",
             "/cl",
         ]
         assert stats["downstream_cx_http1_total"] == 1
-        assert stats["upstream_cx_total"] == 1 and stats["upstream_rq_total"] == 4
-        assert stats["downstream_rq_2xx"] == 4
+        assert stats["upstream_cx_total"] == 1 and stats["upstream_rq_total"] == 5
+        assert stats["downstream_rq_2xx"] == 5
     finally:
         proxy.stop()
 
