@@ -414,7 +414,11 @@ class Http1ConnectionManager:
             upstream.user = None
             upstream.abort()
         else:
-            self.worker.pool.cancel(exchange)
+            # Still waiting for one: in the HTTP/1 pool's queue, or in the HTTP/2 pool's
+            # (gRPC and `upstream_http2_ports` destinations), where it would hold a slot.
+            worker = self.worker
+            worker.pool.cancel(exchange)
+            worker.h2_pool.cancel(exchange)
 
     def _protocol_error(self, exchange: Exchange | None, error: ProtocolError) -> None:
         self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] += 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,28 @@ def test_bad_values_are_refused_at_start_naming_source_and_field(tmp_path: Path)
     )  # fmt: skip
     assert run.returncode == 2
     assert "command line: field 'upstream_http2_ports': 0 is not a TCP port" in run.stderr
+
+
+def test_client_gone_while_waiting_for_an_h2_stream_frees_its_queue_slot(tmp_path: Path) -> None:
+    """An HTTP/1.1 request waiting in the HTTP/2 pool's queue is taken out when its client
+    leaves: the next request gets that slot instead of a 503 UO."""
+    stalled = socket.create_server(("127.0.0.1", 0))  # accepts, never sends SETTINGS
+    port = stalled.getsockname()[1]
+    config = tmp_path / "pilotfish.yaml"
+    config.write_text(f"upstream_http2_ports: [{port}]\nlimits:\n  max_pending_requests: 1\n")
+    proxy = Proxy(port, args=["--config", str(config)])
+    try:
+        first = socket.create_connection(("127.0.0.1", proxy.port), 5)
+        first.sendall(b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        time.sleep(0.3)  # queued behind the h2 handshake that never completes
+        first.close()
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", proxy.port), 5) as second:
+            second.sendall(b"GET /second HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            second.settimeout(1.0)
+            with pytest.raises(TimeoutError):
+                second.recv(4096)  # still waiting for the upstream, not refused
+        assert proxy.stats()["upstream_rq_pending_overflow"] == 0
+    finally:
+        proxy.stop()
+        stalled.close()
