@@ -32,9 +32,9 @@ class Timeouts:
     connect: float = 10.0
     # 15 s: Envoy's route timeout, from the end of the request to the end of the response.
     route: float = 15.0
-    # 1 h: Envoy's HTTP connection manager idle_timeout for downstream connections.
+    # 1 h: Envoy's HTTP connection manager idle_timeout for downstream connections; 0: off.
     downstream_idle: float = 3600.0
-    # 1 h: Envoy's cluster idle_timeout for pooled upstream connections.
+    # 1 h: Envoy's cluster idle_timeout for pooled upstream connections; 0: off.
     upstream_idle: float = 3600.0
     # 5 min: Envoy's stream_idle_timeout (no bytes either way on an open stream); 0: off.
     stream_idle: float = 300.0

@@ -233,6 +233,16 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
             self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] += 1
             self._close()
 
+    def idle_timeout(self) -> None:
+        """Envoy's idle_timeout: nothing in flight for that long, so the connection closes
+        (an HTTP/2 one with GOAWAY first, so the client knows no stream was lost)."""
+        self.stats[S.DOWNSTREAM_CX_IDLE_TIMEOUT] += 1
+        self.close_after = True
+        if self.h2 is not None:
+            self.h2.drain()
+            return
+        self._close()
+
     def idle_for(self, now: float) -> float:
         if self.h2 is not None:
             return self.h2.idle_for(now)

@@ -594,7 +594,7 @@ class H2UpstreamPool:
         self.connecting: dict[Destination, int] = {}
         self.closing = False
         # 1 h: Envoy's cluster idle_timeout; idle connections are looked for on one timer.
-        self.idle_timeout = config.timeouts.upstream_idle
+        self.idle_timeout = config.timeouts.upstream_idle or float("inf")  # 0: off, as Envoy
         self.sweep_timer: asyncio.TimerHandle | None = None
         self.streams_per_connection: dict[Destination, int] = {}
 
@@ -767,7 +767,7 @@ class H2UpstreamPool:
             )
 
     def _schedule_sweep(self) -> None:
-        if self.sweep_timer is None and not self.closing:
+        if self.sweep_timer is None and not self.closing and self.idle_timeout != float("inf"):
             self.sweep_timer = self.loop.call_later(self.idle_timeout, self._sweep)
 
     def _sweep(self) -> None:

@@ -171,7 +171,8 @@ class WorkerProcess:
         worker = self.worker
         assert worker is not None
         loop = asyncio.get_running_loop()
-        idle_limit = self.config.timeouts.downstream_idle
+        # 0 turns it off, as Envoy's idle_timeout: 0s does.
+        idle_limit = self.config.timeouts.downstream_idle or float("inf")
         while True:
             await asyncio.sleep(DRAIN_SWEEP_INTERVAL if worker.draining else SWEEP_INTERVAL)
             now = loop.time()
@@ -180,7 +181,10 @@ class WorkerProcess:
             stream_idle = self.config.timeouts.stream_idle or float("inf")
             for connection in list(worker.connections):
                 if connection.idle_for(now) > limit:
-                    connection.drain()
+                    if worker.draining:
+                        connection.drain()
+                    else:
+                        connection.idle_timeout()
                 elif connection.stream_idle_for(now) > stream_idle:
                     connection.stream_idle_timeout()
                 elif connection.h2 is not None:

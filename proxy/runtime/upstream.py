@@ -204,7 +204,7 @@ class UpstreamPool:
         self.stats = stats
         self.codec_factory = codec_factory
         self.connect_timeout = config.timeouts.connect
-        self.idle_timeout = config.timeouts.upstream_idle
+        self.idle_timeout = config.timeouts.upstream_idle or float("inf")  # 0: off, as Envoy
         self.max_connections = config.limits.max_upstream_connections
         self.high_water = config.limits.buffer_high_water
         self.inbound_source = config.inbound_source
