@@ -2,4 +2,6 @@
 
 __version__ = "0.1.0"
 
-from proxy import _compiled  # noqa: F401  (picks the compiled or the source hot path)
+from proxy import _compiled
+
+_compiled.choose()  # the compiled hot path, or its source when that build is stale

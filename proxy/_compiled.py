@@ -86,14 +86,23 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source_path(fullname))
 
 
-BUILD = state()
-if BUILD == "stale" or (BUILD == "compiled" and os.environ.get("PILOTFISH_PURE_PYTHON") == "1"):
-    if BUILD == "stale":
-        print(
-            "pilotfish: the compiled hot path is older than its source; running the source "
-            "(rebuild: python3 setup.py build_ext --inplace)",
-            file=sys.stderr,
-        )
-    BUILD = "source"
-    sys.meta_path.insert(0, _SourceFinder())
+# Which build this process runs ("compiled" or "source"), set once by `choose()`.
+BUILD = "source"
 
+
+def choose() -> str:
+    """Pick the build for this process (`proxy/__init__.py` calls it before anything else)."""
+    global BUILD
+    found = state()
+    if found == "stale" or (found == "compiled" and os.environ.get("PILOTFISH_PURE_PYTHON") == "1"):
+        if found == "stale":
+            print(
+                "pilotfish: the compiled hot path is older than its source; running the source "
+                "(rebuild: python3 setup.py build_ext --inplace)",
+                file=sys.stderr,
+            )
+        found = "source"
+        if not any(isinstance(finder, _SourceFinder) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _SourceFinder())
+    BUILD = found
+    return found
