@@ -29,7 +29,7 @@ from proxy.core.codecs.h2 import (
     StreamReset,
 )
 from proxy.core.messages import Data, EndOfMessage, Event, RequestHead
-from proxy.runtime.upstream import PendingRequests
+from proxy.runtime.upstream import PendingRequests, connect
 from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
@@ -710,22 +710,11 @@ class H2UpstreamPool:
 
     async def _connect(self, destination: Destination, source: str | None) -> None:
         connection = H2UpstreamConnection(self, destination, source)
-        local = (source, 0) if source else None
-        try:
-            await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: connection, destination[0], destination[1], local_addr=local
-                ),
-                self.connect_timeout,
-            )
-        except (TimeoutError, OSError) as error:
+        reason = await connect(
+            self.loop, connection, destination, source, self.connect_timeout, self.stats
+        )
+        if reason is not None:
             self.connecting[destination] -= 1
-            self.stats[S.UPSTREAM_CX_CONNECT_FAIL] += 1
-            if isinstance(error, asyncio.TimeoutError):
-                self.stats[S.UPSTREAM_CX_CONNECT_TIMEOUT] += 1
-                reason = "timeout"
-            else:
-                reason = error.strerror or type(error).__name__
             queue = self.pending.get(destination)
             # A failed attempt fails the waiters it was opened for.
             for _ in range(min(len(queue or ()), self.limits.max_concurrent_streams)):

@@ -190,6 +190,36 @@ class PendingRequests(dict[Destination, deque[Waiter]]):
                     return
 
 
+async def connect(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.Protocol,
+    destination: Destination,
+    source: str | None,
+    timeout: float,
+    stats: memoryview,
+) -> str | None:
+    """Open a TCP connection to `destination` for `protocol` (from `source` when given).
+
+    Both pools (HTTP/1 and HTTP/2) connect here: a failure is counted (connect_fail, and
+    connect_timeout) and returned as the reason for Envoy's `upstream connect error`.
+    """
+    local = (source, 0) if source else None
+    try:
+        await asyncio.wait_for(
+            loop.create_connection(
+                lambda: protocol, destination[0], destination[1], local_addr=local
+            ),
+            timeout,
+        )
+    except (TimeoutError, OSError) as error:
+        stats[S.UPSTREAM_CX_CONNECT_FAIL] += 1
+        if isinstance(error, asyncio.TimeoutError):
+            stats[S.UPSTREAM_CX_CONNECT_TIMEOUT] += 1
+            return "timeout"
+        return error.strerror or type(error).__name__
+    return None
+
+
 class UpstreamPool:
     """Keep-alive connections per destination, with Envoy's circuit-breaker limits."""
 
@@ -285,22 +315,11 @@ class UpstreamPool:
     ) -> None:
         connection = UpstreamConnection(self, destination, self.codec_factory())
         connection.user = user
-        local = (source, 0) if source else None
-        try:
-            await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: connection, destination[0], destination[1], local_addr=local
-                ),
-                self.connect_timeout,
-            )
-        except (TimeoutError, OSError) as error:
+        reason = await connect(
+            self.loop, connection, destination, source, self.connect_timeout, self.stats
+        )
+        if reason is not None:
             self.open_count[destination] = self.open_count.get(destination, 1) - 1
-            self.stats[S.UPSTREAM_CX_CONNECT_FAIL] += 1
-            if isinstance(error, asyncio.TimeoutError):
-                self.stats[S.UPSTREAM_CX_CONNECT_TIMEOUT] += 1
-                reason = "timeout"
-            else:
-                reason = error.strerror or type(error).__name__
             if connection.user is user:
                 connection.user = None
                 user.upstream_failed(
