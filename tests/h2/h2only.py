@@ -17,6 +17,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+from tests.h2.h2server import accept_each
+
 REFUSED_STREAM = 0x7
 
 
@@ -41,18 +43,13 @@ class H2OnlyServer:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        self.listener.settimeout(0.2)
-        while not self.stopped:
-            try:
-                sock, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-                number = self.connections
-            threading.Thread(target=_Connection(self, sock, number).run, daemon=True).start()
+        accept_each(self.listener, lambda: self.stopped, self._connection)
+
+    def _connection(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+            number = self.connections
+        _Connection(self, sock, number).run()
 
     def close(self) -> None:
         self.stopped = True

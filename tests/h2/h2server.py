@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
 import h2.config
 import h2.connection
 import h2.events
 
 INTERNAL_ERROR = 0x2
+
+
+def accept_each(
+    listener: socket.socket, stopped: Callable[[], bool], handle: Callable[[socket.socket], None]
+) -> None:
+    """Accept connections until `stopped()`, each handled by `handle` on a thread of its own."""
+    listener.settimeout(0.2)
+    while not stopped():
+        try:
+            sock, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        threading.Thread(target=handle, args=(sock,), daemon=True).start()
 
 
 class ScriptedH2Server:
@@ -23,15 +39,7 @@ class ScriptedH2Server:
         self.thread.start()
 
     def _serve(self) -> None:
-        self.listener.settimeout(0.2)
-        while not self.stopped:
-            try:
-                sock, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(sock,), daemon=True).start()
+        accept_each(self.listener, lambda: self.stopped, self._connection)
 
     def _connection(self, sock: socket.socket) -> None:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
