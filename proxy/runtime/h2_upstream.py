@@ -18,6 +18,7 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol, cast
 
 from proxy.core import flags
+from proxy.core.codecs.base import ClientCodec
 from proxy.core.codecs.h2 import (
     CANCEL,
     REFUSED_STREAM,
@@ -111,8 +112,11 @@ class _StreamTransport:
         return self.stream.connection.transport is None
 
 
-class H2UpstreamStream:
-    """One exchange on a shared HTTP/2 connection, with the face of an HTTP/1 upstream."""
+class H2UpstreamStream(ClientCodec):
+    """One exchange on a shared HTTP/2 connection, with the face of an HTTP/1 upstream.
+
+    It is its own client codec (a ClientCodec, so the compiled exchange calls it natively).
+    """
 
     __slots__ = (
         "blocked",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from proxy.core.codecs.base import ClientCodec, ServerCodec
 from proxy.core.messages import Headers, RequestHead, ResponseHead
 
 REASONS: dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
@@ -85,7 +86,7 @@ def _framing_line(content_length: int | None, chunked: bool) -> bytes:
     return b""
 
 
-class ResponseFraming:
+class ResponseFraming(ServerCodec):
     """How a server codec frames responses for the client that sent the request.
 
     Shared by both HTTP/1 server codecs, so they frame alike by construction: chunked
@@ -141,7 +142,7 @@ class ResponseFraming:
         return b""
 
 
-class RequestFraming:
+class RequestFraming(ClientCodec):
     """How a client codec frames the request it sends, and when its connection is reusable.
 
     Shared by both HTTP/1 client codecs, as ResponseFraming is by the server codecs: a

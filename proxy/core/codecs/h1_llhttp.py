@@ -94,6 +94,32 @@ def _check_switch(proposed: bool, request_headers: Headers, headers: Headers) ->
         raise ValueError("101 without Upgrade and Connection: upgrade")
 
 
+# Header names as llhttp reports them, lowercased once: most peers send the same few
+# names on every message, so a repeat costs a dict lookup instead of a new bytes.
+_LOWERED: dict[bytes, bytes] = {}
+_LOWERED_MAX = 1024  # bounded: a client inventing names cannot grow it without end
+
+
+def _lower(name: bytes) -> bytes:
+    lowered = _LOWERED.get(name)
+    if lowered is None:
+        lowered = name.lower()
+        if len(_LOWERED) < _LOWERED_MAX:
+            _LOWERED[name] = lowered
+    return lowered
+
+
+def _trim(value: bytes) -> bytes:
+    """The value without trailing SP/HTAB (RFC 9110 section 5.5), which llhttp keeps.
+
+    Checks the last byte first: values rarely end in whitespace, and the check is
+    cheaper than calling `rstrip`.
+    """
+    if value and value[-1] in (32, 9):
+        return value.rstrip(b" \t")
+    return value
+
+
 def _check_header(name: bytes, value: bytes) -> str | None:
     """Field shapes llhttp tolerates but RFC 9112 forbids a proxy to forward."""
     if b"\r" in value or b"\n" in value:
@@ -224,11 +250,10 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             raise _Oversized(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # llhttp keeps trailing whitespace, which is not part of the value (RFC 9110
-        # section 5.5); `rstrip` returns the same object when there is none. llhttp has
-        # already refused CR, LF and NUL in values and whitespace before the colon.
-        name = name.lower()
-        value = value.rstrip(b" \t")
+        # llhttp has already refused CR, LF and NUL in values and whitespace before
+        # the colon.
+        name = _lower(name)
+        value = _trim(value)
         if self._head_done:  # llhttp reports the chunked trailer section here
             self._trailers.append((name, value))
             self._head_size += len(name) + len(value) + 4
@@ -444,9 +469,8 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the header section, llhttp reports the chunked trailer section here.
-        # Trailing whitespace is not part of the value (RFC 9110 section 5.5).
         (self._trailers if self._in_body else self._headers).append(
-            (name.lower(), value.rstrip(b" \t"))
+            (_lower(name), _trim(value))
         )
 
     def on_headers_complete(self) -> None:
