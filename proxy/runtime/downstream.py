@@ -130,6 +130,8 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
                 exchange.flags.append(flags.DOWNSTREAM_CONNECTION_TERMINATION)
             self._abort_upstream(exchange)
             self._finish(exchange)
+        if self.codec is not None:
+            self.codec.release()
         self.transport = None
         self.worker.connections.discard(self)
         self.worker.check_drained()

@@ -132,7 +132,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.user = None
         self.transport = None
         if user is not None:
-            user.upstream_lost(self)
+            user.upstream_lost(self)  # may read the codec's last events first
+        self.codec.release()
 
     def pause_writing(self) -> None:
         if self.user is not None:

@@ -51,6 +51,9 @@ class ServerCodec:
         """Whether another request may follow on this connection once this one is answered."""
         raise NotImplementedError
 
+    def release(self) -> None:
+        """The connection closed: drop what would keep it alive in a reference cycle."""
+
 
 class ClientCodec:
     """Frames requests to an upstream server and parses its responses (a base class, as
@@ -78,3 +81,6 @@ class ClientCodec:
     def reusable(self) -> bool:
         """The last response was read completely and the server allows another request."""
         raise NotImplementedError
+
+    def release(self) -> None:
+        """The connection closed: drop what would keep it alive in a reference cycle."""

@@ -129,6 +129,18 @@ def _check_header(name: bytes, value: bytes) -> str | None:
     return None
 
 
+class _NoCallbacks:
+    """The protocol of the parsers a released codec holds (below): it has no callbacks."""
+
+
+# A codec's parser holds the codec's bound callbacks, so the pair is a reference cycle
+# that only the cycle collector frees, and an old connection's pair sits in the oldest
+# generation until a full collection. On release a codec swaps its parser for one of
+# these, which refer to nothing, and the pair is freed by reference counting at once.
+_RELEASED_REQUEST_PARSER = httptools.HttpRequestParser(_NoCallbacks())
+_RELEASED_RESPONSE_PARSER = httptools.HttpResponseParser(_NoCallbacks())
+
+
 # Request fields the server codec acts on while parsing (the rest pass as they are).
 _CONTENT_LENGTH, _TRANSFER_ENCODING, _HOST, _EXPECT, _UPGRADE = range(5)
 _SPECIAL_REQUEST_FIELDS = {
@@ -221,6 +233,11 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         events = self._events
         self._events = []
         return events
+
+    def release(self) -> None:
+        self._failed = True  # nothing is parsed after this
+        self._parser = _RELEASED_REQUEST_PARSER
+        self._events = []
 
     def _fail(self, status: int, reason: str) -> list[Event]:
         self._failed = True
@@ -449,6 +466,11 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
                 elif data:
                     self._parser.feed_data(data)
                 return
+
+    def release(self) -> None:
+        self._failed = True
+        self._parser = _RELEASED_RESPONSE_PARSER
+        self._events = []
 
     def connection_closed(self) -> list[Event]:
         if self._complete or self._failed or self._upgraded:
