@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from injector import names
+from injector import http2_ports, names
 from injector.config import MeshConfig
 from injector.overrides import PodSettings, read_settings
 from injector.template import SidecarTemplate, plain_copy
@@ -292,6 +292,7 @@ def render_context(
             if settings.proxy_config_overrides
             else None,
             "statsHistogramBuckets": settings.stats_histogram_buckets,
+            "upstreamHttp2Ports": http2_ports.sidecar_http2_ports(pod, settings.proxy_config),
             "resources": {kind: dict(values) for kind, values in settings.resources.items()},
         },
         "ports": _ports_context(mesh),

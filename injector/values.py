@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from injector import http2_ports
+
 # Kubernetes resource.Quantity: a number with an optional binary, decimal or exponent suffix.
 # Negative values are refused: no resource request or limit can be negative.
 _QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE]|[eE][+-]?\d+)?$")
@@ -140,11 +142,18 @@ def _check_drain(value: Any) -> Any:
         raise ValueError(f"terminationDrainDuration: {exc}") from exc
 
 
+def _check_http2_ports(value: Any) -> Any:
+    return list(http2_ports.parse_port_list(value))  # a list: it is JSON in the sidecar's env
+
+
 _PROXY_CONFIG_CHECKS = {
     "holdApplicationUntilProxyStarts": _check_hold,
     "concurrency": _check_concurrency,
     "terminationDrainDuration": _check_drain,
+    http2_ports.SETTING: _check_http2_ports,
 }
+# Other spellings of a key, stored under the one the proxy's config file uses.
+_PROXY_CONFIG_ALIASES = {http2_ports.CAMEL_CASE: http2_ports.SETTING}
 
 
 def parse_proxy_config(data: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -160,6 +169,9 @@ def parse_proxy_config(data: Mapping[str, Any] | str) -> dict[str, Any]:
         raise ValueError("expected a YAML mapping such as `concurrency: 2`")
     result: dict[str, Any] = {}
     for key, value in data.items():
-        check = _PROXY_CONFIG_CHECKS.get(str(key))
-        result[str(key)] = check(value) if check else value
+        name = _PROXY_CONFIG_ALIASES.get(str(key), str(key))
+        if name in result:
+            raise ValueError(f"{name} is given twice (as {name} and as {key})")
+        check = _PROXY_CONFIG_CHECKS.get(name)
+        result[name] = check(value) if check else value
     return result

@@ -77,6 +77,8 @@ annotation_value = st.sampled_from(
         "1,5,10",
         "concurrency: 3",
         "holdApplicationUntilProxyStarts: true",
+        "upstream_http2_ports: [50051, 8443]",
+        "upstreamHttp2Ports: 9090",
         "eth1",
         "/metrics",
         "9102",
@@ -102,7 +104,11 @@ def probe(draw: st.DrawFn, port_names: list[str]) -> dict[str, Any]:
 
 @st.composite
 def container(draw: st.DrawFn, name: str) -> dict[str, Any]:
-    port_names = draw(st.lists(dns_label.filter(lambda s: len(s) <= 15), max_size=2, unique=True))
+    # Some names say HTTP/2 (grpc, http2-*, h2c), which puts their ports in the sidecar's env.
+    port_name = st.sampled_from(["grpc", "http2-web", "h2c", "http"]) | dns_label.filter(
+        lambda s: len(s) <= 15
+    )
+    port_names = draw(st.lists(port_name, max_size=2, unique=True))
     result: dict[str, Any] = {"name": name, "image": "app:1"}
     if port_names:
         numbers = draw(

@@ -182,6 +182,8 @@ def test_not_a_pod_or_not_create_is_allowed_without_patch(webhook: RunningWebhoo
         (names.INTERCEPTION_MODE, "NAT"),
         (names.INTERCEPTION_MODE, "TPROXY"),
         (names.PROXY_CONFIG, "concurrency: many"),
+        (names.PROXY_CONFIG, "upstream_http2_ports: [http]"),
+        (names.PROXY_CONFIG, "upstreamHttp2Ports: 70000"),
         (names.STATS_HISTOGRAM_BUCKETS, "5,1"),
     ],
 )
