@@ -29,6 +29,7 @@ HOT_PATH = (
     "proxy.core.messages",
     "proxy.core.headers",
     "proxy.core.codecs.base",
+    "proxy.core.retry",
     "proxy.core.codecs.h1_framing",
     "proxy.core.codecs.h1_llhttp",
     "proxy.core.codecs.h1_h11",  # not per request by default, but subclasses h1_framing

@@ -17,6 +17,7 @@ SETTINGS: dict[str, str] = {
     "PILOTFISH_TERMINATION_DRAIN_DURATION": "timeouts.drain",
     "PILOTFISH_CONNECT_TIMEOUT": "timeouts.connect",
     "PILOTFISH_ROUTE_TIMEOUT": "timeouts.route",
+    "PILOTFISH_RETRY_ATTEMPTS": "retries.attempts",
     "PILOTFISH_ACCESS_LOG": "access_log.path",
     "PILOTFISH_ACCESS_LOG_FORMAT": "access_log.format",
     "PILOTFISH_EXPLICIT_DIRECTION": "telemetry.explicit_direction",

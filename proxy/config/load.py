@@ -19,6 +19,7 @@ from proxy.config.model import (
     Address,
     Limits,
     ProxyConfig,
+    Retries,
     TelemetryConfig,
     Timeouts,
 )
@@ -68,6 +69,13 @@ def parse_int(value: Any) -> int:
         return int(str(value).strip())
     except ValueError:
         raise ValueError(f"{value!r} is not an integer") from None
+
+
+def parse_count(value: Any) -> int:
+    number = parse_int(value)
+    if number < 0:
+        raise ValueError(f"{number} must not be negative")
+    return number
 
 
 def parse_positive(value: Any) -> int:
@@ -156,6 +164,9 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "upstream_http2_ports": parse_ports,
     **{f"timeouts.{f.name}": parse_duration for f in dataclasses.fields(Timeouts)},
     **{f"limits.{f.name}": parse_positive for f in dataclasses.fields(Limits)},
+    "retries.attempts": parse_count,
+    "retries.backoff_base": parse_duration,
+    "retries.backoff_max": parse_duration,
     "access_log.path": optional_path,
     "access_log.format": one_of("json", "text"),
     "telemetry.explicit_direction": one_of("outbound", "inbound"),
@@ -246,6 +257,7 @@ def build(
         admin=admin,
         timeouts=section("timeouts", Timeouts),
         limits=section("limits", Limits),
+        retries=section("retries", Retries),
         access_log=section("access_log", AccessLogConfig),
         telemetry=section("telemetry", TelemetryConfig),
         source=file_path or "<defaults>",

@@ -58,9 +58,22 @@ class Limits:
     max_request_target_bytes: int = 8 * 1024
     # 100: Envoy's max_headers_count.
     max_request_headers_count: int = 100
+    # 3: Envoy's max_retries circuit breaker (retries running at once, per destination).
+    max_retries: int = 3
     # Bytes buffered per direction before the reading side is paused (Envoy's 1 MiB
     # per_connection_buffer_limit_bytes, smaller because Python objects cost more).
     buffer_high_water: int = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """Router retries of connect failures and 503 answers (proxy.core.retry); contracts'
+    defaults: one retry, fully jittered back-off from 25 ms, at most 250 ms."""
+
+    # 0 turns retries off.
+    attempts: int = 1
+    backoff_base: float = 0.025
+    backoff_max: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +118,7 @@ class ProxyConfig:
     upstream_http2_ports: tuple[int, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
+    retries: Retries = field(default_factory=Retries)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     # Where the file came from, for messages; not a setting.

@@ -29,6 +29,8 @@ class Exchange:
         "downstream",
         "finished",
         "flags",
+        "replay",
+        "replay_size",
         "request",
         "request_complete",
         "request_id",
@@ -37,6 +39,8 @@ class Exchange:
         "response_started",
         "response_trailers",
         "retried",
+        "retries",
+        "retry_active",
         "reused",
         "sent_continue",
         "start",
@@ -81,7 +85,14 @@ class Exchange:
         self.sent_continue = False
         self.upgraded = False
         self.reused = False
-        self.retried = False
+        self.retried = False  # sent again after a stale pooled connection (once)
+        # Router retries (proxy.core.retry): how many so far, whether one holds a slot of
+        # the max_retries circuit breaker, and the request body kept to send again
+        # (None until a body arrives; replay_size -1 once it outgrew the limit).
+        self.retries = 0
+        self.retry_active = False
+        self.replay: list[bytes] | None = None
+        self.replay_size = 0
         self.status = 0
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -114,12 +125,36 @@ class Exchange:
         upstream.write(b"".join(out))
         return self.request_complete
 
+    def keep_for_retry(self, data: bytes, limit: int) -> None:
+        """Hold a piece of the request body, so a retry can send it again (up to `limit`)."""
+        if self.replay_size < 0:
+            return
+        self.replay_size += len(data)
+        if self.replay_size > limit:
+            self.replay_size = -1  # too big to hold: this request will not be retried
+            self.replay = None
+            return
+        if self.replay is None:
+            self.replay = []
+        self.replay.append(data)
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the whole request can be sent again: held, complete, not a tunnel."""
+        return self.replay_size >= 0 and self.request_complete and not self.upgrade_requested
+
+    def rewind(self) -> None:
+        """Forget the upstream attempt: the next `attach` sends the held request again."""
+        self.upstream = None
+        self.upstream_buffer = list(self.replay) if self.replay else []
+        self.upstream_buffered = max(self.replay_size, 0)
+
     def end_request(self, trailers: list[tuple[bytes, bytes]]) -> bool:
         """The request is complete: True if its end went upstream, False if it waits there."""
         self.request_complete = True
+        self.trailers = trailers  # kept: a retry sends them again
         upstream = self.upstream
         if upstream is None:
-            self.trailers = trailers
             return False
         upstream.write(upstream.codec.send_end(trailers))
         return True

@@ -13,7 +13,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from proxy.core import flags
+from proxy.core import flags, retry
 from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import (
@@ -58,6 +58,7 @@ class Http1ConnectionManager:
     destination: Destination | None
     source: str | None
     client_address: bytes
+    listener_name: str
     scheme: bytes
     write_paused: bool
 
@@ -161,7 +162,14 @@ class Http1ConnectionManager:
         observer = worker.observer
         if observer is not None:
             observer.request_start(_connection(self), exchange)  # may add headers (trace context)
-        if request.method == b"POST" and _is_grpc(headers):
+        self._acquire(exchange, destination)
+
+    def _acquire(self, exchange: Exchange, destination: Destination) -> None:
+        """Ask the pool that speaks the destination's protocol for an upstream."""
+        worker = self.worker
+        head = exchange.upstream_head
+        assert head is not None
+        if head.method == b"POST" and _is_grpc(head.headers):
             # gRPC needs HTTP/2 upstream (trailers, streaming): the multiplexed h2 pool.
             worker.h2_pool.acquire(destination, exchange, self.source)
         elif destination[1] in worker.http2_ports and not exchange.upgrade_requested:
@@ -172,6 +180,9 @@ class Http1ConnectionManager:
             worker.pool.acquire(destination, exchange, self.source)
 
     def _request_data(self, exchange: Exchange, data: bytes) -> None:
+        worker = self.worker
+        if worker.config.retries.attempts and self.listener_name in worker.retrying_listeners:
+            exchange.keep_for_retry(data, worker.config.limits.buffer_high_water)
         upstream = exchange.upstream
         if upstream is not None:
             upstream.write(upstream.codec.send_data(data))
@@ -207,7 +218,64 @@ class Http1ConnectionManager:
             upstream.transport.pause_reading()
 
     def on_upstream_failed(self, exchange: Exchange, status: int, flag: str, details: str) -> None:
-        self._local_reply(exchange, status, flag, details, close=not exchange.request_complete)
+        more = ""
+        if flag == flags.UPSTREAM_CONNECT_FAILURE:  # nothing was sent: safe to send again
+            decision = self._retry(exchange, False)
+            if decision == retry.RETRY:
+                return
+            more = _RETRY_FLAGS[decision]
+        self._local_reply(
+            exchange, status, flag, details, close=not exchange.request_complete, more=more
+        )
+
+    # -- HTTP/1: retries (proxy.core.retry) -----------------------------------------------
+
+    def _retry(self, exchange: Exchange, sent: bool) -> int:
+        """Send the request again after a back-off, if the policy allows (its decision).
+
+        `sent`: the failed attempt sent the request (it was answered 503), so only a
+        request held whole can go again; otherwise (the connection failed) nothing left
+        the proxy and what the client sent is still waiting in the exchange's buffer.
+        """
+        worker = self.worker
+        policy = worker.config.retries
+        destination = self.destination
+        assert destination is not None
+        active = worker.active_retries
+        if exchange.retry_active:  # this attempt's slot is given back whatever comes next
+            exchange.retry_active = False
+            active[destination] -= 1
+        decision = retry.decide(
+            exchange.retries,
+            policy.attempts if self.listener_name in worker.retrying_listeners else 0,
+            exchange.replayable or not sent,
+            active.get(destination, 0),
+            worker.config.limits.max_retries,
+        )
+        stats = self.stats
+        if decision == retry.LIMIT_EXCEEDED:
+            stats[S.UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED] += 1
+        elif decision == retry.OVERFLOW:
+            stats[S.UPSTREAM_RQ_RETRY_OVERFLOW] += 1
+        if decision != retry.RETRY:
+            return decision
+        stats[S.UPSTREAM_RQ_RETRY] += 1
+        active[destination] = active.get(destination, 0) + 1
+        exchange.retry_active = True
+        delay = retry.backoff(
+            exchange.retries, policy.backoff_base, policy.backoff_max, worker.random
+        )
+        exchange.retries += 1
+        if sent:
+            exchange.rewind()
+        worker.loop.call_later(delay, self._send_again, exchange)
+        return decision
+
+    def _send_again(self, exchange: Exchange) -> None:
+        destination = self.destination
+        if exchange.finished or destination is None:
+            return  # answered meanwhile (route timeout, client gone)
+        self._acquire(exchange, destination)
 
     def on_upstream_events(self, exchange: Exchange, events: list[Event]) -> None:
         codec = self.codec
@@ -222,7 +290,10 @@ class Http1ConnectionManager:
                 out.append(codec.send_data(event.data))
             elif kind is ResponseHead:
                 assert isinstance(event, ResponseHead)
-                self._on_response_head(exchange, event, out)
+                if self._on_response_head(exchange, event, out):
+                    if out:  # 1xx answers that came before it
+                        self._write(b"".join(out))
+                    return  # retrying: the rest of this answer is dropped with its connection
             elif kind is EndOfMessage:
                 assert isinstance(event, EndOfMessage)
                 exchange.response_trailers = event.trailers
@@ -250,16 +321,30 @@ class Http1ConnectionManager:
         if out:
             self._write(b"".join(out))
 
-    def _on_response_head(self, exchange: Exchange, head: ResponseHead, out: list[bytes]) -> None:
+    def _on_response_head(self, exchange: Exchange, head: ResponseHead, out: list[bytes]) -> bool:
+        """Frame the response head into `out`; True instead if the request is retried."""
         codec = self.codec
         assert codec is not None
         status = head.status
         if status < 200 and status != 101:
             if status == 100 and exchange.sent_continue:
-                return  # the client already has its 100 Continue, from us
+                return False  # the client already has its 100 Continue, from us
             head.headers = strip_hop_by_hop(head.headers)
             out.append(codec.send_response_head(head, exchange.request))
-            return
+            return False
+        if status in retry.RETRIABLE_STATUSES:
+            upstream = exchange.upstream
+            decision = self._retry(exchange, True)
+            if decision == retry.RETRY:
+                if upstream is not None:
+                    # Its answer is not read to the end: the connection goes with it.
+                    upstream.user = None
+                    upstream.abort()
+                return True
+            if decision != retry.NOT_RETRIABLE:
+                exchange.flags.append(_RETRY_FLAGS[decision])
+        elif exchange.retries:
+            self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] += 1
         exchange.status = status
         exchange.response_started = True
         if status == 101:
@@ -276,6 +361,7 @@ class Http1ConnectionManager:
         head.keep_alive = not self.close_after and not self.worker.draining
         exchange.response = head
         out.append(codec.send_response_head(head, exchange.request))
+        return False
 
     def on_upstream_lost(self, exchange: Exchange, upstream: Upstream) -> None:
         events = upstream.codec.connection_closed()
@@ -302,7 +388,7 @@ class Http1ConnectionManager:
             exchange.upstream = None
             self.stats[S.UPSTREAM_RQ_RETRY] += 1
             assert self.destination is not None
-            self.worker.pool.acquire(self.destination, exchange, self.source)
+            self._acquire(exchange, self.destination)
             return
         exchange.upstream = None
         if getattr(upstream, "reset_code", None) is not None:
@@ -372,6 +458,11 @@ class Http1ConnectionManager:
             return
         exchange.finished = True
         self._cancel_route_timeout(exchange)
+        if exchange.retry_active:
+            exchange.retry_active = False
+            destination = self.destination
+            assert destination is not None
+            self.worker.active_retries[destination] -= 1
         stats = self.stats
         stats[S.DOWNSTREAM_RQ_ACTIVE] -= 1
         status = exchange.status
@@ -439,12 +530,17 @@ class Http1ConnectionManager:
         )
 
     def _local_reply(
-        self, exchange: Exchange, status: int, flag: str, details: str, close: bool
+        self, exchange: Exchange, status: int, flag: str, details: str, close: bool, more: str = ""
     ) -> None:
-        """Answer from the proxy itself (Envoy's local reply), then carry on or close."""
+        """Answer from the proxy itself (Envoy's local reply), then carry on or close.
+
+        `more` is a second flag (URX or UO from the retry policy), or empty.
+        """
         if close:
             self.close_after = True
         exchange.flags.append(flag)
+        if more:
+            exchange.flags.append(more)
         exchange.details = details
         exchange.status = status
         exchange.response_started = True
@@ -499,5 +595,12 @@ def _is_grpc(headers: list[tuple[bytes, bytes]]) -> bool:
             return value.startswith(b"application/grpc")
     return False
 
+
+# The flag a retry decision adds to the answer that is passed on.
+_RETRY_FLAGS = {
+    retry.NOT_RETRIABLE: "",
+    retry.LIMIT_EXCEEDED: flags.UPSTREAM_RETRY_LIMIT_EXCEEDED,
+    retry.OVERFLOW: flags.UPSTREAM_OVERFLOW,
+}
 
 _UNPARSED_REQUEST = RequestHead(1, b"-", b"-", [], b"1.1", False)

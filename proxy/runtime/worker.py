@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from proxy.core.codecs import client_codec, server_codec
 from proxy.core.codecs.base import ClientCodec, CodecLimits, ServerCodec
 from proxy.runtime.deadlines import DeadlineQueue
-from proxy.runtime.upstream import UpstreamPool
+from proxy.runtime.upstream import Destination, UpstreamPool
 
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
@@ -75,6 +75,16 @@ class Worker:
         self.new_server_codec: Callable[[], ServerCodec] = lambda: server_codec(codec, limits)
         self.new_client_codec: Callable[[], ClientCodec] = lambda: client_codec(codec)
         self.new_request_id = new_request_id
+        self.random = random.random  # retry back-off draws
+        # Listeners whose requests the retry policy covers: the caller's side only, as in
+        # Istio (retries belong to the client's outbound route; inbound delivers once).
+        self.retrying_listeners = frozenset(
+            ("virtualOutbound", "explicit")
+            if config.telemetry.explicit_direction == "outbound"
+            else ("virtualOutbound",)
+        )
+        # Router retries running now, per destination (the max_retries circuit breaker).
+        self.active_retries: dict[Destination, int] = {}
         self.pool = UpstreamPool(loop, config, stats, self.new_client_codec)
         # Destination ports configured as HTTP/2: the HTTP/1 manager sends their requests
         # over the h2 pool (one set lookup per request).

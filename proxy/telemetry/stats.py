@@ -49,7 +49,10 @@ DECLARED: tuple[tuple[str, str, str], ...] = (
     ("upstream_rq_total", "counter", "Requests sent upstream"),
     ("upstream_rq_timeout", "counter", "Requests that hit the route timeout"),
     ("upstream_rq_pending_overflow", "counter", "Requests refused by the circuit breaker"),
-    ("upstream_rq_retry", "counter", "Requests retried on a fresh connection"),
+    ("upstream_rq_retry", "counter", "Requests sent again (stale, refused, retry policy)"),
+    ("upstream_rq_retry_success", "counter", "Retried requests answered for good"),
+    ("upstream_rq_retry_overflow", "counter", "Retries refused by the max_retries circuit breaker"),
+    ("upstream_rq_retry_limit_exceeded", "counter", "Requests out of retries"),
     ("upstream_cx_rx_bytes_total", "counter", "Bytes received from upstream"),
     ("upstream_cx_tx_bytes_total", "counter", "Bytes sent to upstream"),
     ("tcp_downstream_cx_total", "counter", "Opaque TCP connections relayed"),
@@ -94,6 +97,9 @@ UPSTREAM_RQ_TOTAL = INDEX["upstream_rq_total"]
 UPSTREAM_RQ_TIMEOUT = INDEX["upstream_rq_timeout"]
 UPSTREAM_RQ_PENDING_OVERFLOW = INDEX["upstream_rq_pending_overflow"]
 UPSTREAM_RQ_RETRY = INDEX["upstream_rq_retry"]
+UPSTREAM_RQ_RETRY_SUCCESS = INDEX["upstream_rq_retry_success"]
+UPSTREAM_RQ_RETRY_OVERFLOW = INDEX["upstream_rq_retry_overflow"]
+UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED = INDEX["upstream_rq_retry_limit_exceeded"]
 UPSTREAM_CX_RX_BYTES = INDEX["upstream_cx_rx_bytes_total"]
 UPSTREAM_CX_TX_BYTES = INDEX["upstream_cx_tx_bytes_total"]
 TCP_DOWNSTREAM_CX_TOTAL = INDEX["tcp_downstream_cx_total"]

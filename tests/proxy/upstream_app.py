@@ -91,9 +91,11 @@ class State:
         self.active = 0
         self.max_active = 0
         self.sent_bytes = 0
+        self.flaky: dict[str, int] = {}  # /flaky: answers given per key
 
     def reset(self) -> None:
         with self.lock:
+            self.flaky.clear()
             self.requests.clear()
             self.connections = 0
             self.max_active = 0
@@ -196,6 +198,18 @@ class Handler(socketserver.BaseRequestHandler):
             extra = [("Connection", "close")] if query.get("close") else []
             self.send(conn, _response(int(path.split("/")[2]), b"status\n", extra))
             return not query.get("close")
+        elif path == "/flaky":
+            # 503 to the first `fail` requests with this `key`, then 200 echoing the body
+            # (after `ms` milliseconds): what a retry policy is for.
+            body = b"".join(conn.body_pieces(request))
+            with self.server.state.lock:
+                seen = self.server.state.flaky.get(query["key"], 0)
+                self.server.state.flaky[query["key"]] = seen + 1
+            if seen < int(query.get("fail", "1")):
+                self.send(conn, _response(503, b"flaky\n"))
+            else:
+                time.sleep(int(query.get("ms", "0")) / 1000)
+                self.send(conn, _response(200, body))
         elif path == "/close-mid":
             self.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
             return False

@@ -32,7 +32,8 @@ DASHBOARD = ROOT / "manifests" / "grafana-dashboard.json"
 MIX = [
     ("nginx", "/", 23, ("200", "-")),
     ("nginx", "/missing", 7, ("404", "-")),
-    ("nginx", "/broken", 5, ("503", "-")),
+    # A caller-side (outbound) sidecar retries a 503 once; still 503: flag URX.
+    ("nginx", "/broken", 5, ("503", "URX")),
     ("python", "/slow", 2, ("504", "UT")),
     ("python", "/reset", 3, ("503", "UC")),
     ("python", "/status/201", 4, ("201", "-")),

@@ -144,9 +144,10 @@ def test_unsampled_caller_is_respected_and_context_still_flows(chain: Chain) -> 
 
 def test_error_span_and_access_log_fields(chain: Chain) -> None:
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
-    assert raw_request(chain.a.port, "/status/503", {"traceparent": f"00-{trace_id}-{caller_span}-01"}) == 503
+    # 500, not 503: a 503 would be retried by the caller's sidecar (test_retries covers that).
+    assert raw_request(chain.a.port, "/status/500", {"traceparent": f"00-{trace_id}-{caller_span}-01"}) == 500
     spans = chain.spans_of(trace_id, 2)
-    assert all(s["status"] == STATUS_ERROR and s["attributes"]["error.type"] == "503" for s in spans)
+    assert all(s["status"] == STATUS_ERROR and s["attributes"]["error.type"] == "500" for s in spans)
     contract = {
         "start_time", "route_name", "method", "path", "protocol", "response_code", "response_flags",
         "response_code_details", "connection_termination_details", "bytes_received", "bytes_sent",
@@ -162,7 +163,7 @@ def test_error_span_and_access_log_fields(chain: Chain) -> None:
         for entry in lines:
             assert set(entry) == contract, set(entry) ^ contract
         (entry,) = [e for e in lines if e["trace_id"] == trace_id]
-        assert entry["response_code"] == 503 and entry["response_flags"] == "-"
+        assert entry["response_code"] == 500 and entry["response_flags"] == "-"
         assert entry["protocol"] == "HTTP/1.1" and entry["method"] == "GET"
         assert entry["@timestamp"].endswith("Z") and entry["duration"] >= 0
     # B's log shows the hop from A: X-Forwarded-For and the upstream it called.
