@@ -77,11 +77,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # Keep the call-phase report on the item, so fixtures can tell whether the test failed.
     report = yield
     if call.when == "call":
-        item.stash[_CALL_FAILED] = bool(getattr(report, "failed", False))
+        item.stash[CALL_FAILED] = bool(getattr(report, "failed", False))
     return report
 
 
-_CALL_FAILED = pytest.StashKey[bool]()
+CALL_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def mesh(pods: Pods, request: pytest.FixtureRequest) -> Iterator[Mesh]:
     try:
         yield Mesh(pods.a, pods.b, pods.http_a, pods.http_b, pods.echo_b, sidecar_a, sidecar_b)
     finally:
-        if request.node.stash.get(_CALL_FAILED, False):
+        if request.node.stash.get(CALL_FAILED, False):
             # Shown under "Captured stdout teardown": what each sidecar said before it failed.
             for sidecar in (sidecar_a, sidecar_b):
                 print(f"--- sidecar in {sidecar.pod.name}:\n{sidecar.process.output()}")

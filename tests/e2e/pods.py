@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,15 +127,18 @@ class Pod:
     def exec(self, *command: str, check: bool = True) -> str:
         return netns.run("ip", "netns", "exec", self.name, *command, check=check)
 
-    def start(self, *command: str, as_proxy: bool = False) -> Process:
-        """Start a long-running command inside the pod (as UID 1337 when as_proxy)."""
+    def start(
+        self, *command: str, as_proxy: bool = False, env: Mapping[str, str] | None = None
+    ) -> Process:
+        """Start a long-running command inside the pod (as UID 1337 when as_proxy); `env`
+        is added to the test's environment, as a container's env is to its image's."""
         prefix = _proxy_user_prefix() if as_proxy else ()
         log = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log", dir=_log_dir())[1])
         with log.open("wb") as sink:
             popen = subprocess.Popen(
                 ["ip", "netns", "exec", self.name, "sh", "-c", _GUARD, "guard", *prefix, *command],
                 cwd=REPO,
-                env=_python_env(),
+                env={**_python_env(), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
