@@ -6,6 +6,8 @@
   GET  /api/items/<n>     one item, or 404 for n > 9
   POST /api/orders        echoes the order with 201
   GET  /api/flaky         500 every third call
+  GET  /api/busy?n=K      503 the first time it sees a request when K is a multiple of 10;
+                          the sidecar sends it again (same x-request-id) and gets a 200
   GET  /api/slow?ms=N     answers after N milliseconds (default 800)
   GET  /metrics           the app's own Prometheus metrics (for the merged scrape)
 """
@@ -22,6 +24,7 @@ class DemoApp:
     def __init__(self) -> None:
         self.calls = 0
         self.flaky_calls = 0
+        self.busy_seen: set[str] = set()  # x-request-ids of /api/busy calls answered 503
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -34,7 +37,9 @@ class DemoApp:
                     for k, _, v in (x.partition(":") for x in lines[1:] if x)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status, payload = await self.route(method, target, body)
+                status, payload = await self.route(
+                    method, target, body, headers.get("x-request-id", "")
+                )
                 data = json.dumps(payload).encode() + b"\n"
                 writer.write(
                     b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
@@ -47,7 +52,9 @@ class DemoApp:
         finally:
             writer.close()
 
-    async def route(self, method: str, target: str, body: bytes) -> tuple[int, object]:
+    async def route(
+        self, method: str, target: str, body: bytes, request_id: str
+    ) -> tuple[int, object]:
         self.calls += 1
         url = urlsplit(target)
         path = url.path
@@ -66,6 +73,12 @@ class DemoApp:
             self.flaky_calls += 1
             if self.flaky_calls % 3 == 0:
                 return 500, {"error": "flaky backend failed"}
+            return 200, {"ok": True}
+        if path == "/api/busy":
+            busy = int(parse_qs(url.query).get("n", ["1"])[0]) % 10 == 0
+            if busy and request_id not in self.busy_seen:
+                self.busy_seen.add(request_id)
+                return 503, {"error": "busy, try again"}
             return 200, {"ok": True}
         if path == "/api/slow":
             delay = int(parse_qs(url.query).get("ms", ["800"])[0])

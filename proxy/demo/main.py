@@ -33,6 +33,7 @@ TRAFFIC: list[Call] = (
     + [("GET", "/api/items", None)] * 40
     + [("GET", f"/api/items/{n}", None) for n in range(14)] * 3
     + [("GET", "/api/flaky", None)] * 30
+    + [("GET", f"/api/busy?n={n}", None) for n in range(20)]
     + [("POST", "/api/orders", json.dumps({"item": 3, "qty": 2}).encode())] * 20
     + [("GET", "/api/slow?ms=800", None)]
     + [("GET", "/does-not-exist", None)] * 5
@@ -101,6 +102,8 @@ def summarise(
         "downstream_cx_total",
         "upstream_cx_total",
         "upstream_cx_pool_reuse",
+        "upstream_rq_retry",
+        "upstream_rq_retry_success",
         "downstream_cx_rx_bytes_total",
         "downstream_cx_tx_bytes_total",
     ):

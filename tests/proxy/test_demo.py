@@ -17,6 +17,10 @@ def test_demo_runs_and_reports() -> None:
     out = result.stdout
     assert re.search(rf"downstream_rq_total\s+{len(TRAFFIC)}\n", out)
     assert re.search(r"downstream_rq_5xx\s+10\n", out)  # every third flaky call fails
+    # Two /api/busy calls get a 503 the sidecar retries: the client never sees one.
+    assert re.search(r"upstream_rq_retry\s+2\n", out)
+    assert re.search(r"upstream_rq_retry_success\s+2\n", out)
+    assert "code=503" not in out
     assert "istio_requests_total code=500" in out
     assert re.search(rf"{len(TRAFFIC)} spans in {len(TRAFFIC)} traces", out)
     assert '"response_code":200' in out  # an access log line
