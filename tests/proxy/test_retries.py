@@ -69,6 +69,27 @@ def test_a_503_is_sent_again_whole_and_the_second_answer_reaches_the_client(
         proxy.stop()
 
 
+def test_pipelined_requests_behind_a_retry_keep_their_order(upstream: Server, codec: str) -> None:
+    upstream.state.reset()
+    proxy = Proxy(upstream.port, codec)
+    try:
+        data = raw_exchange(
+            proxy.port,
+            b"GET /flaky?key=p1 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nsecond"
+            b"POST /flaky?key=p2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+            b"Connection: close\r\n\r\nthird",
+        )
+        assert data.count(b"HTTP/1.1 200") == 3
+        assert data.index(b"second") < data.index(b"third")
+        assert [r.path for r in upstream.state.requests] == [
+            "/flaky", "/flaky", "/echo", "/flaky", "/flaky"
+        ]  # fmt: skip
+        assert proxy.stats()["upstream_rq_retry"] == 2
+    finally:
+        proxy.stop()
+
+
 def test_a_chunked_body_with_trailers_is_replayed(upstream: Server, codec: str) -> None:
     upstream.state.reset()
     proxy = Proxy(upstream.port, codec)
