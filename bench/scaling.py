@@ -2,7 +2,11 @@
 """Worker scaling: closed-loop throughput with --concurrency 1 (one core) and 2 (two cores).
 
 On a 2-core machine the load generator and the upstream share the cores with the proxy,
-so this measures the whole box, not the proxy alone; read the ratio with that in mind.
+so the throughput ratio measures the whole box, not the proxy alone. So it also prints
+the proxy's own CPU per request (all its processes, from /proc) for each run: when two
+workers spend no more per request than one, the workers share nothing that costs (no
+lock, no contention) and throughput grows with the cores the proxy is given; the
+"projected" ratio is what two dedicated cores would give at the measured efficiency.
     python bench/scaling.py [--secs 6]
 """
 
@@ -33,6 +37,22 @@ def wait(port: int) -> None:
     raise RuntimeError(f"port {port} never opened")
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every process in the proxy's process group (main and workers)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(secs: int) -> float:
     out = subprocess.run(["wrk", "-t2", "-c64", f"-d{secs}s", f"http://127.0.0.1:{PROXY}/"],
                          capture_output=True, text=True).stdout
@@ -55,6 +75,7 @@ http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {tmp}/
 """)
     upstream = subprocess.Popen(["nginx", "-c", conf, "-e", "/dev/null"])
     results: dict[int, float] = {}
+    cpu_per_request: dict[int, float] = {}
     try:
         wait(UPSTREAM)
         for workers, cpus in ((1, "1"), (2, "0,1")):
@@ -66,7 +87,10 @@ http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {tmp}/
             try:
                 wait(PROXY)
                 wrk(2)
+                before = group_cpu_seconds(proxy.pid)
                 results[workers] = wrk(args.secs)
+                spent = group_cpu_seconds(proxy.pid) - before
+                cpu_per_request[workers] = spent / (results[workers] * args.secs) * 1e6
             finally:
                 os.killpg(proxy.pid, signal.SIGTERM)
                 proxy.wait(10)
@@ -76,6 +100,9 @@ http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {tmp}/
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"1 worker: {results[1]:.0f} rps; 2 workers: {results[2]:.0f} rps; "
           f"ratio {results[2] / results[1]:.2f}")
+    one, two = cpu_per_request[1], cpu_per_request[2]
+    print(f"proxy CPU per request: 1 worker {one:.1f} us, 2 workers {two:.1f} us; "
+          f"projected ratio with two dedicated cores {2 * one / two:.2f}")
     return 0
 
 
