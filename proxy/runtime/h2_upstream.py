@@ -214,6 +214,11 @@ class H2UpstreamStream(ClientCodec):
         self.connection.mark()
         return b""
 
+    def receive(self, data: bytes) -> list[Event]:
+        """Never given bytes: the shared connection parses them and hands each stream
+        its events (`H2UpstreamConnection.data_received`)."""
+        return []
+
     def connection_closed(self) -> list[Event]:
         return []  # an HTTP/2 response is never delimited by the connection closing
 

@@ -7,6 +7,7 @@ socket, a clock or an event loop.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 
 from proxy.core.messages import Event, Headers, RequestHead, ResponseHead
@@ -24,63 +25,79 @@ class CodecLimits:
     max_header_count: int = 100
 
 
-class ServerCodec:
+class ServerCodec(metaclass=ABCMeta):
     """Parses requests from a downstream client and frames responses to it.
 
-    A base class rather than a Protocol: in the compiled build (proxy/_compiled.py) a
-    call through a class is a direct C call, through a Protocol a Python-level one,
+    An abstract class rather than a Protocol: in the compiled build (proxy/_compiled.py)
+    a call through a class is a direct C call, through a Protocol a Python-level one,
     and the connection manager makes several per request.
     """
 
     __slots__ = ()
 
+    @abstractmethod
     def receive(self, data: bytes) -> list[Event]:
-        raise NotImplementedError
+        """Bytes from the client, as neutral events (a ProtocolError ends the stream)."""
 
+    @abstractmethod
     def send_response_head(self, head: ResponseHead, request: RequestHead) -> bytes:
-        raise NotImplementedError
+        """The response head as bytes, framed for the client that sent `request`."""
 
+    @abstractmethod
     def send_data(self, data: bytes) -> bytes:
-        raise NotImplementedError
+        """A piece of the response body, framed."""
 
+    @abstractmethod
     def send_end(self, trailers: Headers) -> bytes:
-        raise NotImplementedError
+        """The end of the response body (with trailers where the framing carries them)."""
 
     @property
+    @abstractmethod
     def keep_alive(self) -> bool:
         """Whether another request may follow on this connection once this one is answered."""
-        raise NotImplementedError
 
     def release(self) -> None:
-        """The connection closed: drop what would keep it alive in a reference cycle."""
+        """The connection closed: drop what would keep it alive in a reference cycle.
+
+        Nothing by default; a codec whose parser refers back to it overrides this.
+        """
+        return None  # a deliberate no-op, not an abstract method
 
 
-class ClientCodec:
-    """Frames requests to an upstream server and parses its responses (a base class, as
-    ServerCodec is, for the same reason)."""
+class ClientCodec(metaclass=ABCMeta):
+    """Frames requests to an upstream server and parses its responses (an abstract class,
+    as ServerCodec is, for the same reason)."""
 
     __slots__ = ()
 
+    @abstractmethod
     def send_request_head(self, head: RequestHead) -> bytes:
-        raise NotImplementedError
+        """The request head as bytes, framed for this upstream."""
 
+    @abstractmethod
     def send_data(self, data: bytes) -> bytes:
-        raise NotImplementedError
+        """A piece of the request body, framed."""
 
+    @abstractmethod
     def send_end(self, trailers: Headers) -> bytes:
-        raise NotImplementedError
+        """The end of the request body (with trailers where the framing carries them)."""
 
+    @abstractmethod
     def receive(self, data: bytes) -> list[Event]:
-        raise NotImplementedError
+        """Bytes from the upstream, as neutral events."""
 
+    @abstractmethod
     def connection_closed(self) -> list[Event]:
         """The upstream closed: completes a close-delimited body, or reports truncation."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def reusable(self) -> bool:
         """The last response was read completely and the server allows another request."""
-        raise NotImplementedError
 
     def release(self) -> None:
-        """The connection closed: drop what would keep it alive in a reference cycle."""
+        """The connection closed: drop what would keep it alive in a reference cycle.
+
+        Nothing by default; a codec whose parser refers back to it overrides this.
+        """
+        return None  # a deliberate no-op, not an abstract method
