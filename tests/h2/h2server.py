@@ -1,4 +1,7 @@
-"""A scripted HTTP/2 upstream for tests: answers by path, including with RST_STREAM (grpcio never resets)."""
+"""A scripted HTTP/2 upstream for tests: answers by path, including with RST_STREAM (grpcio never resets).
+
+It keeps every byte it received (`received`), for tests that read the proxy's frames.
+"""
 
 from __future__ import annotations
 
@@ -28,13 +31,20 @@ def accept_each(
         threading.Thread(target=handle, args=(sock,), daemon=True).start()
 
 
+# What /set-cookie answers with.
+SET_COOKIES = [("set-cookie", "sid=a1b2c3; HttpOnly"), ("set-cookie", "k=v")]
+
+
 class ScriptedH2Server:
-    """h2c server on a thread: /reset-before resets at once, /reset-after after headers and data."""
+    """h2c server on a thread: /reset-before resets at once, /reset-after after headers and
+    data, /bulk sends 256 KiB, /set-cookie answers with SET_COOKIES and no body."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.stopped = False
+        self.received = bytearray()
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -54,6 +64,8 @@ class ScriptedH2Server:
                     return
                 if not data:
                     return
+                with self.lock:
+                    self.received += data
                 for event in conn.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
                         self._answer(conn, event)
@@ -69,6 +81,9 @@ class ScriptedH2Server:
         path = dict(event.headers).get(b":path", b"")
         if path.endswith(b"/reset-before"):
             conn.reset_stream(stream_id, INTERNAL_ERROR)
+            return
+        if path.endswith(b"/set-cookie"):
+            conn.send_headers(stream_id, [(":status", "200"), *SET_COOKIES], end_stream=True)
             return
         if path.endswith(b"/bulk"):
             # 256 KiB, END_STREAM on the last DATA frame, no trailers; h2 raises (and the

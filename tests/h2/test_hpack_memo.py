@@ -123,11 +123,13 @@ def test_never_indexed_fields_are_not_served_from_the_memo() -> None:
     theirs = hpack.Encoder()
     for fields in (
         [(b"authorization", b"secret"), (b"x", b"1")],
-        [(b"authorization", b"secret"), (b"x", b"1")],  # all indexed now: memoised
+        [(b"authorization", b"secret"), (b"x", b"1")],  # table unchanged now: memoised
         [NeverIndexedHeaderTuple(b"authorization", b"secret"), (b"x", b"1")],
         [NeverIndexedHeaderTuple(b"authorization", b"other"), (b"x", b"1")],
     ):
-        assert ours.encode(list(fields)) == theirs.encode(list(fields), huffman=False)
+        # What hpack sends once h2's outbound normalisation has marked the secret.
+        stock = [NeverIndexedHeaderTuple(*fields[0]), fields[1]]
+        assert ours.encode(list(fields)) == theirs.encode(stock, huffman=False)
     assert len(ours.memo) == 1
     sensitive = ours.encode([NeverIndexedHeaderTuple(b"authorization", b"other")])
     assert sensitive[0] & 0xF0 == 0x10  # literal never indexed (RFC 7541 section 6.2.3)

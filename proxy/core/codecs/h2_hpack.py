@@ -40,6 +40,14 @@ _PER_REQUEST = frozenset(
         b"grpc-timeout",
     )
 )
+# Fields sent as literals never indexed (RFC 7541 section 7.1.3): secrets an attacker who
+# can add requests to the connection could guess byte by byte from the compressed size
+# if they were in the table (CRIME), and which no intermediary may index either.
+# Credentials always; cookies under `_SHORT_COOKIE` bytes, as h2's own outbound
+# normalisation does (longer ones are not guessable that way); set-cookie always, as it
+# carries the session secrets cookies later repeat.
+_NEVER_INDEXED = frozenset((b"authorization", b"proxy-authorization", b"set-cookie"))
+_SHORT_COOKIE = 20
 
 
 class _QuietLog:
@@ -187,6 +195,9 @@ class PlainEncoder(hpack.Encoder):
     With the table unchanged, a whole field list encodes to the same bytes (memoised
     per list), and each field to the same representation (memoised per field, for
     lists that differ only in their per-request fields).
+
+    Secrets (`_NEVER_INDEXED`, short cookies) are sent never indexed: h2's outbound
+    header normalisation, which would mark them, is off in this codec.
     """
 
     def __init__(self) -> None:
@@ -252,3 +263,13 @@ class PlainEncoder(hpack.Encoder):
         ):
             self.memo[key] = block
         return block
+
+    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+        # Every field hpack's Encoder codes comes here, from the memo path above and from
+        # hpack's own encode() alike.
+        if not sensitive:
+            name = to_add[0]
+            sensitive = name in _NEVER_INDEXED or (
+                name == b"cookie" and len(to_add[1]) < _SHORT_COOKIE
+            )
+        return super().add(to_add, sensitive, huffman)
