@@ -35,6 +35,7 @@ HOT_PATH = (
     "proxy.core.codecs.h1_h11",  # not per request by default, but subclasses h1_framing
     "proxy.runtime.exchange",
     "proxy.runtime.http1",
+    "proxy.runtime.retrying",
     "proxy.runtime.deadlines",
     "proxy.runtime.downstream",
     "proxy.runtime.upstream",

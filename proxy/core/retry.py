@@ -5,7 +5,8 @@ outbound): as in Istio, the retry policy belongs to the client's route, so a cal
 through two sidecars is not retried twice over.
 
 What is retried: a connection that could not be made (`connect-failure`; nothing was
-sent) and a `503` answer (`retriable-status-codes`), once by default (contracts:
+sent), a `503` answer (`retriable-status-codes`) and a gRPC answer with status
+`cancelled` or `unavailable` in its head (`cancelled`, `unavailable`), once by default (contracts:
 "1 retry, backoff 25 ms base / 250 ms max, full jitter"). Only a request the proxy can
 send again whole: one whose body so far is still held (up to the buffer limit) and that
 does not switch protocols. The route timeout spans every attempt. At most
@@ -18,13 +19,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from proxy.core import flags
+
 RETRY: Final = 0  # send it again after `backoff`
 NOT_RETRIABLE: Final = 1  # policy off, or the request cannot be sent again: pass the answer on
 LIMIT_EXCEEDED: Final = 2  # retries used up: pass it on, flagged URX
 OVERFLOW: Final = 3  # too many retries running for this destination: pass it on, flagged UO
 
-# Istio's default `retriable-status-codes`.
+# The response flag an answer passed on carries, by decision.
+FLAG_FOR: Final = {
+    NOT_RETRIABLE: "",
+    LIMIT_EXCEEDED: flags.UPSTREAM_RETRY_LIMIT_EXCEEDED,
+    OVERFLOW: flags.UPSTREAM_OVERFLOW,
+}
+
+# Istio's default `retriable-status-codes`, and its gRPC conditions `cancelled` (1) and
+# `unavailable` (14), which a gRPC server answers in a trailers-only response's head.
 RETRIABLE_STATUSES: Final = frozenset((503,))
+RETRIABLE_GRPC_STATUSES: Final = frozenset((b"1", b"14"))
+
+
+def retriable(status: int, grpc_status: bytes | None) -> bool:
+    """Whether an answer (its HTTP status, and grpc-status when in the head) is retried."""
+    return status in RETRIABLE_STATUSES or grpc_status in RETRIABLE_GRPC_STATUSES
 
 
 def decide(

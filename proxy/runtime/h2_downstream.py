@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, cast
 
-from proxy.core import flags
+from proxy.core import flags, retry
 from proxy.core.codecs.h2 import (
     CANCEL,
     ENHANCE_YOUR_CALM,
@@ -31,6 +31,7 @@ from proxy.core.codecs.h2 import (
 from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, RequestHead, ResponseHead
+from proxy.runtime import retrying
 from proxy.runtime.exchange import Exchange
 from proxy.telemetry import stats as S
 
@@ -92,7 +93,7 @@ class H2Exchange(Exchange):
 
     def upstream_failed(self, status: int, flag: str, details: str) -> None:
         if not self.finished:
-            self.h2.local_reply(self, status, flag, details)
+            self.h2.on_upstream_failed(self, status, flag, details)
             self.h2.mark()
 
     def upstream_events(self, events: list[Event]) -> None:
@@ -125,6 +126,7 @@ class H2Downstream:
         "draining",
         "flusher",
         "goaway_last",
+        "keeps_bodies",
         "route_timer",
         "stats",
         "streams",
@@ -148,6 +150,8 @@ class H2Downstream:
             )
         )
         self.streams: dict[int, H2Exchange] = {}
+        # Requests that may be retried keep their bodies (up to buffer_high_water).
+        self.keeps_bodies = retrying.keeps_bodies(worker, connection.listener_name)
         self.flusher = worker.h2_pool.flusher
         self.dirty = False
         self.write_paused = False
@@ -181,6 +185,8 @@ class H2Downstream:
                     codec.acknowledge(event.stream_id, size)  # answered or reset: dropped
                     continue
                 exchange.bytes_received += size
+                if self.keeps_bodies:
+                    exchange.keep_for_retry(event.data, self.worker.config.limits.buffer_high_water)
                 upstream = exchange.upstream
                 if upstream is not None:
                     upstream.write(upstream.codec.send_data(event.data))
@@ -364,6 +370,52 @@ class H2Downstream:
         if self.write_paused:
             self._pause_upstream(exchange)
 
+    def on_upstream_failed(
+        self, exchange: H2Exchange, status: int, flag: str, details: str
+    ) -> None:
+        more = ""
+        if flag == flags.UPSTREAM_CONNECT_FAILURE:  # nothing was sent: safe to send again
+            decision = self._retry(exchange, False)
+            if decision == retry.RETRY:
+                return
+            more = retry.FLAG_FOR[decision]
+        self.local_reply(exchange, status, flag, details, more)
+
+    def _retry(self, exchange: H2Exchange, sent: bool) -> int:
+        destination = self.connection.destination
+        assert destination is not None
+        return retrying.try_again(
+            self.worker, exchange, destination, self.connection.listener_name, sent,
+            self._send_again,
+        )  # fmt: skip
+
+    def _send_again(self, exchange: Exchange) -> None:
+        destination = self.connection.destination
+        if exchange.finished or destination is None:
+            return  # answered meanwhile (route timeout, client gone)
+        assert isinstance(exchange, H2Exchange)
+        self.worker.h2_pool.acquire(
+            destination, exchange, self.connection.source, not exchange.grpc
+        )
+
+    def _retry_answer(self, exchange: H2Exchange, head: ResponseHead) -> bool:
+        """A retriable answer (503; gRPC cancelled/unavailable) sent again: True if so."""
+        grpc_status = header_value(head.headers, b"grpc-status") if exchange.grpc else None
+        if not retry.retriable(head.status, grpc_status):
+            if exchange.retries:
+                self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] += 1
+            return False
+        upstream = exchange.upstream
+        decision = self._retry(exchange, True)
+        if decision == retry.RETRY:
+            if upstream is not None:
+                upstream.user = None  # its answer is dropped unread, with its stream
+                upstream.abort()
+            return True
+        if decision != retry.NOT_RETRIABLE:
+            exchange.flags.append(retry.FLAG_FOR[decision])
+        return False
+
     def on_upstream_events(self, exchange: H2Exchange, events: list[Event]) -> None:
         codec = self.codec
         stream_id = exchange.stream_id
@@ -389,6 +441,8 @@ class H2Downstream:
                 assert isinstance(event, ResponseHead)
                 if event.status < 200:
                     continue  # 1xx: nothing an HTTP/2 client needs from an HTTP/1 hop
+                if self._retry_answer(exchange, event):
+                    return
                 exchange.status = event.status
                 exchange.response_started = True
                 event.headers = strip_hop_by_hop(event.headers)
@@ -546,6 +600,10 @@ class H2Downstream:
         if exchange.finished:
             return
         exchange.finished = True
+        if exchange.retry_active:
+            destination = self.connection.destination
+            assert destination is not None
+            retrying.release(self.worker, exchange, destination)
         if self.timed:
             self.timed.pop(exchange, None)
         self.streams.pop(exchange.stream_id, None)
@@ -571,11 +629,18 @@ class H2Downstream:
             self.worker.pool.cancel(exchange)
             self.worker.h2_pool.cancel(exchange)
 
-    def local_reply(self, exchange: H2Exchange, status: int, flag: str, details: str) -> None:
-        """Answer from the proxy (Envoy's local reply); gRPC callers get a trailers-only status."""
+    def local_reply(
+        self, exchange: H2Exchange, status: int, flag: str, details: str, more: str = ""
+    ) -> None:
+        """Answer from the proxy (Envoy's local reply); gRPC callers get a trailers-only status.
+
+        `more` is a second flag (URX or UO from the retry policy), or empty.
+        """
         codec = self.codec
         stream_id = exchange.stream_id
         exchange.flags.append(flag)
+        if more:
+            exchange.flags.append(more)
         exchange.details = details
         exchange.response_started = True
         exchange.response_complete = True

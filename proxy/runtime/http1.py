@@ -25,7 +25,7 @@ from proxy.core.messages import (
     ResponseHead,
     Upgraded,
 )
-from proxy.runtime import pause
+from proxy.runtime import pause, retrying
 from proxy.runtime.exchange import Exchange
 from proxy.telemetry import stats as S
 
@@ -181,7 +181,7 @@ class Http1ConnectionManager:
 
     def _request_data(self, exchange: Exchange, data: bytes) -> None:
         worker = self.worker
-        if worker.config.retries.attempts and self.listener_name in worker.retrying_listeners:
+        if retrying.keeps_bodies(worker, self.listener_name):
             exchange.keep_for_retry(data, worker.config.limits.buffer_high_water)
         upstream = exchange.upstream
         if upstream is not None:
@@ -223,53 +223,19 @@ class Http1ConnectionManager:
             decision = self._retry(exchange, False)
             if decision == retry.RETRY:
                 return
-            more = _RETRY_FLAGS[decision]
+            more = retry.FLAG_FOR[decision]
         self._local_reply(
             exchange, status, flag, details, close=not exchange.request_complete, more=more
         )
 
-    # -- HTTP/1: retries (proxy.core.retry) -----------------------------------------------
+    # -- HTTP/1: retries (proxy.core.retry, applied by proxy.runtime.retrying) ------------
 
     def _retry(self, exchange: Exchange, sent: bool) -> int:
-        """Send the request again after a back-off, if the policy allows (its decision).
-
-        `sent`: the failed attempt sent the request (it was answered 503), so only a
-        request held whole can go again; otherwise (the connection failed) nothing left
-        the proxy and what the client sent is still waiting in the exchange's buffer.
-        """
-        worker = self.worker
-        policy = worker.config.retries
         destination = self.destination
         assert destination is not None
-        active = worker.active_retries
-        if exchange.retry_active:  # this attempt's slot is given back whatever comes next
-            exchange.retry_active = False
-            active[destination] -= 1
-        decision = retry.decide(
-            exchange.retries,
-            policy.attempts if self.listener_name in worker.retrying_listeners else 0,
-            exchange.replayable or not sent,
-            active.get(destination, 0),
-            worker.config.limits.max_retries,
+        return retrying.try_again(
+            self.worker, exchange, destination, self.listener_name, sent, self._send_again
         )
-        stats = self.stats
-        if decision == retry.LIMIT_EXCEEDED:
-            stats[S.UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED] += 1
-        elif decision == retry.OVERFLOW:
-            stats[S.UPSTREAM_RQ_RETRY_OVERFLOW] += 1
-        if decision != retry.RETRY:
-            return decision
-        stats[S.UPSTREAM_RQ_RETRY] += 1
-        active[destination] = active.get(destination, 0) + 1
-        exchange.retry_active = True
-        delay = retry.backoff(
-            exchange.retries, policy.backoff_base, policy.backoff_max, worker.random
-        )
-        exchange.retries += 1
-        if sent:
-            exchange.rewind()
-        worker.loop.call_later(delay, self._send_again, exchange)
-        return decision
 
     def _send_again(self, exchange: Exchange) -> None:
         destination = self.destination
@@ -332,7 +298,7 @@ class Http1ConnectionManager:
             head.headers = strip_hop_by_hop(head.headers)
             out.append(codec.send_response_head(head, exchange.request))
             return False
-        if status in retry.RETRIABLE_STATUSES:
+        if retry.retriable(status, None):
             upstream = exchange.upstream
             decision = self._retry(exchange, True)
             if decision == retry.RETRY:
@@ -342,7 +308,7 @@ class Http1ConnectionManager:
                     upstream.abort()
                 return True
             if decision != retry.NOT_RETRIABLE:
-                exchange.flags.append(_RETRY_FLAGS[decision])
+                exchange.flags.append(retry.FLAG_FOR[decision])
         elif exchange.retries:
             self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] += 1
         exchange.status = status
@@ -459,10 +425,8 @@ class Http1ConnectionManager:
         exchange.finished = True
         self._cancel_route_timeout(exchange)
         if exchange.retry_active:
-            exchange.retry_active = False
-            destination = self.destination
-            assert destination is not None
-            self.worker.active_retries[destination] -= 1
+            assert self.destination is not None
+            retrying.release(self.worker, exchange, self.destination)
         stats = self.stats
         stats[S.DOWNSTREAM_RQ_ACTIVE] -= 1
         status = exchange.status
@@ -595,12 +559,5 @@ def _is_grpc(headers: list[tuple[bytes, bytes]]) -> bool:
             return value.startswith(b"application/grpc")
     return False
 
-
-# The flag a retry decision adds to the answer that is passed on.
-_RETRY_FLAGS = {
-    retry.NOT_RETRIABLE: "",
-    retry.LIMIT_EXCEEDED: flags.UPSTREAM_RETRY_LIMIT_EXCEEDED,
-    retry.OVERFLOW: flags.UPSTREAM_OVERFLOW,
-}
 
 _UNPARSED_REQUEST = RequestHead(1, b"-", b"-", [], b"1.1", False)

@@ -111,8 +111,15 @@ class Proxy:
         return out.decode(errors="replace")
 
 
+# Keys of `flaky:<key>` calls already answered UNAVAILABLE once (tests/h2/test_h2_retries.py).
+FLAKY_SEEN: set[bytes] = set()
+
+
 def _unary_echo(request: bytes, context: grpc.ServicerContext) -> bytes:
     metadata = dict(context.invocation_metadata())
+    if request.startswith(b"flaky:") and request not in FLAKY_SEEN:
+        FLAKY_SEEN.add(request)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "busy the first time")
     if request.startswith(b"fail:"):
         code = getattr(grpc.StatusCode, request[5:].decode())
         context.abort(code, f"asked to fail with {code.name}")
