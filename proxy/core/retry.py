@@ -4,9 +4,9 @@ Only on the caller's side (the outbound listener, or an explicit one reporting a
 outbound): as in Istio, the retry policy belongs to the client's route, so a call
 through two sidecars is not retried twice over.
 
-What is retried: a connection that could not be made (`connect-failure`; nothing was
-sent), a `503` answer (`retriable-status-codes`) and a gRPC answer with status
-`cancelled` or `unavailable` in its head (`cancelled`, `unavailable`), once by default (contracts:
+What is retried, as Istio's default `retryOn` names it: a connection that could not be
+made (`connect-failure`; nothing was sent), a `503` answer (`retriable-status-codes`) and
+a gRPC answer whose head says `cancelled` or `unavailable`; once by default (contracts:
 "1 retry, backoff 25 ms base / 250 ms max, full jitter"). Only a request the proxy can
 send again whole: one whose body so far is still held (up to the buffer limit) and that
 does not switch protocols. The route timeout spans every attempt. At most
