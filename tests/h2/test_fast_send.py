@@ -435,3 +435,29 @@ def test_closed_stream_history_is_bounded() -> None:
     late = RstStreamFrame(stream_id, error_code=8)  # CANCEL, on the stream that just closed
     assert server.receive_data(late.serialize()) == []
     assert server.state_machine.state is not h2.connection.ConnectionState.CLOSED
+
+
+def test_h2_state_machine_enums_hash_in_c_and_every_transition_is_found() -> None:
+    """h2's plain Enums (connection state and inputs, stream inputs) hash by identity, not
+    by the Python-level Enum.__hash__ that cost about 4% of the codec, and both transition
+    tables were re-keyed: every (state, input) pair h2 defines is still found under the new
+    hashes, and an undefined one still fails as h2 makes it."""
+    import h2.stream
+
+    for enum_class in (
+        h2.connection.ConnectionState,
+        h2.connection.ConnectionInputs,
+        h2.stream.StreamInputs,
+    ):
+        assert enum_class.__hash__ is object.__hash__
+    machine_table: dict[Any, Any] = h2.connection.H2ConnectionStateMachine._transitions
+    stream_table: dict[Any, Any] = h2.stream._transitions
+    for table in (machine_table, stream_table):
+        for key, value in list(table.items()):
+            assert table[(key[0], key[1])] is value  # a fresh tuple: hashed now
+    machine = h2.connection.H2ConnectionStateMachine()
+    machine.process_input(h2.connection.ConnectionInputs.SEND_HEADERS)
+    assert machine.state is h2.connection.ConnectionState.CLIENT_OPEN
+    machine.process_input(h2.connection.ConnectionInputs.SEND_GOAWAY)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        machine.process_input(h2.connection.ConnectionInputs.RECV_PUSH_PROMISE)
