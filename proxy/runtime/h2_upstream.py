@@ -441,6 +441,7 @@ class H2UpstreamConnection(asyncio.Protocol):
                 )
                 if not self.ready:
                     self.ready = True
+                    self.stats[S.UPSTREAM_CX_HTTP2_TOTAL] += 1  # the server speaks h2c
                     if self.handshake_timer is not None:
                         self.handshake_timer.cancel()
                         self.handshake_timer = None

@@ -104,6 +104,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(self.pool.high_water)
         self.stats[S.UPSTREAM_CX_TOTAL] += 1
+        self.stats[S.UPSTREAM_CX_HTTP1_TOTAL] += 1
         self.stats[S.UPSTREAM_CX_ACTIVE] += 1
 
     def data_received(self, data: bytes) -> None:

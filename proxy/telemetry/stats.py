@@ -39,6 +39,8 @@ DECLARED: tuple[tuple[str, str, str], ...] = (
     ("downstream_cx_rx_bytes_total", "counter", "Bytes received from downstream"),
     ("downstream_cx_tx_bytes_total", "counter", "Bytes sent to downstream"),
     ("upstream_cx_total", "counter", "Upstream connections opened"),
+    ("upstream_cx_http1_total", "counter", "Upstream connections opened for HTTP/1.1"),
+    ("upstream_cx_http2_total", "counter", "Upstream connections that completed h2c's handshake"),
     ("upstream_cx_active", "gauge", "Upstream connections open"),
     ("upstream_cx_connect_fail", "counter", "Upstream connection attempts that failed"),
     ("upstream_cx_connect_timeout", "counter", "Upstream connection attempts that timed out"),
@@ -86,6 +88,8 @@ DOWNSTREAM_RQ_RX_RESET = INDEX["downstream_rq_rx_reset"]
 DOWNSTREAM_CX_RX_BYTES = INDEX["downstream_cx_rx_bytes_total"]
 DOWNSTREAM_CX_TX_BYTES = INDEX["downstream_cx_tx_bytes_total"]
 UPSTREAM_CX_TOTAL = INDEX["upstream_cx_total"]
+UPSTREAM_CX_HTTP1_TOTAL = INDEX["upstream_cx_http1_total"]
+UPSTREAM_CX_HTTP2_TOTAL = INDEX["upstream_cx_http2_total"]
 UPSTREAM_CX_ACTIVE = INDEX["upstream_cx_active"]
 UPSTREAM_CX_CONNECT_FAIL = INDEX["upstream_cx_connect_fail"]
 UPSTREAM_CX_CONNECT_TIMEOUT = INDEX["upstream_cx_connect_timeout"]

@@ -91,6 +91,7 @@ def test_http1_client_to_h2_only_upstream(h2only: H2OnlyServer) -> None:
         ]
         assert stats["downstream_cx_http1_total"] == 2  # the keep-alive one and /small's
         assert stats["upstream_cx_total"] == 1 and stats["upstream_rq_total"] == 5
+        assert stats["upstream_cx_http2_total"] == 1 and stats["upstream_cx_http1_total"] == 0
         assert stats["downstream_rq_2xx"] == 5
     finally:
         proxy.stop()
@@ -132,7 +133,10 @@ def test_configured_destination_without_h2c_falls_back_to_http1(nginx: int) -> N
         for _ in range(3):  # the first finds out; the next go straight to HTTP/1.1
             status, _, body = _get(proxy.port, "/")
             assert status == 200 and body == b"hello from upstream\n"
-        assert proxy.stats()["upstream_cx_protocol_error"] == 1
+        stats = proxy.stats()
+        assert stats["upstream_cx_protocol_error"] == 1
+        # The failed handshake never counts as an HTTP/2 connection; HTTP/1.1 took over.
+        assert stats["upstream_cx_http2_total"] == 0 and stats["upstream_cx_http1_total"] >= 1
     finally:
         proxy.stop()
 
