@@ -373,13 +373,14 @@ class H2Downstream:
     def on_upstream_failed(
         self, exchange: H2Exchange, status: int, flag: str, details: str
     ) -> None:
-        more = ""
-        if flag == flags.UPSTREAM_CONNECT_FAILURE:  # nothing was sent: safe to send again
-            decision = self._retry(exchange, False)
-            if decision == retry.RETRY:
-                return
-            more = retry.FLAG_FOR[decision]
-        self.local_reply(exchange, status, flag, details, more)
+        connection = self.connection
+        assert connection.destination is not None
+        more = retrying.after_failure(
+            self.worker, exchange, connection.destination, connection.listener_name, flag,
+            self._send_again,
+        )  # fmt: skip
+        if more is not None:
+            self.local_reply(exchange, status, flag, details, more)
 
     def _retry(self, exchange: H2Exchange, sent: bool) -> int:
         destination = self.connection.destination

@@ -218,15 +218,15 @@ class Http1ConnectionManager:
             upstream.transport.pause_reading()
 
     def on_upstream_failed(self, exchange: Exchange, status: int, flag: str, details: str) -> None:
-        more = ""
-        if flag == flags.UPSTREAM_CONNECT_FAILURE:  # nothing was sent: safe to send again
-            decision = self._retry(exchange, False)
-            if decision == retry.RETRY:
-                return
-            more = retry.FLAG_FOR[decision]
-        self._local_reply(
-            exchange, status, flag, details, close=not exchange.request_complete, more=more
+        destination = self.destination
+        assert destination is not None
+        more = retrying.after_failure(
+            self.worker, exchange, destination, self.listener_name, flag, self._send_again
         )
+        if more is not None:
+            self._local_reply(
+                exchange, status, flag, details, close=not exchange.request_complete, more=more
+            )
 
     # -- HTTP/1: retries (proxy.core.retry, applied by proxy.runtime.retrying) ------------
 

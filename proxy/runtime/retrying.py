@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.core import retry
+from proxy.core import flags, retry
 from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
@@ -66,6 +66,23 @@ def try_again(
         exchange.rewind()
     worker.loop.call_later(delay, resend, exchange)
     return decision
+
+
+def after_failure(
+    worker: Worker,
+    exchange: Exchange,
+    destination: Destination,
+    listener_name: str,
+    flag: str,
+    resend: Callable[[Exchange], None],
+) -> str | None:
+    """A pool could not give the exchange an upstream (`flag` says why): None if it is
+    being retried, else the second flag for the local reply ('' for none). Only a failed
+    connect is retried: nothing was sent, so it is always safe."""
+    if flag != flags.UPSTREAM_CONNECT_FAILURE:
+        return ""
+    decision = try_again(worker, exchange, destination, listener_name, False, resend)
+    return None if decision == retry.RETRY else retry.FLAG_FOR[decision]
 
 
 def release(worker: Worker, exchange: Exchange, destination: Destination) -> None:
