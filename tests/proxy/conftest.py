@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -181,3 +182,10 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0, shut: bool = Fals
         except TimeoutError:
             pass
         return b"".join(chunks)
+
+
+def status_of(data: bytes) -> int:
+    """The status code of the first response in raw bytes from the proxy."""
+    match = re.match(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert match, data[:200]
+    return int(match.group(1))

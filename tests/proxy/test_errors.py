@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
-import re
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import Proxy, free_port, raw_exchange
+from tests.proxy.conftest import Proxy, free_port, raw_exchange, status_of
 from tests.proxy.upstream_app import Server
 
 SMUGGLING = {
@@ -25,12 +24,6 @@ SMUGGLING = {
     "negative-cl": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
     "garbage-line": b"GET / HTTP/1.1\r\nHost: a\r\n\x01\x02: x\r\n\r\n",
 }
-
-
-def status_of(data: bytes) -> int:
-    match = re.match(rb"HTTP/1\.1 (\d{3}) ", data)
-    assert match, data[:200]
-    return int(match.group(1))
 
 
 @pytest.mark.parametrize("shape", sorted(SMUGGLING))

@@ -9,116 +9,102 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from proxy.core import retry
 from tests.proxy import upstream_app
-from tests.proxy.conftest import Proxy, free_port, raw_exchange
+from tests.proxy.conftest import Proxy, free_port, raw_exchange, status_of
 
 Server = upstream_app.Server
-
-
-def status_of(data: bytes) -> int:
-    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
 
 
 def body_of(data: bytes) -> bytes:
     return data.partition(b"\r\n\r\n")[2]
 
 
-def log_entries(path: Path) -> list[dict[str, object]]:
-    """The access log's JSON lines, waiting for the once-a-second flush."""
+def log_entries(path: Path, count: int = 1) -> list[dict[str, object]]:
+    """The access log's JSON lines once there are `count`, waiting for the 1 s flush."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return [json.loads(line) for line in path.read_text().splitlines()]
+        if path.exists():
+            entries = [json.loads(line) for line in path.read_text().splitlines()]
+            if len(entries) >= count:
+                return entries
         time.sleep(0.1)
-    raise AssertionError("no access log lines")
+    raise AssertionError(f"fewer than {count} access log lines")
 
 
 @pytest.fixture
-def logged(upstream: Server, codec: str, tmp_path: Path) -> tuple[Proxy, Path]:
+def logged(upstream: Server, codec: str, tmp_path: Path) -> Iterator[tuple[Proxy, Path]]:
+    """A proxy that writes its access log to a file, and that file."""
     upstream.state.reset()
     log = tmp_path / "access.log"
-    return Proxy(upstream.port, codec, env={"PILOTFISH_ACCESS_LOG": str(log)}), log
+    proxy = Proxy(upstream.port, codec, env={"PILOTFISH_ACCESS_LOG": str(log)})
+    yield proxy, log
+    proxy.stop()
 
 
 def test_a_503_is_sent_again_whole_and_the_second_answer_reaches_the_client(
     upstream: Server, logged: tuple[Proxy, Path]
 ) -> None:
     proxy, log = logged
-    try:
-        data = raw_exchange(
-            proxy.port,
-            b"POST /flaky?key=a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-            b"Connection: close\r\n\r\nhello",
-        )
-        assert status_of(data) == 200 and body_of(data) == b"hello"
-        seen = [r for r in upstream.state.requests if r.path == "/flaky"]
-        assert len(seen) == 2
-        # The same request both times: one x-request-id, one body.
-        assert seen[0].header("x-request-id") == seen[1].header("x-request-id")
-        stats = proxy.stats()
-        assert stats["upstream_rq_retry"] == 1 and stats["upstream_rq_retry_success"] == 1
-        assert stats["downstream_rq_2xx"] == 1 and stats["downstream_rq_5xx"] == 0
-        (entry,) = log_entries(log)
-        assert entry["response_code"] == 200 and entry["response_flags"] == "-"
-    finally:
-        proxy.stop()
+    data = raw_exchange(
+        proxy.port,
+        b"POST /flaky?key=a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+        b"Connection: close\r\n\r\nhello",
+    )
+    assert status_of(data) == 200 and body_of(data) == b"hello"
+    seen = [r for r in upstream.state.requests if r.path == "/flaky"]
+    assert len(seen) == 2
+    # The same request both times: one x-request-id, one body.
+    assert seen[0].header("x-request-id") == seen[1].header("x-request-id")
+    stats = proxy.stats()
+    assert stats["upstream_rq_retry"] == 1 and stats["upstream_rq_retry_success"] == 1
+    assert stats["downstream_rq_2xx"] == 1 and stats["downstream_rq_5xx"] == 0
+    (entry,) = log_entries(log)
+    assert entry["response_code"] == 200 and entry["response_flags"] == "-"
 
 
-def test_pipelined_requests_behind_a_retry_keep_their_order(upstream: Server, codec: str) -> None:
-    upstream.state.reset()
-    proxy = Proxy(upstream.port, codec)
-    try:
-        data = raw_exchange(
-            proxy.port,
-            b"GET /flaky?key=p1 HTTP/1.1\r\nHost: a\r\n\r\n"
-            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nsecond"
-            b"POST /flaky?key=p2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-            b"Connection: close\r\n\r\nthird",
-        )
-        assert data.count(b"HTTP/1.1 200") == 3
-        assert data.index(b"second") < data.index(b"third")
-        assert [r.path for r in upstream.state.requests] == [
-            "/flaky", "/flaky", "/echo", "/flaky", "/flaky"
-        ]  # fmt: skip
-        assert proxy.stats()["upstream_rq_retry"] == 2
-    finally:
-        proxy.stop()
+def test_pipelined_requests_behind_a_retry_keep_their_order(upstream: Server, proxy: Proxy) -> None:
+    data = raw_exchange(
+        proxy.port,
+        b"GET /flaky?key=p1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nsecond"
+        b"POST /flaky?key=p2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+        b"Connection: close\r\n\r\nthird",
+    )
+    assert data.count(b"HTTP/1.1 200") == 3
+    assert data.index(b"second") < data.index(b"third")
+    assert [r.path for r in upstream.state.requests] == [
+        "/flaky", "/flaky", "/echo", "/flaky", "/flaky"
+    ]  # fmt: skip
+    assert proxy.stats()["upstream_rq_retry"] == 2
 
 
-def test_a_chunked_body_with_trailers_is_replayed(upstream: Server, codec: str) -> None:
-    upstream.state.reset()
-    proxy = Proxy(upstream.port, codec)
-    try:
-        data = raw_exchange(
-            proxy.port,
-            b"POST /flaky?key=b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-            b"Connection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\nx-sum: 7\r\n\r\n",
-        )
-        assert status_of(data) == 200 and b"abcdefg" in body_of(data)
-        assert proxy.stats()["upstream_rq_retry"] == 1
-    finally:
-        proxy.stop()
+def test_a_chunked_body_with_trailers_is_replayed(upstream: Server, proxy: Proxy) -> None:
+    data = raw_exchange(
+        proxy.port,
+        b"POST /flaky?key=b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\nx-sum: 7\r\n\r\n",
+    )
+    assert status_of(data) == 200 and b"abcdefg" in body_of(data)
+    assert proxy.stats()["upstream_rq_retry"] == 1
 
 
 def test_a_second_503_passes_with_urx(upstream: Server, logged: tuple[Proxy, Path]) -> None:
     proxy, log = logged
-    try:
-        data = raw_exchange(
-            proxy.port, b"GET /status/503 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
-        )
-        assert status_of(data) == 503 and body_of(data) == b"status\n"  # the upstream's own
-        assert len([r for r in upstream.state.requests if r.path == "/status/503"]) == 2
-        stats = proxy.stats()
-        assert stats["upstream_rq_retry"] == 1 and stats["upstream_rq_retry_limit_exceeded"] == 1
-        (entry,) = log_entries(log)
-        assert entry["response_code"] == 503 and entry["response_flags"] == "URX"
-    finally:
-        proxy.stop()
+    data = raw_exchange(
+        proxy.port, b"GET /status/503 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert status_of(data) == 503 and body_of(data) == b"status\n"  # the upstream's own
+    assert len([r for r in upstream.state.requests if r.path == "/status/503"]) == 2
+    stats = proxy.stats()
+    assert stats["upstream_rq_retry"] == 1 and stats["upstream_rq_retry_limit_exceeded"] == 1
+    (entry,) = log_entries(log)
+    assert entry["response_code"] == 503 and entry["response_flags"] == "URX"
 
 
 def test_a_failed_connect_is_tried_again_then_uf_urx(codec: str, tmp_path: Path) -> None:
@@ -162,22 +148,17 @@ def test_no_retry_passes_the_first_503_untouched(
         proxy.stop()
 
 
-def test_a_body_too_big_to_hold_is_not_retried(upstream: Server, codec: str) -> None:
-    upstream.state.reset()
-    proxy = Proxy(upstream.port, codec)
+def test_a_body_too_big_to_hold_is_not_retried(upstream: Server, proxy: Proxy) -> None:
     body = b"x" * (300 * 1024)  # over limits.buffer_high_water (256 KiB)
-    try:
-        data = raw_exchange(
-            proxy.port,
-            b"POST /status/503 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
-        )
-        assert status_of(data) == 503
-        assert len(upstream.state.requests) == 1
-        stats = proxy.stats()
-        assert stats["upstream_rq_retry"] == 0 and stats["upstream_rq_retry_limit_exceeded"] == 0
-    finally:
-        proxy.stop()
+    data = raw_exchange(
+        proxy.port,
+        b"POST /status/503 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+    )
+    assert status_of(data) == 503
+    assert len(upstream.state.requests) == 1
+    stats = proxy.stats()
+    assert stats["upstream_rq_retry"] == 0 and stats["upstream_rq_retry_limit_exceeded"] == 0
 
 
 def test_max_retries_circuit_breaker_passes_the_answer_with_uo(
@@ -212,20 +193,11 @@ def test_max_retries_circuit_breaker_passes_the_answer_with_uo(
         assert status_of(results["fast"]) == 503
         stats = proxy.stats()
         assert stats["upstream_rq_retry"] == 1 and stats["upstream_rq_retry_overflow"] == 1
-        flags = sorted(str(entry["response_flags"]) for entry in log_entries_n(log, 2))
+        flags = sorted(str(entry["response_flags"]) for entry in log_entries(log, 2))
         assert flags == ["-", "UO"]
     finally:
         proxy.stop()
 
-
-def log_entries_n(path: Path, count: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        entries = log_entries(path)
-        if len(entries) >= count:
-            return entries
-        time.sleep(0.1)
-    raise AssertionError(f"fewer than {count} access log lines")
 
 
 def _config(tmp_path: Path, text: str) -> Path:
