@@ -2,6 +2,8 @@
 
 Not a test (no `test_` prefix): run it by hand, from the repository root, e.g.
     flock /tmp/meshbench.lock python -m tests.h2.h2_cpu --rounds 3
+Add `--baseline ../other-checkout` to run a second pilotfish (another commit, built in
+place) in the same rounds, for an A/B of a change.
 nginx (the upstream, HTTP/1.1) and h2load on CPU 0, each proxy on CPU 1, one worker each,
 with meshbench's own configurations (/work/shared/tools/meshbench.py, or MESHBENCH).
 Each round loads each proxy in turn with `h2load -c8 -m16 -n 60000` (h2c, prior
@@ -59,6 +61,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=60000)
+    parser.add_argument(
+        "--baseline", metavar="CHECKOUT",
+        help="also run pilotfish from this other checkout (built in place), for an A/B",
+    )  # fmt: skip
     args = parser.parse_args()
     bench: object = load_meshbench()
     ports: dict[str, int] = bench.PORTS  # type: ignore[attr-defined]
@@ -80,11 +86,16 @@ def main() -> None:
                     ports["candidate"],
                 ),
             }  # fmt: skip
+            if args.baseline:
+                command = list(candidates["pilotfish"][0])
+                command[command.index(f"127.0.0.1:{ports['candidate']}")] = "127.0.0.1:18099"
+                candidates["baseline"] = ([*command, "--admin-port", "18098"], 18099)
             pids: dict[str, int] = {}
             for name, (command, port) in candidates.items():
                 process = subprocess.Popen(
                     ["taskset", "-c", "1", *command],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    cwd=args.baseline if name == "baseline" else None,
                 )  # fmt: skip
                 processes.append(process)
                 wait_port(port, 20)

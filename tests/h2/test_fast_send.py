@@ -16,7 +16,7 @@ import h2.frame_buffer
 import h2.settings
 import hpack
 import pytest
-from hyperframe.frame import HeadersFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame, SettingsFrame
 
 from proxy.core.codecs.h2 import H2ServerCodec
 from proxy.core.codecs.h2_connection import Connection, FrameBuffer
@@ -56,6 +56,23 @@ def _same_outcome(
     return outcomes[0], stock_bytes
 
 
+def _same_streams(stock: h2.connection.H2Connection, ours: h2.connection.H2Connection) -> None:
+    """Every stream, its state machine and its window manager hold the same attributes
+    (names and values) in both: `Connection` builds new streams and steps their machines
+    itself, and an h2 upgrade that adds an attribute must show up here."""
+    assert ours.streams.keys() == stock.streams.keys()
+    assert ours.highest_inbound_stream_id == stock.highest_inbound_stream_id
+    for stream_id, stream in stock.streams.items():
+        mine = ours.streams[stream_id]
+        parts = ("state_machine", "_inbound_window_manager", "config")
+        assert vars(mine).keys() == vars(stream).keys()
+        assert {k: v for k, v in vars(mine).items() if k not in parts} == {
+            k: v for k, v in vars(stream).items() if k not in parts
+        }
+        assert vars(mine.state_machine) == vars(stream.state_machine)
+        assert vars(mine._inbound_window_manager) == vars(stream._inbound_window_manager)
+
+
 class Pair:
     """A stock h2 server and a `Connection` server fed the same client bytes."""
 
@@ -89,7 +106,7 @@ class Pair:
         outcome, stock_bytes = _same_outcome(self.stock, self.ours, action)
         assert self.ours.outbound_flow_control_window == self.stock.outbound_flow_control_window
         assert self.ours.state_machine.state == self.stock.state_machine.state
-        assert self.ours.streams.keys() == self.stock.streams.keys()
+        _same_streams(self.stock, self.ours)
         closed = list(self.stock._closed_streams.items())
         assert list(self.ours._closed_streams.items()) == closed
         for stream_id, stream in self.stock.streams.items():
@@ -175,11 +192,14 @@ def test_a_reset_stream(pair: Pair) -> None:
 class ClientPair:
     """A stock h2 client and a `Connection` client, both talking to one stock server."""
 
-    def __init__(self, max_streams: int = 100) -> None:
+    def __init__(self, max_streams: int | None = 100) -> None:
+        """`max_streams` None: the server sends no MAX_CONCURRENT_STREAMS (unlimited)."""
         self.server = h2.connection.H2Connection(_config(False))
         self.server.local_settings = h2.settings.Settings(
             client=False,
-            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams},
+            initial_values={}
+            if max_streams is None
+            else {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams},
         )
         self.stock = h2.connection.H2Connection(_config(True))
         self.ours = Connection(_config(True))
@@ -198,7 +218,7 @@ class ClientPair:
 
     def both(self, action: Callable[[h2.connection.H2Connection], Any]) -> type | None:
         outcome, _ = _same_outcome(self.stock, self.ours, action)
-        assert self.ours.streams.keys() == self.stock.streams.keys()
+        _same_streams(self.stock, self.ours)
         assert self.ours.highest_outbound_stream_id == self.stock.highest_outbound_stream_id
         for stream_id, stream in self.stock.streams.items():
             mine = self.ours.streams[stream_id]
@@ -222,6 +242,13 @@ def test_requests_open_streams_as_h2_does() -> None:
     too_low = h2.exceptions.StreamIDTooLowError
     assert pair.both(lambda conn: conn.send_headers(7, REQUEST)) is too_low
     assert pair.both(lambda conn: conn.send_headers(12, REQUEST)) is protocol
+
+
+def test_a_server_without_a_stream_limit() -> None:
+    """No MAX_CONCURRENT_STREAMS from the server (grpcio's default): no limit, as in h2."""
+    pair = ClientPair(max_streams=None)
+    for stream_id in (1, 3, 5):
+        assert pair.both(lambda conn, i=stream_id: conn.send_headers(i, REQUEST)) is None
 
 
 def test_the_servers_stream_limit() -> None:
@@ -279,9 +306,22 @@ def _headers_frame(stream_id: int, fields: list[tuple[bytes, bytes]], *flags: st
     return bytes(frame.serialize())
 
 
+def _data_frame(stream_id: int, data: bytes, *flags: str, pad: int = 0) -> bytes:
+    frame = DataFrame(stream_id, data)
+    for flag in flags:
+        frame.flags.add(flag)
+    if pad:
+        frame.flags.add("PADDED")
+        frame.pad_length = pad
+    return bytes(frame.serialize())
+
+
 def _events(conn: h2.connection.H2Connection, data: bytes) -> object:
     try:
-        return [(type(event), repr(event)) for event in conn.receive_data(data)]
+        return [
+            (type(event), repr(event), repr(getattr(event, "stream_ended", None)))
+            for event in conn.receive_data(data)
+        ]
     except Exception as error:  # compared with stock h2's
         return type(error)
 
@@ -301,6 +341,24 @@ def _events(conn: h2.connection.H2Connection, data: bytes) -> object:
         [_headers_frame(3, REQUEST, "END_STREAM"), _headers_frame(1, REQUEST, "END_STREAM")],
         [_headers_frame(2, REQUEST, "END_STREAM")],  # an even id from a client
         [_headers_frame(i, REQUEST) for i in (1, 3, 5)],  # over the advertised 2 streams
+        # DATA: bodies, END_STREAM, content-length kept and broken, padding, a closed or
+        # unknown stream, DATA before HEADERS, and more than the window allows.
+        [_headers_frame(1, REQUEST), _data_frame(1, b"abc"), _data_frame(1, b"de", "END_STREAM")],
+        [
+            _headers_frame(1, [*REQUEST, (b"content-length", b"3")]),
+            _data_frame(1, b"abc"),
+            _data_frame(1, b"", "END_STREAM"),
+        ],
+        [_headers_frame(1, [*REQUEST, (b"content-length", b"3")]), _data_frame(1, b"abcd")],
+        [
+            _headers_frame(1, [*REQUEST, (b"content-length", b"3")]),
+            _data_frame(1, b"ab", "END_STREAM"),
+        ],
+        [_headers_frame(1, REQUEST), _data_frame(1, b"abc", "END_STREAM", pad=4)],
+        [_headers_frame(1, REQUEST, "END_STREAM"), _data_frame(1, b"late")],
+        [_headers_frame(1, REQUEST), _data_frame(3, b"no such stream")],
+        [_data_frame(1, b"before any headers")],
+        [_headers_frame(1, REQUEST), *[_data_frame(1, bytes(16384)) for _ in range(5)]],
     ],
 )
 def test_received_headers_as_h2_does(frames: list[bytes]) -> None:
@@ -324,6 +382,7 @@ def test_received_headers_as_h2_does(frames: list[bytes]) -> None:
         outcome = _events(servers[0], frame)
         assert _events(servers[1], frame) == outcome, frame
         assert servers[1].data_to_send() == servers[0].data_to_send()
+        _same_streams(servers[0], servers[1])
         if isinstance(outcome, type):
             break
 
@@ -348,6 +407,7 @@ def test_received_responses_as_h2_does() -> None:
     bad = server.data_to_send()
     outcome = _events(pair.stock, data)
     assert _events(pair.ours, data) == outcome
+    _same_streams(pair.stock, pair.ours)
     assert isinstance(outcome, list) and len(outcome) == 7
     assert _events(pair.ours, bad) == _events(pair.stock, bad) == h2.exceptions.ProtocolError
     assert pair.ours.data_to_send() == pair.stock.data_to_send()

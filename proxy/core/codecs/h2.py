@@ -6,8 +6,8 @@ one pass instead of h2's several), per-stream send queues that respect the peer'
 flow-control windows, receive windows that open only when the runtime says the
 other side took the data (backpressure), graceful GOAWAY, and flood limits (PING,
 SETTINGS, RST_STREAM, CONTINUATION) answered with ENHANCE_YOUR_CALM as Envoy does.
-With `h2_connection.py` (h2's connection, on its hot paths) and `h2_hpack.py`, the only
-modules that import h2.
+With `h2_connection.py` (h2's connection, on its hot paths), `h2_steps.py` (its state
+machines, stepped) and `h2_hpack.py`, the only modules that import h2.
 """
 
 from __future__ import annotations
@@ -364,7 +364,8 @@ class _H2Codec:
             self.conn.highest_inbound_stream_id if last_stream_id is None else last_stream_id
         )
         frame.error_code = error_code
-        self.conn._data_to_send += frame.serialize()
+        out: bytearray = self.conn._data_to_send
+        out += frame.serialize()
 
     def terminate(self, error_code: int, reason: str) -> GoAway:
         """A connection error: GOAWAY with `error_code` and nothing more on this connection."""

@@ -3,10 +3,11 @@
 h2 stays the frame layer, the connection and stream state machines, flow control and
 every error. `Connection` and `FrameBuffer` override the handful of methods a request
 passes through, making the same calls into h2's state in the same order and skipping
-work this codec does not need (see `Connection`). Kept apart from the codec
-(`proxy/core/codecs/h2.py`) because these are subclasses of h2's classes, which the
-compiled hot path (`proxy/_compiled.py`) cannot build, while the codec compiles.
-Together with `h2.py` and `h2_hpack.py`, the only modules that import h2.
+work this codec does not need (see `Connection`); the state machines are stepped by
+`h2_steps.py`. Kept apart from the codec (`proxy/core/codecs/h2.py`) because these
+are subclasses of h2's classes: compiled (`proxy/_compiled.py`) as ordinary Python
+classes whose methods are C. With `h2.py`, `h2_steps.py` and `h2_hpack.py`, the only
+modules that import h2.
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.frame_buffer
+import h2.settings
 import h2.stream
+import h2.windows
 from h2.connection import _decode_headers
-from h2.utilities import (
-    authority_from_headers,
-    extract_method_header,
-    is_informational_response,
-)
+from h2.utilities import authority_from_headers
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError
 from hyperframe.flags import Flags
 from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame
+from mypy_extensions import mypyc_attr
+
+from proxy.core.codecs import h2_steps as steps
 
 _FRAME_HEADER = struct.Struct(">HBBBL").pack  # length (24 bits), type, flags, stream id
 _END_STREAM = 0x1
@@ -38,9 +40,11 @@ _END_HEADERS = 0x4
 _CONN_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
 _CONN_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
 _CONN_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
+_CONN_RECV_DATA = h2.connection.ConnectionInputs.RECV_DATA
 _RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
 _RECV_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
 _RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
+_RECV_DATA = h2.stream.StreamInputs.RECV_DATA
 _SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
 _SEND_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.SEND_INFORMATIONAL_HEADERS
 _SEND_DATA = h2.stream.StreamInputs.SEND_DATA
@@ -49,6 +53,11 @@ _SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
 _OPEN_STATES = h2.stream.STREAM_OPEN
 _CLOSED = h2.stream.StreamState.CLOSED
 _ordered_set = OrderedDict.__setitem__
+_IDLE = h2.stream.StreamState.IDLE
+_INITIAL_WINDOW_SIZE = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
+_Machine = h2.stream.H2StreamStateMachine
+_Stream = h2.stream.H2Stream
+_WindowManager = h2.windows.WindowManager
 
 
 def _hash_by_identity(*classes: type) -> None:
@@ -97,6 +106,10 @@ def _flags(table: tuple[frozenset[str], tuple[tuple[int, str], ...]], bits: int)
     return flags
 
 
+# Both classes compile as ordinary Python classes (`native_class=False`): their bases are
+# h2's, and h2 itself reads and writes their attributes, so mypyc's own attribute layout
+# would gain nothing; their methods still compile (proxy/_compiled.py).
+@mypyc_attr(native_class=False)
 class FrameBuffer(h2.frame_buffer.FrameBuffer):
     """h2's FrameBuffer; DATA and complete HEADERS frames are made without hyperframe's
     constructor chain (Frame, Padding, Priority, Flags: about a third of the time spent
@@ -145,6 +158,7 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
         return frame
 
 
+@mypyc_attr(native_class=False)
 class Connection(h2.connection.H2Connection):
     """h2's connection (4.x) on its hot paths without work this codec does not need.
 
@@ -213,43 +227,125 @@ class Connection(h2.connection.H2Connection):
         """h2's HEADERS handling (connection, then H2Stream.receive_headers) without building
         the validation flags and the header-list copy that its inbound pipeline, switched
         off here, would use. PRIORITY on HEADERS, or that pipeline on, takes h2's method."""
-        flags = frame.flags
+        flags: set[str] = frame.flags._flags  # hyperframe's Flags: its names, without __contains__
         if not self.fast_receive or "PRIORITY" in flags:
             return super()._receive_headers_frame(frame)
         stream_id = frame.stream_id
-        if stream_id not in self.streams:
-            limit = self.local_settings.max_concurrent_streams
-            value = self.open_inbound_streams
+        stream = self.streams.get(stream_id)
+        client_side = self.config.client_side
+        if stream is None:
+            limit = steps.max_streams(self.local_settings)
+            value = self._open_streams(0 if client_side else 1)
             if value + 1 > limit:
                 raise h2.exceptions.TooManyStreamsError(
                     f"Max inbound streams is {limit}, {value} open"
                 )
         headers = _decode_headers(self.decoder, frame.data)
-        events = self.state_machine.process_input(_CONN_RECV_HEADERS)
-        stream = self._get_or_create_stream(
-            stream_id, h2.connection.AllowedStreamIDs(not self.config.client_side)
-        )
+        events = steps.connection_step(self.state_machine, _CONN_RECV_HEADERS)
+        if stream is None:
+            if client_side or not stream_id % 2:
+                stream = self._get_or_create_stream(
+                    stream_id, h2.connection.AllowedStreamIDs(not client_side)
+                )
+            else:
+                stream = self._new_request_stream(stream_id)
         # H2Stream.receive_headers, step for step.
         end_stream = "END_STREAM" in flags
         machine = stream.state_machine
-        if is_informational_response(headers):
+        if steps.informational(headers):
             if end_stream:
                 raise h2.exceptions.ProtocolError(
                     "Cannot set END_STREAM on informational responses"
                 )
-            stream_events = machine.process_input(_RECV_INFORMATIONAL_HEADERS)
+            stream_events = steps.received(machine, _RECV_INFORMATIONAL_HEADERS)
         else:
-            stream_events = machine.process_input(_RECV_HEADERS)
+            stream_events = steps.received(machine, _RECV_HEADERS)
         headers_event: Any = stream_events[0]
         if end_stream:
-            ended = machine.process_input(_RECV_END_STREAM)
+            ended = steps.received(machine, _RECV_END_STREAM)
             headers_event.stream_ended = ended[0]
             stream_events += ended
-        stream._initialize_content_length(headers)
+        # H2Stream._initialize_content_length
+        if stream.request_method == b"HEAD":
+            stream._expected_content_length = 0
+        else:
+            stream._expected_content_length = steps.content_length(headers)
         if not end_stream and type(headers_event) is h2.events.TrailersReceived:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
         headers_event.headers = headers  # the decoder made this list for this block
         return [], events + stream_events
+
+    def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        """h2's DATA handling (connection, then H2Stream.receive_data), step for step, for
+        an unpadded frame on a stream that may take data. Padding, an unknown or closed
+        stream, or a stream that may not take data here takes h2's method, untouched."""
+        flags: set[str] = frame.flags._flags
+        stream = self.streams.get(frame.stream_id)
+        if stream is None or "PADDED" in flags:
+            return super()._receive_data_frame(frame)
+        machine = stream.state_machine
+        entry = steps.STREAM_TRANSITIONS.get((machine.state, _RECV_DATA))
+        if entry is None or entry[0] is not steps.DATA_RECEIVED or not machine.headers_received:
+            return super()._receive_data_frame(frame)
+        data = frame.data
+        size = len(data)  # DataFrame.flow_controlled_length without padding
+        events = steps.connection_step(self.state_machine, _CONN_RECV_DATA)
+        steps.consume(self._inbound_flow_control_window_manager, size)
+        machine.state = entry[1]
+        data_event: Any = h2.events.DataReceived(stream_id=machine.stream_id)
+        stream_events: list[Any] = [data_event]
+        steps.consume(stream._inbound_window_manager, size)
+        # H2Stream._track_content_length
+        actual = stream._actual_content_length + size
+        stream._actual_content_length = actual
+        end_stream = "END_STREAM" in flags
+        expected = stream._expected_content_length
+        if expected is not None and (expected < actual or (end_stream and expected != actual)):
+            raise h2.exceptions.InvalidBodyLengthError(expected, actual)
+        if end_stream:
+            ended = steps.received(machine, _RECV_END_STREAM)
+            data_event.stream_ended = ended[0]
+            stream_events += ended
+        data_event.data = data
+        data_event.flow_controlled_length = size
+        return [], events + stream_events
+
+    def _new_request_stream(self, stream_id: int) -> Any:
+        """h2's _begin_new_stream for a stream a client opens on our server side (an odd id),
+        with the H2Stream built attribute by attribute as its constructor does, without
+        the debug-log calls and settings properties on the way (tests/h2/test_fast_send.py
+        compares every attribute with a stream stock h2 made)."""
+        highest = self.highest_inbound_stream_id
+        if stream_id <= highest:
+            raise h2.exceptions.StreamIDTooLowError(stream_id, highest)
+        machine: Any = _Machine.__new__(_Machine)
+        machine.state = _IDLE
+        machine.stream_id = stream_id
+        machine.client = None
+        machine.headers_sent = None
+        machine.trailers_sent = None
+        machine.headers_received = None
+        machine.trailers_received = None
+        machine.stream_closed_by = None
+        stream: Any = _Stream.__new__(_Stream)
+        stream.state_machine = machine
+        stream.stream_id = stream_id
+        stream.max_outbound_frame_size = None
+        stream.request_method = None
+        stream.outbound_flow_control_window = steps.setting(
+            self.remote_settings, _INITIAL_WINDOW_SIZE
+        )
+        stream._inbound_window_manager = _WindowManager(
+            steps.setting(self.local_settings, _INITIAL_WINDOW_SIZE)
+        )
+        stream._expected_content_length = None
+        stream._actual_content_length = 0
+        stream._authority = None
+        stream.config = self.config
+        stream.max_outbound_frame_size = self.max_outbound_frame_size
+        self.streams[stream_id] = stream
+        self.highest_inbound_stream_id = stream_id
+        return stream
 
     def _open_streams(self, remainder: int) -> int:
         """h2's count of open streams of one parity (dropping closed ones as it goes), with
@@ -276,10 +372,11 @@ class Connection(h2.connection.H2Connection):
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
         if frames:
+            out: bytearray = self._data_to_send
             if len(frames) == 1:
-                self._data_to_send += frames[0].serialize()
+                out += frames[0].serialize()
             else:
-                self._data_to_send += b"".join([frame.serialize() for frame in frames])
+                out += b"".join([frame.serialize() for frame in frames])
 
     # h2 builds a HeadersFrame or DataFrame object per frame (flags as a set of names,
     # padding and priority mixins), normalises and re-encodes the header list, and
@@ -317,46 +414,44 @@ class Connection(h2.connection.H2Connection):
         stream = self.streams.get(stream_id)
         if stream is None:
             # A new stream (the client side's requests): h2's limit check, then the stream.
-            limit = self.remote_settings.max_concurrent_streams
-            value = self.open_outbound_streams
+            limit = steps.max_streams(self.remote_settings)
+            value = self._open_streams(1 if self.config.client_side else 0)
             if value + 1 > limit:
                 raise h2.exceptions.TooManyStreamsError(
                     f"Max outbound streams is {limit}, {value} open"
                 )
-            self.state_machine.process_input(_CONN_SEND_HEADERS)
+            steps.connection_step(self.state_machine, _CONN_SEND_HEADERS)
             stream = self._get_or_create_stream(
                 stream_id, h2.connection.AllowedStreamIDs(self.config.client_side)
             )
         else:
-            self.state_machine.process_input(_CONN_SEND_HEADERS)
+            steps.connection_step(self.state_machine, _CONN_SEND_HEADERS)
         machine = stream.state_machine
         input_ = _SEND_HEADERS
-        if not machine.client and is_informational_response(headers):
+        if not machine.client and steps.informational(headers):
             if end_stream:
                 raise h2.exceptions.ProtocolError(
                     "Cannot set END_STREAM on informational responses."
                 )
             input_ = _SEND_INFORMATIONAL_HEADERS
-        machine.process_input(input_)
+        steps.sent(machine, input_)
         block = self.encoder.encode(headers)
         if end_stream:
-            machine.process_input(_SEND_END_STREAM)
+            steps.sent(machine, _SEND_END_STREAM)
         if machine.trailers_sent and not end_stream:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
         if machine.client and stream._authority is None:
             stream._authority = authority_from_headers(headers)
-        stream.request_method = extract_method_header(headers)
+        stream.request_method = steps.method(headers)
         size = len(block)
         limit = stream.max_outbound_frame_size or 0
         end_flag = _END_STREAM if end_stream else 0
+        out: bytearray = self._data_to_send
         if size <= limit:
-            self._data_to_send += (
-                _FRAME_HEADER(size >> 8, size & 0xFF, 0x1, end_flag | _END_HEADERS, stream_id)
-                + block
-            )
+            out += _FRAME_HEADER(size >> 8, size & 0xFF, 0x1, end_flag | _END_HEADERS, stream_id)
+            out += block
             return
         # HEADERS then CONTINUATION frames; END_HEADERS on the last (RFC 9113 section 6.10).
-        out = self._data_to_send
         for offset in range(0, size, limit):
             chunk = block[offset : offset + limit]
             last = _END_HEADERS if offset + limit >= size else 0
@@ -369,9 +464,10 @@ class Connection(h2.connection.H2Connection):
         if stream is None or not self.fast_send:
             super().end_stream(stream_id)  # NoSuchStreamError or StreamClosedError
             return
-        self.state_machine.process_input(_CONN_SEND_DATA)
-        stream.state_machine.process_input(_SEND_END_STREAM)
-        self._data_to_send += _FRAME_HEADER(0, 0, 0x0, _END_STREAM, stream_id)
+        steps.connection_step(self.state_machine, _CONN_SEND_DATA)
+        steps.sent(stream.state_machine, _SEND_END_STREAM)
+        out: bytearray = self._data_to_send
+        out += _FRAME_HEADER(0, 0, 0x0, _END_STREAM, stream_id)
 
     def send_data(
         self,
@@ -391,13 +487,13 @@ class Connection(h2.connection.H2Connection):
         ):
             super().send_data(stream_id, data, end_stream, pad_length)  # or h2's error
             return
-        self.state_machine.process_input(_CONN_SEND_DATA)
+        steps.connection_step(self.state_machine, _CONN_SEND_DATA)
         machine = stream.state_machine
-        machine.process_input(_SEND_DATA)
+        steps.sent(machine, _SEND_DATA)
         if end_stream:
-            machine.process_input(_SEND_END_STREAM)
+            steps.sent(machine, _SEND_END_STREAM)
         stream.outbound_flow_control_window -= size
-        self.outbound_flow_control_window -= size
+        self.outbound_flow_control_window = self.outbound_flow_control_window - size
         out = self._data_to_send
         out += _FRAME_HEADER(
             size >> 8, size & 0xFF, 0x0, _END_STREAM if end_stream else 0, stream_id

@@ -1,0 +1,183 @@
+"""h2's state machines stepped in compiled code, for `h2_connection.Connection`.
+
+h2 checks each stream's and the connection's every move against its transition tables
+in `process_input`: a Python call, a type check, a table lookup and, for most moves a
+request makes, a second Python call to a transition function that sets a flag or two
+and makes an event. About ten of those a request were a third of the HTTP/2 codec's
+time. The functions here look up the same tables (h2's own dicts) and do the transition
+functions a request and its response pass through inline, when their assertions hold,
+so they cannot fail; every other move and every invalid one goes to h2's
+`process_input` with the machine untouched, which raises h2's errors and sets h2's
+states. Also here: h2's small helpers on the same path (settings lookups, window
+accounting, header scans), with h2's results and errors. tests/h2/test_fast_send.py
+compares states, events, streams and errors with stock h2 for each of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import h2.stream
+
+_MAX_CONCURRENT_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+# h2's own transition tables.
+CONNECTION_TRANSITIONS: dict[Any, Any] = h2.connection.H2ConnectionStateMachine._transitions
+STREAM_TRANSITIONS: dict[Any, Any] = h2.stream._transitions
+_Machine = h2.stream.H2StreamStateMachine
+_REQUEST_RECEIVED = _Machine.request_received
+_RESPONSE_RECEIVED = _Machine.response_received
+_HALF_CLOSED = _Machine.stream_half_closed
+_ENDED = _Machine.stream_ended
+_REQUEST_SENT = _Machine.request_sent
+_RESPONSE_SENT = _Machine.response_sent
+_SENT_END_STREAM = _Machine.send_end_stream
+DATA_RECEIVED = _Machine.data_received
+_CLOSED_BY_RECV_END = h2.stream.StreamClosedBy.RECV_END_STREAM
+_CLOSED_BY_SEND_END = h2.stream.StreamClosedBy.SEND_END_STREAM
+
+
+def connection_step(machine: Any, input_: Any) -> list[Any]:
+    """h2's H2ConnectionStateMachine.process_input: the transitions without a function
+    (every one a request makes once the connection is open) step here; the rest, and every
+    invalid input, go to h2's method."""
+    entry = CONNECTION_TRANSITIONS.get((machine.state, input_))
+    if entry is None or entry[0] is not None:
+        events: list[Any] = machine.process_input(input_)
+        return events
+    machine.state = entry[1]
+    return []
+
+
+def received(machine: Any, input_: Any) -> list[Any]:
+    """h2's H2StreamStateMachine.process_input for a received HEADERS or END_STREAM.
+
+    The same table, target state and events; the transition functions a request or
+    response passes through are done inline when their assertions hold (so they cannot
+    fail), and everything else, including every invalid input, goes to h2's method with
+    the machine untouched. tests/h2/test_fast_send.py compares the states and events with
+    stock h2's.
+    """
+    entry = STREAM_TRANSITIONS.get((machine.state, input_))
+    if entry is None:
+        events: list[Any] = machine.process_input(input_)  # h2's ProtocolError
+        return events
+    func, target = entry
+    stream_id = machine.stream_id
+    if func is None:
+        machine.state = target
+        return []
+    if func is _HALF_CLOSED:
+        machine.state = target
+        return [h2.events.StreamEnded(stream_id=stream_id)]
+    if func is _ENDED:
+        machine.state = target
+        machine.stream_closed_by = _CLOSED_BY_RECV_END
+        return [h2.events.StreamEnded(stream_id=stream_id)]
+    if func is _REQUEST_RECEIVED and not machine.headers_received and not machine.trailers_received:
+        machine.state = target
+        machine.client = False
+        machine.headers_received = True
+        return [h2.events.RequestReceived(stream_id=stream_id)]
+    if func is _RESPONSE_RECEIVED and not machine.trailers_received:
+        if not machine.headers_received:
+            if machine.client is True:
+                machine.state = target
+                machine.headers_received = True
+                return [h2.events.ResponseReceived(stream_id=stream_id)]
+        else:
+            machine.state = target
+            machine.trailers_received = True
+            return [h2.events.TrailersReceived(stream_id=stream_id)]
+    events = machine.process_input(input_)
+    return events
+
+
+def sent(machine: Any, input_: Any) -> None:
+    """`received`'s counterpart for what we send: the events h2 returns for those are
+    its private bookkeeping ones, which h2's own send methods discard too."""
+    entry = STREAM_TRANSITIONS.get((machine.state, input_))
+    if entry is not None:
+        func, target = entry
+        if func is None:
+            machine.state = target
+            return
+        if func is _SENT_END_STREAM:
+            machine.state = target
+            machine.stream_closed_by = _CLOSED_BY_SEND_END
+            return
+        if func is _RESPONSE_SENT and machine.client is False:
+            if not machine.headers_sent:
+                machine.state = target
+                machine.headers_sent = True
+                return
+            if not machine.trailers_sent:
+                machine.state = target
+                machine.trailers_sent = True
+                return
+        if func is _REQUEST_SENT:
+            machine.state = target
+            machine.client = True
+            machine.headers_sent = True
+            return
+    machine.process_input(input_)  # h2's transition function, or its ProtocolError
+
+
+def consume(window: Any, size: int) -> None:
+    """h2's WindowManager.window_consumed."""
+    window.current_window_size -= size
+    if window.current_window_size < 0:
+        raise h2.exceptions.FlowControlError("Flow control window shrunk below 0")
+
+
+def setting(settings: Any, code: Any) -> int:
+    """h2's Settings[code] (its properties' one line) without the two Python calls."""
+    value: int | None = settings._settings[code][0]
+    if value is None:
+        raise KeyError(code)
+    return value
+
+
+def max_streams(settings: Any) -> int:
+    """h2's Settings.max_concurrent_streams: unlimited (2**32 + 1) when never set."""
+    entry = settings._settings.get(_MAX_CONCURRENT_STREAMS)
+    value: int | None = None if entry is None else entry[0]
+    return 2**32 + 1 if value is None else value
+
+
+def informational(headers: Any) -> bool:
+    """h2.utilities.is_informational_response, for the bytes headers this codec uses."""
+    for name, value in headers:
+        if name[:1] != b":":
+            return False
+        if name == b":status":
+            return bool(value[:1] == b"1")
+    return False
+
+
+def method(headers: Any) -> bytes | None:
+    """h2.utilities.extract_method_header, for the bytes headers this codec uses."""
+    for name, value in headers:
+        if name == b":method" and isinstance(value, bytes):
+            return value
+    return None
+
+
+def content_length(headers: Any) -> int | None:
+    """H2Stream._initialize_content_length's parse (same checks, same errors)."""
+    content_length: int | None = None
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise h2.exceptions.ProtocolError(f"Invalid content-length header: {value!r}")
+            parsed = int(value, 10)
+            if content_length is None:
+                content_length = parsed
+            elif parsed != content_length:
+                raise h2.exceptions.ProtocolError(
+                    f"Conflicting content-length headers: {content_length} and {parsed}"
+                )
+    return content_length
