@@ -316,6 +316,14 @@ def _data_frame(stream_id: int, data: bytes, *flags: str, pad: int = 0) -> bytes
     return bytes(frame.serialize())
 
 
+def _window_update(stream_id: int, increment: int) -> bytes:
+    return struct.pack(">HBBBLL", 0, 4, 0x8, 0, stream_id, increment)
+
+
+def _ping(data: bytes, ack: bool = False) -> bytes:
+    return struct.pack(">HBBBL", 0, 8, 0x6, int(ack), 0) + data
+
+
 def _events(conn: h2.connection.H2Connection, data: bytes) -> object:
     try:
         return [
@@ -359,9 +367,16 @@ def _events(conn: h2.connection.H2Connection, data: bytes) -> object:
         [_headers_frame(1, REQUEST), _data_frame(3, b"no such stream")],
         [_data_frame(1, b"before any headers")],
         [_headers_frame(1, REQUEST), *[_data_frame(1, bytes(16384)) for _ in range(5)]],
+        # WINDOW_UPDATE on the connection and on streams (open, half closed, unknown,
+        # overflowing the stream's or the connection's window) and PING (and its ACK).
+        [_headers_frame(1, REQUEST), _window_update(1, 100), _window_update(0, 100)],
+        [_headers_frame(1, REQUEST, "END_STREAM"), _window_update(1, 7), _window_update(9, 1)],
+        [_headers_frame(1, REQUEST), _window_update(1, 2**31 - 1), _window_update(1, 5)],
+        [_window_update(0, 2**31 - 1)],
+        [_ping(b"12345678"), _ping(b"abcdefgh", ack=True), _ping(b"\0" * 8)],
     ],
 )
-def test_received_headers_as_h2_does(frames: list[bytes]) -> None:
+def test_received_frames_as_h2_does(frames: list[bytes]) -> None:
     servers = []
     for kind in (h2.connection.H2Connection, Connection):
         server = kind(_config(False))
@@ -451,8 +466,18 @@ def test_frames_are_parsed_as_h2_and_hyperframe_do() -> None:
             frames.append(struct.pack(">HBBBL", 0, len(body), kind, bits, 1 + 2 * bits) + body)
     frames.append(struct.pack(">HBBBL", 0, 2, 0x0, 0x8, 1) + b"\x05x")  # padding too long
     frames.append(struct.pack(">HBBBL", 0, 0, 0x0, 0x0, 0))  # DATA on stream 0
-    frames.append(struct.pack(">HBBBL", 0, 4, 0x8, 0x0, 1) + b"\x00\x00\x00\x01")  # WINDOW_UPDATE
+    # WINDOW_UPDATE and PING: every flag bit; a zero or reserved-bit increment; wrong
+    # lengths; PING off stream 0; PING ACK.
+    for bits in (0x0, 0x1, 0xFF):
+        for stream_id in (0, 1):
+            for increment in (b"\x00\x00\x00\x01", b"\x7f\xff\xff\xff", bytes(4), b"\x80\0\0\1"):
+                frames.append(struct.pack(">HBBBL", 0, 4, 0x8, bits, stream_id) + increment)
+            frames.append(struct.pack(">HBBBL", 0, 8, 0x6, bits, stream_id) + b"pingdata")
+    frames.append(struct.pack(">HBBBL", 0, 3, 0x8, 0x0, 1) + b"\x00\x00\x01")
+    frames.append(struct.pack(">HBBBL", 0, 5, 0x8, 0x0, 1) + b"\x00\x00\x00\x01\x00")
+    frames.append(struct.pack(">HBBBL", 0, 7, 0x6, 0x0, 0) + b"pingdat")
     frames.append(struct.pack(">HBBBL", 0x100, 0, 0x0, 0x0, 1) + b"x" * 65536)  # over the max
+    frames.append(struct.pack(">HBBBL", 0x100, 0, 0x1, 0x4, 1) + b"x" * 65536)  # HEADERS too
     for trial in range(60):
         sample = rng.sample(frames, 12)
         stream = b"".join(sample)
@@ -463,8 +488,9 @@ def test_frames_are_parsed_as_h2_and_hyperframe_do() -> None:
         stock.max_frame_size = ours.max_frame_size = 16384
         expected = _frames(stock, chunks)
         assert _frames(ours, chunks) == expected, trial
-    # Every DATA and complete HEADERS flag combination, one by one, through the fast path.
-    for frame in frames[:512]:
+    # Every frame above, one by one (every DATA and complete HEADERS flag combination
+    # among them), through the fast paths.
+    for frame in frames:
         stock = h2.frame_buffer.FrameBuffer(server=False)
         ours = FrameBuffer(server=False)
         stock.max_frame_size = ours.max_frame_size = 16384

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -27,9 +27,16 @@ import h2.stream
 import h2.windows
 from h2.connection import _decode_headers
 from h2.utilities import authority_from_headers
-from hyperframe.exceptions import InvalidDataError, InvalidFrameError
+from hyperframe.exceptions import InvalidDataError, InvalidFrameError, InvalidPaddingError
 from hyperframe.flags import Flags
-from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    WindowUpdateFrame,
+)
 from mypy_extensions import mypyc_attr
 
 from proxy.core.codecs import h2_steps as steps
@@ -37,10 +44,14 @@ from proxy.core.codecs import h2_steps as steps
 _FRAME_HEADER = struct.Struct(">HBBBL").pack  # length (24 bits), type, flags, stream id
 _END_STREAM = 0x1
 _END_HEADERS = 0x4
+_ACK = 0x1
 _CONN_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
 _CONN_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
 _CONN_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
 _CONN_RECV_DATA = h2.connection.ConnectionInputs.RECV_DATA
+_CONN_RECV_WINDOW_UPDATE = h2.connection.ConnectionInputs.RECV_WINDOW_UPDATE
+_CONN_RECV_PING = h2.connection.ConnectionInputs.RECV_PING
+_RECV_WINDOW_UPDATE = h2.stream.StreamInputs.RECV_WINDOW_UPDATE
 _RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
 _RECV_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
 _RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
@@ -96,7 +107,13 @@ def _flag_table(cls: type[Frame]) -> tuple[frozenset[str], tuple[tuple[int, str]
 
 _DATA_FLAGS = _flag_table(DataFrame)
 _HEADERS_FLAGS = _flag_table(HeadersFrame)
+_PING_FLAGS = _flag_table(PingFrame)
+_NO_FLAGS = _flag_table(WindowUpdateFrame)
 _PARSE_HEADER = struct.Struct(">HBBBL").unpack_from
+_PARSE_WORD = struct.Struct(">L").unpack_from
+_LARGEST_WINDOW = 2**31 - 1
+_PADDED = 0x8
+_PRIORITY = 0x20
 
 
 def _flags(table: tuple[frozenset[str], tuple[tuple[int, str], ...]], bits: int) -> Flags:
@@ -111,15 +128,16 @@ def _flags(table: tuple[frozenset[str], tuple[tuple[int, str], ...]], bits: int)
 # would gain nothing; their methods still compile (proxy/_compiled.py).
 @mypyc_attr(native_class=False)
 class FrameBuffer(h2.frame_buffer.FrameBuffer):
-    """h2's FrameBuffer; DATA and complete HEADERS frames are made without hyperframe's
-    constructor chain (Frame, Padding, Priority, Flags: about a third of the time spent
-    per received frame) and without copying the 9-byte header out of the buffer first.
+    """h2's FrameBuffer; DATA, complete HEADERS, WINDOW_UPDATE and PING frames are made
+    without hyperframe's constructor chain (Frame, Padding, Priority, Flags: about a
+    third of the time spent per received frame) and without copying the 9-byte header
+    out of the buffer first.
 
-    The objects are the ones hyperframe's parse_frame_header makes (same class and
-    attributes, checked by tests/h2/test_fast_send.py), parsed by hyperframe's own
-    parse_body, in h2's order and with h2's errors. Every other frame, a HEADERS frame
-    that CONTINUATION must complete, and anything while a header block is open go to
-    h2's method.
+    The objects are the ones hyperframe's parse_frame_header and parse_body make (same
+    class and attributes, checked by tests/h2/test_fast_send.py), in h2's order and with
+    h2's errors; padded or prioritised bodies are parsed by hyperframe's parse_body.
+    Every other frame, a HEADERS frame that CONTINUATION must complete, anything while
+    a header block is open, and anything hyperframe would reject go to h2's method.
     """
 
     def __next__(self) -> Frame:
@@ -128,34 +146,84 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
             return super().__next__()
         high, low, kind, bits, stream_id = _PARSE_HEADER(data)
         stream_id &= 0x7FFFFFFF
+        length = (high << 8) + low
+        if kind == 0x8 and length == 4:
+            return self._window_update(stream_id, bits)
+        if kind == 0x6 and length == 8 and not stream_id:
+            return self._ping(bits)
         frame: DataFrame | HeadersFrame
         if kind == 0x0 and stream_id:
             frame = DataFrame.__new__(DataFrame)
             frame.flags = _flags(_DATA_FLAGS, bits)
+            simple = not bits & _PADDED
         elif kind == 0x1 and stream_id and bits & _END_HEADERS:
             frame = HeadersFrame.__new__(HeadersFrame)
             frame.flags = _flags(_HEADERS_FLAGS, bits)
             frame.depends_on = 0
             frame.stream_weight = 0
             frame.exclusive = False
+            simple = not bits & (_PADDED | _PRIORITY)
         else:
             return super().__next__()
         frame.stream_id = stream_id
-        frame.body_len = 0
         frame.pad_length = 0
-        frame.data = b""
-        length = (high << 8) + low
         if len(data) < length + 9:
             raise StopIteration
-        self._validate_frame_length(length)
-        try:
-            frame.parse_body(memoryview(data[9 : 9 + length]))
-        except InvalidDataError as err:
-            raise h2.exceptions.ProtocolError("Received frame with non-compliant data") from err
-        except InvalidFrameError as err:
-            raise h2.exceptions.FrameDataMissingError("Frame data missing or invalid") from err
+        self._check_length(length)
+        if simple:
+            # hyperframe's parse_body without padding or priority: the payload, whole.
+            frame.body_len = length
+            frame.data = bytes(data[9 : 9 + length])
+        else:
+            frame.body_len = 0
+            frame.data = b""
+            try:
+                frame.parse_body(memoryview(data[9 : 9 + length]))
+            except InvalidDataError as err:
+                raise h2.exceptions.ProtocolError("Received frame with non-compliant data") from err
+            except InvalidFrameError as err:
+                raise h2.exceptions.FrameDataMissingError("Frame data missing or invalid") from err
         del data[: 9 + length]
         return frame
+
+    def _check_length(self, length: int) -> None:
+        """h2's _validate_frame_length."""
+        if length > self.max_frame_size:
+            raise h2.exceptions.FrameTooLargeError(
+                f"Received overlong frame: length {length}, max {self.max_frame_size}"
+            )
+
+    def _window_update(self, stream_id: int, bits: int) -> Frame:
+        """A 4-byte WINDOW_UPDATE as hyperframe parses it; an increment it rejects (0, or
+        the reserved bit set) goes to h2's method for h2's error."""
+        data = self._data
+        if len(data) < 13:
+            raise StopIteration
+        self._check_length(4)
+        increment: int = _PARSE_WORD(data, 9)[0]
+        if not 1 <= increment <= _LARGEST_WINDOW:
+            return super().__next__()
+        frame: Any = WindowUpdateFrame.__new__(WindowUpdateFrame)
+        frame.stream_id = stream_id
+        frame.flags = _flags(_NO_FLAGS, bits)
+        frame.body_len = 4
+        frame.window_increment = increment
+        del data[:13]
+        return cast(Frame, frame)
+
+    def _ping(self, bits: int) -> Frame:
+        """An 8-byte PING on stream 0 as hyperframe parses it."""
+        data = self._data
+        if len(data) < 17:
+            raise StopIteration
+        self._check_length(8)
+        frame: Any = PingFrame.__new__(PingFrame)
+        frame.stream_id = 0
+        frame.flags = _flags(_PING_FLAGS, bits)
+        frame.body_len = 8
+        frame.opaque_data = bytes(data[9:17])
+        del data[:17]
+        return cast(Frame, frame)
 
 
 @mypyc_attr(native_class=False)
@@ -191,6 +259,28 @@ class Connection(h2.connection.H2Connection):
             or config.validate_inbound_headers
             or isinstance(config.header_encoding, str)
         )
+
+    def receive_data(self, data: Any) -> list[h2.events.Event]:
+        """h2's receive_data, the same steps and errors, without its trace-log call."""
+        events: list[h2.events.Event] = []
+        buffer = self.incoming_buffer
+        buffer.add_data(data)
+        buffer.max_frame_size = self.max_inbound_frame_size
+        next_frame = buffer.__next__
+        try:
+            while True:
+                try:
+                    frame = next_frame()
+                except StopIteration:
+                    break
+                events.extend(self._receive_frame(frame))
+        except InvalidPaddingError as e:
+            self._terminate_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            raise h2.exceptions.ProtocolError("Received frame with invalid padding.") from e
+        except h2.exceptions.ProtocolError as e:
+            self._terminate_connection(e.error_code)
+            raise
+        return events
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         events: list[h2.events.Event]
@@ -309,6 +399,52 @@ class Connection(h2.connection.H2Connection):
         data_event.data = data
         data_event.flow_controlled_length = size
         return [], events + stream_events
+
+    def _receive_window_update_frame(
+        self, frame: WindowUpdateFrame
+    ) -> tuple[list[Frame], list[h2.events.Event]]:
+        """h2's WINDOW_UPDATE handling, step for step, where it cannot fail: the connection's
+        window, or an open stream's, with room for the increment. Anything else (a closed
+        or unknown stream, a window that would overflow) takes h2's method, untouched."""
+        stream_id = frame.stream_id
+        increment: int = frame.window_increment
+        if not stream_id:
+            window = self.outbound_flow_control_window + increment
+            if window > _LARGEST_WINDOW:
+                return super()._receive_window_update_frame(frame)
+            events = steps.connection_step(self.state_machine, _CONN_RECV_WINDOW_UPDATE)
+            self.outbound_flow_control_window = window
+            events.append(h2.events.WindowUpdated(stream_id=0, delta=increment))
+            return [], events
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return super()._receive_window_update_frame(frame)
+        machine = stream.state_machine
+        entry = steps.STREAM_TRANSITIONS.get((machine.state, _RECV_WINDOW_UPDATE))
+        window = stream.outbound_flow_control_window + increment
+        if entry is None or entry[0] is not steps.WINDOW_UPDATED or window > _LARGEST_WINDOW:
+            return super()._receive_window_update_frame(frame)
+        events = steps.connection_step(self.state_machine, _CONN_RECV_WINDOW_UPDATE)
+        machine.state = entry[1]
+        event: Any = h2.events.WindowUpdated(stream_id=stream_id)
+        event.delta = increment
+        stream.outbound_flow_control_window = window
+        events.append(event)
+        return [], events
+
+    def _receive_ping_frame(self, frame: PingFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        """h2's PING handling; the ACK for a PING written as bytes, not built as a frame
+        (hyperframe accepts only 8-byte PINGs, so its opaque data is those 8 bytes)."""
+        events = steps.connection_step(self.state_machine, _CONN_RECV_PING)
+        opaque: bytes = frame.opaque_data
+        if "ACK" in frame.flags._flags:
+            events.append(h2.events.PingAckReceived(ping_data=opaque))
+        else:
+            events.append(h2.events.PingReceived(ping_data=opaque))
+            out: bytearray = self._data_to_send
+            out += _FRAME_HEADER(0, 8, 0x6, _ACK, 0)
+            out += opaque
+        return [], events
 
     def _new_request_stream(self, stream_id: int) -> Any:
         """h2's _begin_new_stream for a stream a client opens on our server side (an odd id),

@@ -36,6 +36,7 @@ _REQUEST_SENT = _Machine.request_sent
 _RESPONSE_SENT = _Machine.response_sent
 _SENT_END_STREAM = _Machine.send_end_stream
 DATA_RECEIVED = _Machine.data_received
+WINDOW_UPDATED = _Machine.window_updated
 _CLOSED_BY_RECV_END = h2.stream.StreamClosedBy.RECV_END_STREAM
 _CLOSED_BY_SEND_END = h2.stream.StreamClosedBy.SEND_END_STREAM
 
