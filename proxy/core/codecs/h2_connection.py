@@ -248,9 +248,9 @@ class Connection(h2.connection.H2Connection):
     # time" after a stream closed be a connection error, and 1,024 streams later is that.
     MAX_CLOSED_STREAMS = 1024
 
-    # h2's attributes this class assigns, declared so that type checking (and mypyc's
-    # build, which may run without h2 installed and so see an untyped base) reads them
-    # as h2 defines them rather than inferring them from our assignments.
+    # h2's attributes this class assigns, declared so that mypy reads them as h2 defines
+    # them, not inferred from our assignments (which fails when h2's types are not
+    # visible; pyproject.toml puts h2 in the build environment for mypyc).
     outbound_flow_control_window: int
     highest_inbound_stream_id: int
 
