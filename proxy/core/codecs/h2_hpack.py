@@ -21,6 +21,8 @@ import hpack.hpack
 import hpack.table
 from hpack.hpack import encode_integer
 
+from proxy.core.codecs.h2_huffman import decode_huffman
+
 # Blocks longer than this are not memoised: a connection's memo stays a few KiB, and long
 # blocks (large cookies, many fields) rarely repeat byte for byte.
 _MAX_BLOCK = 1024
@@ -63,6 +65,9 @@ if not logging.getLogger(hpack.hpack.__name__).isEnabledFor(logging.DEBUG):
     hpack.hpack.log = _QuietLog()  # type: ignore[assignment]
 if not logging.getLogger(hpack.table.__name__).isEnabledFor(logging.DEBUG):
     hpack.table.log = _QuietLog()  # type: ignore[assignment]
+# hpack's decoder calls its Huffman decoder through this module global; the compiled
+# one walks the same table with the same results and errors (h2_huffman.py).
+hpack.hpack.decode_huffman = decode_huffman  # type: ignore[attr-defined]
 
 
 class CountingTable(hpack.table.HeaderTable):
