@@ -6,20 +6,21 @@ Pure functions over neutral header lists; the request id generator is passed in.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from proxy.core.messages import Headers
 
 # RFC 9110 section 7.6.1 (plus the legacy Proxy-Connection): meaningful for one hop
 # only, so never forwarded. Transfer-Encoding is re-derived by the outgoing codec.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade")
 )
 
 
 # Connection options that are not field names (RFC 9112 section 9.6, 9110 section 7.8).
-_CONNECTION_OPTIONS = frozenset((b"upgrade", b"close", b"keep-alive"))
+_CONNECTION_OPTIONS: Final = frozenset((b"upgrade", b"close", b"keep-alive"))
 # Whole Connection values that name no field, as servers usually send them.
-_PLAIN_CONNECTION_VALUES = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
+_PLAIN_CONNECTION_VALUES: Final = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:

@@ -10,7 +10,7 @@ every request, and that is what the compiled build makes cheapest (see `_Event`)
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 # Header names are lower-cased bytes; values are bytes as received (no decoding on
 # the hot path). Order and duplicates are preserved, as RFC 9110 requires for
@@ -19,7 +19,7 @@ Headers = list[tuple[bytes, bytes]]
 
 # HTTP/1 has one stream at a time per connection; it uses stream id 1 throughout,
 # like an HTTP/1.1 upgrade to HTTP/2 does (RFC 9113 section 3.2).
-H1_STREAM = 1
+H1_STREAM: Final = 1
 
 
 class _Event:

@@ -13,7 +13,7 @@ upstream took it, response DATA only once the client's window and socket took it
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from proxy.core import flags, retry
 from proxy.core.codecs.h2 import (
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from proxy.runtime.worker import Worker
 
 # Envoy's Grpc::Utility::httpToGrpcStatus, for local replies to gRPC requests.
-_GRPC_STATUS = {
+_GRPC_STATUS: Final = {
     400: b"13",
     401: b"16",
     403: b"7",

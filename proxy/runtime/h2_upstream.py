@@ -15,7 +15,7 @@ Envoy does, while its request can still be replayed whole; the exchange never no
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from proxy.core import flags
 from proxy.core.codecs.base import ClientCodec
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 # A request waiting for a stream: (who, source address, may it go to HTTP/1.1 instead).
 _Waiter = tuple["UpstreamUser", "str | None", bool]
 # How long a destination that failed the h2c handshake is sent HTTP/1.1 without trying.
-HTTP1_ONLY_MEMORY = 60.0
+HTTP1_ONLY_MEMORY: Final = 60.0
 
 
 class FlushQueue:

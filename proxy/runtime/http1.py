@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from proxy.core import flags, retry
 from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     from proxy.runtime.upstream import Destination, Upstream
     from proxy.runtime.worker import Worker
 
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Parsed requests allowed to wait behind the one in flight before reading pauses.
-MAX_PIPELINED_EVENTS = 64
+MAX_PIPELINED_EVENTS: Final = 64
 
 
 class Http1ConnectionManager:
@@ -560,4 +560,4 @@ def _is_grpc(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-_UNPARSED_REQUEST = RequestHead(1, b"-", b"-", [], b"1.1", False)
+_UNPARSED_REQUEST: Final = RequestHead(1, b"-", b"-", [], b"1.1", False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from proxy.core.codecs import client_codec, server_codec
 from proxy.core.codecs.base import ClientCodec, CodecLimits, ServerCodec
@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from proxy.telemetry.pipeline import Telemetry
 
 
-_random_bits = random.getrandbits  # reseeded in each forked worker by the random module
+_random_bits: Final = random.getrandbits  # reseeded in each forked worker by the random module
 # RFC 9562 UUIDv4: version nibble 4, variant bits 10.
-_VARIANTS = b"89ab"
+_VARIANTS: Final = b"89ab"
 
 
 def new_request_id() -> bytes:

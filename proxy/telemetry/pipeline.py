@@ -16,7 +16,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from proxy.config import env as env_names
 from proxy.config.model import ProxyConfig
@@ -40,25 +40,25 @@ if TYPE_CHECKING:
 # Trace and span ids need uniqueness, not secrecy: the Mersenne Twister (reseeded per
 # forked worker) instead of a getrandom() syscall per id.
 logger = logging.getLogger("pilotfish")
-_random_bits = random.getrandbits
-_random = random.random
-_TRACE_HEADERS = tc.TRACE_HEADERS
-_GRPC = b"application/grpc"
-_HOST = b"host"
-_quote = json_string
-_quote_str = encode_basestring_ascii
+_random_bits: Final = random.getrandbits
+_random: Final = random.random
+_TRACE_HEADERS: Final = tc.TRACE_HEADERS
+_GRPC: Final = b"application/grpc"
+_HOST: Final = b"host"
+_quote: Final = json_string
+_quote_str: Final = encode_basestring_ascii
 # Quoted field values remembered for reuse; cleared when it grows past this.
-_MAX_QUOTED = 4096
+_MAX_QUOTED: Final = 4096
 # Istio's JSON access log fields (contracts.md "Access log") plus @timestamp and the trace.
 # @timestamp is the request's start, as Istio's EFK examples map start_time.
-_JSON_LINE = (
+_JSON_LINE: Final = (
     '{"@timestamp":"%s","start_time":"%s","route_name":"default","method":%s,"path":%s,'
     '"protocol":"HTTP/%s","response_code":%d,"response_flags":"%s","response_code_details":%s,'
     '"connection_termination_details":null,"bytes_received":%d,"bytes_sent":%d,"duration":%d,'
     '"upstream_service_time":%s,"x_forwarded_for":%s,"user_agent":%s,"request_id":%s,'
     '"authority":%s,%s,"trace_id":"%s","span_id":"%s"}\n'
 )
-_WHO_SENDS = {"virtualOutbound": True, "virtualInbound": False}
+_WHO_SENDS: Final = {"virtualOutbound": True, "virtualInbound": False}
 
 
 class RequestState:

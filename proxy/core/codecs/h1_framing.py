@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
 from proxy.core.codecs.base import ClientCodec, ServerCodec
 from proxy.core.messages import Headers, RequestHead, ResponseHead
 
-REASONS: dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 
 # Framing headers are owned by the codec: it writes the ones that match how it
 # actually frames the body, so a peer's stale or hostile values never pass through.
-FRAMING_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
+FRAMING_HEADERS: Final = frozenset((b"content-length", b"transfer-encoding"))
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def _add_fields(parts: list[bytes], headers: Headers) -> None:
@@ -65,7 +66,9 @@ def _reason(status: int) -> bytes:
 
 
 # "HTTP/1.1 200 " and friends, built once.
-_STATUS_LINES: dict[int, bytes] = {status: b"HTTP/1.1 %d " % status for status in range(100, 600)}
+_STATUS_LINES: Final[dict[int, bytes]] = {
+    status: b"HTTP/1.1 %d " % status for status in range(100, 600)
+}
 
 
 def chunk(data: bytes) -> bytes:

@@ -7,6 +7,8 @@ into the neutral events of `proxy.core.messages` and frames outgoing messages wi
 
 from __future__ import annotations
 
+from typing import Final
+
 import httptools
 
 from proxy.core.codecs import h1_framing
@@ -64,7 +66,7 @@ def _framing(headers: Headers) -> tuple[Headers, int | None, bool, bool]:
 
 
 # llhttp also parses HTTP/0.9 and HTTP/2.0 start lines; neither can be relayed as HTTP/1.
-_VERSIONS = ("1.1", "1.0")
+_VERSIONS: Final = ("1.1", "1.0")
 
 
 def _keep_alive(version: str, headers: Headers) -> bool:
@@ -96,8 +98,8 @@ def _check_switch(proposed: bool, request_headers: Headers, headers: Headers) ->
 
 # Header names as llhttp reports them, lowercased once: most peers send the same few
 # names on every message, so a repeat costs a dict lookup instead of a new bytes.
-_LOWERED: dict[bytes, bytes] = {}
-_LOWERED_MAX = 1024  # bounded: a client inventing names cannot grow it without end
+_LOWERED: Final[dict[bytes, bytes]] = {}
+_LOWERED_MAX: Final = 1024  # bounded: a client inventing names cannot grow it without end
 
 
 def _lower(name: bytes) -> bytes:
@@ -137,13 +139,13 @@ class _NoCallbacks:
 # that only the cycle collector frees, and an old connection's pair sits in the oldest
 # generation until a full collection. On release a codec swaps its parser for one of
 # these, which refer to nothing, and the pair is freed by reference counting at once.
-_RELEASED_REQUEST_PARSER = httptools.HttpRequestParser(_NoCallbacks())
-_RELEASED_RESPONSE_PARSER = httptools.HttpResponseParser(_NoCallbacks())
+_RELEASED_REQUEST_PARSER: Final = httptools.HttpRequestParser(_NoCallbacks())
+_RELEASED_RESPONSE_PARSER: Final = httptools.HttpResponseParser(_NoCallbacks())
 
 
 # Request fields the server codec acts on while parsing (the rest pass as they are).
 _CONTENT_LENGTH, _TRANSFER_ENCODING, _HOST, _EXPECT, _UPGRADE = range(5)
-_SPECIAL_REQUEST_FIELDS = {
+_SPECIAL_REQUEST_FIELDS: Final = {
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"host": _HOST,
@@ -491,9 +493,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the header section, llhttp reports the chunked trailer section here.
-        (self._trailers if self._in_body else self._headers).append(
-            (_lower(name), _trim(value))
-        )
+        (self._trailers if self._in_body else self._headers).append((_lower(name), _trim(value)))
 
     def on_headers_complete(self) -> None:
         parser = self._parser

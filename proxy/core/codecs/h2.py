@@ -16,7 +16,7 @@ import contextlib
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import h2.config
 import h2.connection
@@ -41,32 +41,32 @@ from proxy.core.messages import (
 )
 
 # RFC 9113 section 7 error codes (ints, so the runtime need not import h2).
-NO_ERROR = 0x0
-PROTOCOL_ERROR = 0x1
-INTERNAL_ERROR = 0x2
-FLOW_CONTROL_ERROR = 0x3
-STREAM_CLOSED = 0x5
-FRAME_SIZE_ERROR = 0x6
-REFUSED_STREAM = 0x7
-CANCEL = 0x8
-ENHANCE_YOUR_CALM = 0xB
+NO_ERROR: Final = 0x0
+PROTOCOL_ERROR: Final = 0x1
+INTERNAL_ERROR: Final = 0x2
+FLOW_CONTROL_ERROR: Final = 0x3
+STREAM_CLOSED: Final = 0x5
+FRAME_SIZE_ERROR: Final = 0x6
+REFUSED_STREAM: Final = 0x7
+CANCEL: Final = 0x8
+ENHANCE_YOUR_CALM: Final = 0xB
 
-_SETTINGS = h2.settings.SettingCodes
+_SETTINGS: Final = h2.settings.SettingCodes
 # RFC 9113 section 8.2.2: connection-specific fields make a message malformed.
-_CONNECTION_SPECIFIC = frozenset(
+_CONNECTION_SPECIFIC: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 # A field name is a lower-case token (RFC 9110 section 5.6.2, RFC 9113 section 8.2.1).
-_BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
+_BAD_NAME: Final = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
 # Values must not carry CR, LF or NUL, nor start or end with whitespace: those are how
 # an HTTP/2 request smuggles a second request into an HTTP/1 upstream.
-_BAD_VALUE = re.compile(rb"[\r\n\x00]|^[ \t]|[ \t]$").search
-_STATUS = {code: str(code).encode() for code in range(100, 600)}
+_BAD_VALUE: Final = re.compile(rb"[\r\n\x00]|^[ \t]|[ \t]$").search
+_STATUS: Final = {code: str(code).encode() for code in range(100, 600)}
 # Request header lists memoised per connection once validated, and the longest memoised.
-_MEMO_REQUESTS = 16
-_MEMO_FIELDS = 32
-_MEMO_BYTES = 2048
-_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
+_MEMO_REQUESTS: Final = 16
+_MEMO_FIELDS: Final = 32
+_MEMO_BYTES: Final = 2048
+_REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
 
 
 @dataclass(frozen=True, slots=True)

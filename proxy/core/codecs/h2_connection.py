@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import h2.config
 import h2.connection
@@ -41,34 +41,34 @@ from mypy_extensions import mypyc_attr
 
 from proxy.core.codecs import h2_steps as steps
 
-_FRAME_HEADER = struct.Struct(">HBBBL").pack  # length (24 bits), type, flags, stream id
-_END_STREAM = 0x1
-_END_HEADERS = 0x4
-_ACK = 0x1
-_CONN_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
-_CONN_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
-_CONN_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
-_CONN_RECV_DATA = h2.connection.ConnectionInputs.RECV_DATA
-_CONN_RECV_WINDOW_UPDATE = h2.connection.ConnectionInputs.RECV_WINDOW_UPDATE
-_CONN_RECV_PING = h2.connection.ConnectionInputs.RECV_PING
-_RECV_WINDOW_UPDATE = h2.stream.StreamInputs.RECV_WINDOW_UPDATE
-_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
-_RECV_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
-_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
-_RECV_DATA = h2.stream.StreamInputs.RECV_DATA
-_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
-_SEND_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.SEND_INFORMATIONAL_HEADERS
-_SEND_DATA = h2.stream.StreamInputs.SEND_DATA
-_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+_FRAME_HEADER: Final = struct.Struct(">HBBBL").pack  # length (24 bits), type, flags, stream id
+_END_STREAM: Final = 0x1
+_END_HEADERS: Final = 0x4
+_ACK: Final = 0x1
+_CONN_SEND_HEADERS: Final = h2.connection.ConnectionInputs.SEND_HEADERS
+_CONN_SEND_DATA: Final = h2.connection.ConnectionInputs.SEND_DATA
+_CONN_RECV_HEADERS: Final = h2.connection.ConnectionInputs.RECV_HEADERS
+_CONN_RECV_DATA: Final = h2.connection.ConnectionInputs.RECV_DATA
+_CONN_RECV_WINDOW_UPDATE: Final = h2.connection.ConnectionInputs.RECV_WINDOW_UPDATE
+_CONN_RECV_PING: Final = h2.connection.ConnectionInputs.RECV_PING
+_RECV_WINDOW_UPDATE: Final = h2.stream.StreamInputs.RECV_WINDOW_UPDATE
+_RECV_HEADERS: Final = h2.stream.StreamInputs.RECV_HEADERS
+_RECV_INFORMATIONAL_HEADERS: Final = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
+_RECV_END_STREAM: Final = h2.stream.StreamInputs.RECV_END_STREAM
+_RECV_DATA: Final = h2.stream.StreamInputs.RECV_DATA
+_SEND_HEADERS: Final = h2.stream.StreamInputs.SEND_HEADERS
+_SEND_INFORMATIONAL_HEADERS: Final = h2.stream.StreamInputs.SEND_INFORMATIONAL_HEADERS
+_SEND_DATA: Final = h2.stream.StreamInputs.SEND_DATA
+_SEND_END_STREAM: Final = h2.stream.StreamInputs.SEND_END_STREAM
 # h2's own table: state (an IntEnum, so a list index) -> open (OPEN or half closed).
-_OPEN_STATES = h2.stream.STREAM_OPEN
-_CLOSED = h2.stream.StreamState.CLOSED
-_ordered_set = OrderedDict.__setitem__
-_IDLE = h2.stream.StreamState.IDLE
-_INITIAL_WINDOW_SIZE = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
-_Machine = h2.stream.H2StreamStateMachine
-_Stream = h2.stream.H2Stream
-_WindowManager = h2.windows.WindowManager
+_OPEN_STATES: Final = h2.stream.STREAM_OPEN
+_CLOSED: Final = h2.stream.StreamState.CLOSED
+_ordered_set: Final = OrderedDict.__setitem__
+_IDLE: Final = h2.stream.StreamState.IDLE
+_INITIAL_WINDOW_SIZE: Final = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
+_Machine: Final = h2.stream.H2StreamStateMachine
+_Stream: Final = h2.stream.H2Stream
+_WindowManager: Final = h2.windows.WindowManager
 
 
 def _hash_by_identity(*classes: type) -> None:
@@ -105,15 +105,15 @@ def _flag_table(cls: type[Frame]) -> tuple[frozenset[str], tuple[tuple[int, str]
     )
 
 
-_DATA_FLAGS = _flag_table(DataFrame)
-_HEADERS_FLAGS = _flag_table(HeadersFrame)
-_PING_FLAGS = _flag_table(PingFrame)
-_NO_FLAGS = _flag_table(WindowUpdateFrame)
-_PARSE_HEADER = struct.Struct(">HBBBL").unpack_from
-_PARSE_WORD = struct.Struct(">L").unpack_from
-_LARGEST_WINDOW = 2**31 - 1
-_PADDED = 0x8
-_PRIORITY = 0x20
+_DATA_FLAGS: Final = _flag_table(DataFrame)
+_HEADERS_FLAGS: Final = _flag_table(HeadersFrame)
+_PING_FLAGS: Final = _flag_table(PingFrame)
+_NO_FLAGS: Final = _flag_table(WindowUpdateFrame)
+_PARSE_HEADER: Final = struct.Struct(">HBBBL").unpack_from
+_PARSE_WORD: Final = struct.Struct(">L").unpack_from
+_LARGEST_WINDOW: Final = 2**31 - 1
+_PADDED: Final = 0x8
+_PRIORITY: Final = 0x20
 
 
 def _flags(table: tuple[frozenset[str], tuple[tuple[int, str], ...]], bits: int) -> Flags:

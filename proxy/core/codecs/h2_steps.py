@@ -15,7 +15,7 @@ compares states, events, streams and errors with stock h2 for each of them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import h2.connection
 import h2.events
@@ -23,22 +23,22 @@ import h2.exceptions
 import h2.settings
 import h2.stream
 
-_MAX_CONCURRENT_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+_MAX_CONCURRENT_STREAMS: Final = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
 # h2's own transition tables.
-CONNECTION_TRANSITIONS: dict[Any, Any] = h2.connection.H2ConnectionStateMachine._transitions
-STREAM_TRANSITIONS: dict[Any, Any] = h2.stream._transitions
-_Machine = h2.stream.H2StreamStateMachine
-_REQUEST_RECEIVED = _Machine.request_received
-_RESPONSE_RECEIVED = _Machine.response_received
-_HALF_CLOSED = _Machine.stream_half_closed
-_ENDED = _Machine.stream_ended
-_REQUEST_SENT = _Machine.request_sent
-_RESPONSE_SENT = _Machine.response_sent
-_SENT_END_STREAM = _Machine.send_end_stream
-DATA_RECEIVED = _Machine.data_received
-WINDOW_UPDATED = _Machine.window_updated
-_CLOSED_BY_RECV_END = h2.stream.StreamClosedBy.RECV_END_STREAM
-_CLOSED_BY_SEND_END = h2.stream.StreamClosedBy.SEND_END_STREAM
+CONNECTION_TRANSITIONS: Final[dict[Any, Any]] = h2.connection.H2ConnectionStateMachine._transitions
+STREAM_TRANSITIONS: Final[dict[Any, Any]] = h2.stream._transitions
+_Machine: Final = h2.stream.H2StreamStateMachine
+_REQUEST_RECEIVED: Final = _Machine.request_received
+_RESPONSE_RECEIVED: Final = _Machine.response_received
+_HALF_CLOSED: Final = _Machine.stream_half_closed
+_ENDED: Final = _Machine.stream_ended
+_REQUEST_SENT: Final = _Machine.request_sent
+_RESPONSE_SENT: Final = _Machine.response_sent
+_SENT_END_STREAM: Final = _Machine.send_end_stream
+DATA_RECEIVED: Final = _Machine.data_received
+WINDOW_UPDATED: Final = _Machine.window_updated
+_CLOSED_BY_RECV_END: Final = h2.stream.StreamClosedBy.RECV_END_STREAM
+_CLOSED_BY_SEND_END: Final = h2.stream.StreamClosedBy.SEND_END_STREAM
 
 
 def connection_step(machine: Any, input_: Any) -> list[Any]:
