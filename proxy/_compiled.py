@@ -44,6 +44,7 @@ HOT_PATH = (
     "proxy.runtime.h2_downstream",
     "proxy.runtime.h2_upstream",
     "proxy.core.codecs.h2_huffman",
+    "proxy.core.codecs.h2_hpack",
     "proxy.core.codecs.h2_steps",
     "proxy.core.codecs.h2_connection",
     "proxy.core.codecs.h2",

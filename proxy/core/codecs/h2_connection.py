@@ -253,6 +253,7 @@ class Connection(h2.connection.H2Connection):
     # visible; pyproject.toml puts h2 in the build environment for mypyc).
     outbound_flow_control_window: int
     highest_inbound_stream_id: int
+    highest_outbound_stream_id: int
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
@@ -344,7 +345,7 @@ class Connection(h2.connection.H2Connection):
                     stream_id, h2.connection.AllowedStreamIDs(not client_side)
                 )
             else:
-                stream = self._new_request_stream(stream_id)
+                stream = self._new_stream(stream_id, False)
         # H2Stream.receive_headers, step for step.
         end_stream = "END_STREAM" in flags
         machine = stream.state_machine
@@ -452,12 +453,13 @@ class Connection(h2.connection.H2Connection):
             out += opaque
         return [], events
 
-    def _new_request_stream(self, stream_id: int) -> Any:
-        """h2's _begin_new_stream for a stream a client opens on our server side (an odd id),
-        with the H2Stream built attribute by attribute as its constructor does, without
-        the debug-log calls and settings properties on the way (tests/h2/test_fast_send.py
-        compares every attribute with a stream stock h2 made)."""
-        highest = self.highest_inbound_stream_id
+    def _new_stream(self, stream_id: int, outbound: bool) -> Any:
+        """h2's _begin_new_stream for an odd stream id: one a client opens on our server
+        side (inbound), or one our client side opens (outbound). The H2Stream is built
+        attribute by attribute as its constructor does, without the debug-log calls and
+        settings properties on the way (tests/h2/test_fast_send.py compares every
+        attribute with a stream stock h2 made)."""
+        highest = self.highest_outbound_stream_id if outbound else self.highest_inbound_stream_id
         if stream_id <= highest:
             raise h2.exceptions.StreamIDTooLowError(stream_id, highest)
         machine: Any = _Machine.__new__(_Machine)
@@ -486,7 +488,10 @@ class Connection(h2.connection.H2Connection):
         stream.config = self.config
         stream.max_outbound_frame_size = self.max_outbound_frame_size
         self.streams[stream_id] = stream
-        self.highest_inbound_stream_id = stream_id
+        if outbound:
+            self.highest_outbound_stream_id = stream_id
+        else:
+            self.highest_inbound_stream_id = stream_id
         return stream
 
     def _open_streams(self, remainder: int) -> int:
@@ -563,9 +568,12 @@ class Connection(h2.connection.H2Connection):
                     f"Max outbound streams is {limit}, {value} open"
                 )
             steps.connection_step(self.state_machine, _CONN_SEND_HEADERS)
-            stream = self._get_or_create_stream(
-                stream_id, h2.connection.AllowedStreamIDs(self.config.client_side)
-            )
+            if self.config.client_side and stream_id % 2:
+                stream = self._new_stream(stream_id, True)
+            else:
+                stream = self._get_or_create_stream(
+                    stream_id, h2.connection.AllowedStreamIDs(self.config.client_side)
+                )
         else:
             steps.connection_step(self.state_machine, _CONN_SEND_HEADERS)
         machine = stream.state_machine

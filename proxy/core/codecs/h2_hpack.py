@@ -8,7 +8,10 @@ bytes under the same condition. The table here counts its changes (`generation`)
 entry is valid only for the generation it was made in, and only blocks whose coding left
 the table unchanged are memoised (a block that adds to the table is not the same block
 the next time). Everything else, including every error path, is hpack's own code.
-This module and `h2.py` are the only ones that import hpack.
+The table that counts is `h2_table.py`'s. Compiled (`proxy/_compiled.py`); its classes,
+subclasses of hpack's, as ordinary Python classes with C methods (`native_class=False`).
+This module, `h2_table.py`, `h2_huffman.py` and `h2.py` are the only ones that import
+hpack.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import hpack
 import hpack.hpack
 import hpack.table
 from hpack.hpack import encode_integer
+from mypy_extensions import mypyc_attr
 
 from proxy.core.codecs.h2_huffman import decode_huffman
+from proxy.core.codecs.h2_table import CountingTable
 
 # Blocks longer than this are not memoised: a connection's memo stays a few KiB, and long
 # blocks (large cookies, many fields) rarely repeat byte for byte.
@@ -52,6 +57,7 @@ _NEVER_INDEXED = frozenset((b"authorization", b"proxy-authorization", b"set-cook
 _SHORT_COOKIE = 20
 
 
+@mypyc_attr(native_class=False)
 class _QuietLog:
     """hpack logs at debug level for every header it codes (about 30 calls a request, a few
     per cent of the CPU); unless someone asked for hpack's debug logs, those calls go here."""
@@ -70,27 +76,7 @@ if not logging.getLogger(hpack.table.__name__).isEnabledFor(logging.DEBUG):
 hpack.hpack.decode_huffman = decode_huffman  # type: ignore[attr-defined]
 
 
-class CountingTable(hpack.table.HeaderTable):
-    """hpack's dynamic table, counting every change (an insertion, eviction or resize)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.generation = 0
-
-    def add(self, name: bytes, value: bytes) -> None:
-        self.generation += 1
-        super().add(name, value)
-
-    @property
-    def maxsize(self) -> int:
-        return self._maxsize
-
-    @maxsize.setter
-    def maxsize(self, newmax: int) -> None:
-        self.generation += 1
-        hpack.table.HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
-
-
+@mypyc_attr(native_class=False)
 class MemoDecoder(hpack.Decoder):
     """hpack's Decoder; a block decoded before, with the table unchanged since, is not re-read."""
 
@@ -185,6 +171,7 @@ class MemoDecoder(hpack.Decoder):
         return headers
 
 
+@mypyc_attr(native_class=False)
 class PlainEncoder(hpack.Encoder):
     """hpack's Encoder without Huffman coding, with memos, and per-request fields kept out of
     the dynamic table.
