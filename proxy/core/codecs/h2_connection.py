@@ -51,11 +51,9 @@ _CONN_RECV_HEADERS: Final = h2.connection.ConnectionInputs.RECV_HEADERS
 _CONN_RECV_DATA: Final = h2.connection.ConnectionInputs.RECV_DATA
 _CONN_RECV_WINDOW_UPDATE: Final = h2.connection.ConnectionInputs.RECV_WINDOW_UPDATE
 _CONN_RECV_PING: Final = h2.connection.ConnectionInputs.RECV_PING
-_RECV_WINDOW_UPDATE: Final = h2.stream.StreamInputs.RECV_WINDOW_UPDATE
 _RECV_HEADERS: Final = h2.stream.StreamInputs.RECV_HEADERS
 _RECV_INFORMATIONAL_HEADERS: Final = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
 _RECV_END_STREAM: Final = h2.stream.StreamInputs.RECV_END_STREAM
-_RECV_DATA: Final = h2.stream.StreamInputs.RECV_DATA
 _SEND_HEADERS: Final = h2.stream.StreamInputs.SEND_HEADERS
 _SEND_INFORMATIONAL_HEADERS: Final = h2.stream.StreamInputs.SEND_INFORMATIONAL_HEADERS
 _SEND_DATA: Final = h2.stream.StreamInputs.SEND_DATA
@@ -169,7 +167,7 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
         frame.pad_length = 0
         if len(data) < length + 9:
             raise StopIteration
-        self._check_length(length)
+        self._validate_frame_length(length)
         if simple:
             # hyperframe's parse_body without padding or priority: the payload, whole.
             frame.body_len = length
@@ -186,8 +184,8 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
         del data[: 9 + length]
         return frame
 
-    def _check_length(self, length: int) -> None:
-        """h2's _validate_frame_length."""
+    def _validate_frame_length(self, length: int) -> None:
+        """h2's own check, compiled (h2's __next__ calls it too)."""
         if length > self.max_frame_size:
             raise h2.exceptions.FrameTooLargeError(
                 f"Received overlong frame: length {length}, max {self.max_frame_size}"
@@ -199,7 +197,7 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
         data = self._data
         if len(data) < 13:
             raise StopIteration
-        self._check_length(4)
+        self._validate_frame_length(4)
         increment: int = _PARSE_WORD(data, 9)[0]
         if not 1 <= increment <= _LARGEST_WINDOW:
             return super().__next__()
@@ -216,7 +214,7 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
         data = self._data
         if len(data) < 17:
             raise StopIteration
-        self._check_length(8)
+        self._validate_frame_length(8)
         frame: Any = PingFrame.__new__(PingFrame)
         frame.stream_id = 0
         frame.flags = _flags(_PING_FLAGS, bits)
@@ -381,14 +379,14 @@ class Connection(h2.connection.H2Connection):
         if stream is None or "PADDED" in flags:
             return super()._receive_data_frame(frame)
         machine = stream.state_machine
-        entry = steps.STREAM_TRANSITIONS.get((machine.state, _RECV_DATA))
-        if entry is None or entry[0] is not steps.DATA_RECEIVED or not machine.headers_received:
+        target = steps.data_target(machine)
+        if target is None:
             return super()._receive_data_frame(frame)
         data = frame.data
         size = len(data)  # DataFrame.flow_controlled_length without padding
         events = steps.connection_step(self.state_machine, _CONN_RECV_DATA)
         steps.consume(self._inbound_flow_control_window_manager, size)
-        machine.state = entry[1]
+        machine.state = target
         data_event: Any = h2.events.DataReceived(stream_id=machine.stream_id)
         stream_events: list[Any] = [data_event]
         steps.consume(stream._inbound_window_manager, size)
@@ -427,12 +425,12 @@ class Connection(h2.connection.H2Connection):
         if stream is None:
             return super()._receive_window_update_frame(frame)
         machine = stream.state_machine
-        entry = steps.STREAM_TRANSITIONS.get((machine.state, _RECV_WINDOW_UPDATE))
+        target = steps.window_update_target(machine)
         window = stream.outbound_flow_control_window + increment
-        if entry is None or entry[0] is not steps.WINDOW_UPDATED or window > _LARGEST_WINDOW:
+        if target is None or window > _LARGEST_WINDOW:
             return super()._receive_window_update_frame(frame)
         events = steps.connection_step(self.state_machine, _CONN_RECV_WINDOW_UPDATE)
-        machine.state = entry[1]
+        machine.state = target
         event: Any = h2.events.WindowUpdated(stream_id=stream_id)
         event.delta = increment
         stream.outbound_flow_control_window = window
@@ -474,7 +472,6 @@ class Connection(h2.connection.H2Connection):
         stream: Any = _Stream.__new__(_Stream)
         stream.state_machine = machine
         stream.stream_id = stream_id
-        stream.max_outbound_frame_size = None
         stream.request_method = None
         stream.outbound_flow_control_window = steps.setting(
             self.remote_settings, _INITIAL_WINDOW_SIZE
@@ -643,7 +640,7 @@ class Connection(h2.connection.H2Connection):
         if end_stream:
             steps.sent(machine, _SEND_END_STREAM)
         stream.outbound_flow_control_window -= size
-        self.outbound_flow_control_window = self.outbound_flow_control_window - size
+        self.outbound_flow_control_window -= size
         out = self._data_to_send
         out += _FRAME_HEADER(
             size >> 8, size & 0xFF, 0x0, _END_STREAM if end_stream else 0, stream_id

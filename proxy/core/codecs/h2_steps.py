@@ -26,7 +26,7 @@ import h2.stream
 _MAX_CONCURRENT_STREAMS: Final = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
 # h2's own transition tables.
 CONNECTION_TRANSITIONS: Final[dict[Any, Any]] = h2.connection.H2ConnectionStateMachine._transitions
-STREAM_TRANSITIONS: Final[dict[Any, Any]] = h2.stream._transitions
+_STREAM_TRANSITIONS: Final[dict[Any, Any]] = h2.stream._transitions
 _Machine: Final = h2.stream.H2StreamStateMachine
 _REQUEST_RECEIVED: Final = _Machine.request_received
 _RESPONSE_RECEIVED: Final = _Machine.response_received
@@ -35,8 +35,10 @@ _ENDED: Final = _Machine.stream_ended
 _REQUEST_SENT: Final = _Machine.request_sent
 _RESPONSE_SENT: Final = _Machine.response_sent
 _SENT_END_STREAM: Final = _Machine.send_end_stream
-DATA_RECEIVED: Final = _Machine.data_received
-WINDOW_UPDATED: Final = _Machine.window_updated
+_DATA_RECEIVED: Final = _Machine.data_received
+_WINDOW_UPDATED: Final = _Machine.window_updated
+_RECV_DATA: Final = h2.stream.StreamInputs.RECV_DATA
+_RECV_WINDOW_UPDATE: Final = h2.stream.StreamInputs.RECV_WINDOW_UPDATE
 _CLOSED_BY_RECV_END: Final = h2.stream.StreamClosedBy.RECV_END_STREAM
 _CLOSED_BY_SEND_END: Final = h2.stream.StreamClosedBy.SEND_END_STREAM
 
@@ -62,7 +64,7 @@ def received(machine: Any, input_: Any) -> list[Any]:
     the machine untouched. tests/h2/test_fast_send.py compares the states and events with
     stock h2's.
     """
-    entry = STREAM_TRANSITIONS.get((machine.state, input_))
+    entry = _STREAM_TRANSITIONS.get((machine.state, input_))
     if entry is None:
         events: list[Any] = machine.process_input(input_)  # h2's ProtocolError
         return events
@@ -100,7 +102,7 @@ def received(machine: Any, input_: Any) -> list[Any]:
 def sent(machine: Any, input_: Any) -> None:
     """`received`'s counterpart for what we send: the events h2 returns for those are
     its private bookkeeping ones, which h2's own send methods discard too."""
-    entry = STREAM_TRANSITIONS.get((machine.state, input_))
+    entry = _STREAM_TRANSITIONS.get((machine.state, input_))
     if entry is not None:
         func, target = entry
         if func is None:
@@ -125,6 +127,24 @@ def sent(machine: Any, input_: Any) -> None:
             machine.headers_sent = True
             return
     machine.process_input(input_)  # h2's transition function, or its ProtocolError
+
+
+def data_target(machine: Any) -> Any:
+    """The state a received DATA frame moves `machine` to, when h2's transition for it is
+    `data_received` and that cannot fail (headers came first); None otherwise, for h2."""
+    entry = _STREAM_TRANSITIONS.get((machine.state, _RECV_DATA))
+    if entry is None or entry[0] is not _DATA_RECEIVED or not machine.headers_received:
+        return None
+    return entry[1]
+
+
+def window_update_target(machine: Any) -> Any:
+    """The state a received WINDOW_UPDATE moves `machine` to, when h2's transition for it
+    is `window_updated` (an open or reserved stream); None otherwise, for h2."""
+    entry = _STREAM_TRANSITIONS.get((machine.state, _RECV_WINDOW_UPDATE))
+    if entry is None or entry[0] is not _WINDOW_UPDATED:
+        return None
+    return entry[1]
 
 
 def consume(window: Any, size: int) -> None:
