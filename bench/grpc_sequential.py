@@ -14,7 +14,6 @@ checkout (built in place) to compare two builds on the same noisy machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 from concurrent import futures
@@ -25,6 +24,7 @@ sys.path.insert(0, str(HERE))
 
 import grpc  # noqa: E402
 
+from bench.ab import alternate  # noqa: E402
 from tests.h2.conftest import (  # noqa: E402
     HANDLERS,
     OPTIONS,
@@ -71,17 +71,11 @@ def main() -> None:
     parser.add_argument("--ab", metavar="CHECKOUT", help="alternate with this other checkout")
     parser.add_argument("--pairs", type=int, default=3)
     args = parser.parse_args()
-    checkouts = [HERE] + ([Path(args.ab).resolve()] if args.ab else [])
-    results: dict[Path, list[float]] = {checkout: [] for checkout in checkouts}
-    for _ in range(args.pairs if args.ab else 1):
-        for checkout in checkouts:
-            value = measure(checkout, args.calls)
-            results[checkout].append(value)
-            print(f"{checkout}: {value:.0f} µs CPU per call", flush=True)
     if args.ab:
-        medians = [statistics.median(values) for values in results.values()]
-        print(f"median {medians[0]:.0f} vs {medians[1]:.0f} µs per call: "
-              f"{medians[0] / medians[1]:.2f} x {args.ab}")  # fmt: skip
+        alternate(HERE, Path(args.ab).resolve(), args.pairs,
+                  lambda checkout: measure(checkout, args.calls), "µs CPU per call")  # fmt: skip
+    else:
+        print(f"{HERE}: {measure(HERE, args.calls):.0f} µs CPU per call")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 BATCH = 16  # h2load -m16: requests in flight per connection, sent in one write
 REQUEST = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "bench")]
@@ -100,21 +100,20 @@ def main() -> None:
         result = measure(args.rounds, args.batches)
         print(f"{result:.2f} µs CPU/request (codec only, {_compiled.state()} build)")
         return
-    results: dict[str, list[float]] = {here: [], os.path.abspath(args.ab): []}
-    for _ in range(args.pairs):
-        for checkout, values in results.items():
-            out = subprocess.run(
-                ["taskset", "-c", "1", sys.executable, os.path.join(here, "bench/h2_codec.py"),
-                 "--once", "--rounds", str(args.rounds), "--batches", str(args.batches)],
-                cwd=checkout, env={**os.environ, "PYTHONPATH": checkout},
-                capture_output=True, text=True, check=True, timeout=300,
-            ).stdout  # fmt: skip
-            values.append(float(out.split()[0]))
-            print(f"{checkout}: {out.strip()}", flush=True)
-    (_, a_values), (b, b_values) = results.items()
-    ratio = statistics.median(a_values) / statistics.median(b_values)
-    print(f"median {statistics.median(a_values):.2f} vs {statistics.median(b_values):.2f} "
-          f"µs/request: this checkout is {ratio:.3f} x {b}")  # fmt: skip
+    from bench.ab import alternate
+
+    def codec(checkout: Path) -> float:
+        out = subprocess.run(
+            ["taskset", "-c", "1", sys.executable, os.path.join(here, "bench/h2_codec.py"),
+             "--once", "--rounds", str(args.rounds), "--batches", str(args.batches)],
+            cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)},
+            capture_output=True, text=True, check=True, timeout=300,
+        ).stdout  # fmt: skip
+        if "compiled build" not in out:
+            print(f"note: {checkout} ran {out.strip()}", flush=True)
+        return float(out.split()[0])
+
+    alternate(Path(here), Path(args.ab).resolve(), args.pairs, codec, "µs CPU/request")
 
 
 if __name__ == "__main__":
