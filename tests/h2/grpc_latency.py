@@ -6,6 +6,11 @@ Client -> sidecar A -> sidecar B -> grpcio server, each sidecar one worker; call
 scheduled every 1/rate s and timed from their scheduled start (no coordinated omission).
 `--envoy` also measures the same topology with two Envoys (one worker each, HTTP/2 on
 both sides), to show what this machine allows.
+
+As the referee (../shared/tools/meshbench.py) lays out a run on this 2-core machine, the
+load side (here the grpcio client and server, one process) runs on CPU 0 and the
+sidecars on CPU 1, each "one worker on one pinned core" as the issue's targets say;
+`--no-pin` leaves all of it to the scheduler instead.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import sys
 import threading
 import time
 from concurrent import futures
@@ -134,8 +140,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+LOAD_CPU, PROXY_CPU = 0, 1
+
+
+def pin_process(pid: int, cpu: int) -> None:
+    """Every thread of `pid` onto `cpu` (sched_setaffinity on a pid moves one thread only)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cpu})
+
+
 def through_two(
-    sidecar: type[Proxy] | type[Envoy], port: int, rate: int, secs: float
+    sidecar: type[Proxy] | type[Envoy], port: int, rate: int, secs: float, pin: bool
 ) -> tuple[list[float], float]:
     """Latencies through two sidecars of one kind in front of the server on `port`, and
     the CPU each sidecar spent per call (µs, warm-up calls included)."""
@@ -144,6 +159,9 @@ def through_two(
         outbound = sidecar(inbound.port)
         try:
             pids = (inbound.process.pid, outbound.process.pid)
+            if pin:
+                for pid in pids:
+                    pin_process(pid, PROXY_CPU)
             before = sum(cpu_seconds(pid) for pid in pids)
             latencies = run(outbound.target, rate, secs)
             spent = sum(cpu_seconds(pid) for pid in pids) - before
@@ -171,18 +189,25 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--secs", type=float, default=10)
     parser.add_argument("--envoy", action="store_true", help="also through two Envoys")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="no CPU pinning (default: load on CPU 0, sidecars on CPU 1)")
     args = parser.parse_args()
+    if args.pin and os.sched_getaffinity(0) != {LOAD_CPU}:
+        # Before grpc starts any thread, so that all of the load side inherits CPU 0.
+        os.execvp("taskset", ["taskset", "-c", str(LOAD_CPU), sys.executable, "-m",
+                              "tests.h2.grpc_latency", *sys.argv[1:]])  # fmt: skip
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
         direct = run(f"127.0.0.1:{port}", args.rate, args.secs)
-        proxied, proxied_cpu = through_two(Proxy, port, args.rate, args.secs)
-        envoys = through_two(Envoy, port, args.rate, args.secs) if args.envoy else None
+        proxied, proxied_cpu = through_two(Proxy, port, args.rate, args.secs, args.pin)
+        envoys = through_two(Envoy, port, args.rate, args.secs, args.pin) if args.envoy else None
     finally:
         server.stop(None)
-    print(f"calls {len(proxied)} at {args.rate}/s for {args.secs:g}s")
+    layout = "load on CPU 0, sidecars on CPU 1" if args.pin else "not pinned"
+    print(f"calls {len(proxied)} at {args.rate}/s for {args.secs:g}s ({layout})")
     report("direct", direct, direct)
     report("two sidecars", proxied, direct, proxied_cpu)
     if envoys is not None:
