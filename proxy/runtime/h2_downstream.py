@@ -618,7 +618,7 @@ class H2Downstream:
             stats[S.DOWNSTREAM_RQ_1XX + status // 100 - 1] += 1
         observer = self.worker.observer
         if observer is not None:
-            observer.request_done(self.connection, exchange, self.worker.loop.time())
+            self.flusher.report(observer, self.connection, exchange, self.worker.loop.time())
 
     def _abort_upstream(self, exchange: H2Exchange) -> None:
         upstream = exchange.upstream

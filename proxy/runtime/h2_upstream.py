@@ -35,12 +35,14 @@ from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
+    from proxy.runtime.exchange import Exchange
     from proxy.runtime.upstream import (
         Destination,
         Upstream,
         UpstreamPool,
         UpstreamUser,
     )
+    from proxy.telemetry.observer import ConnectionFacts, RequestObserver
 
 
 # A request waiting for a stream: (who, source address, may it go to HTTP/1.1 instead).
@@ -50,13 +52,19 @@ HTTP1_ONLY_MEMORY: Final = 60.0
 
 
 class FlushQueue:
-    """Objects with output pending, written once per loop turn (one write per batch of events)."""
+    """Objects with output pending, written once per loop turn (one write per batch of events).
 
-    __slots__ = ("items", "loop", "scheduled")
+    Telemetry for the exchanges that finished in the turn (`report`) runs after the
+    writes: metrics, span and access log are off the path between a response arriving
+    and it leaving.
+    """
+
+    __slots__ = ("items", "loop", "reports", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.items: list[Flushable] = []
+        self.reports: list[tuple[RequestObserver, ConnectionFacts, Exchange, float]] = []
         self.scheduled = False
 
     def mark(self, item: Flushable) -> None:
@@ -67,6 +75,15 @@ class FlushQueue:
                 self.scheduled = True
                 self.loop.call_soon(self.run)
 
+    def report(
+        self, observer: RequestObserver, downstream: ConnectionFacts, exchange: Exchange, now: float
+    ) -> None:
+        """`observer.request_done(downstream, exchange, now)`, after this turn's writes."""
+        self.reports.append((observer, downstream, exchange, now))
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run)
+
     def run(self) -> None:
         self.scheduled = False
         # Flushing may mark more (a downstream write unblocks an upstream ack): bounded
@@ -74,13 +91,18 @@ class FlushQueue:
         for _ in range(4):
             items, self.items = self.items, []
             if not items:
-                return
+                break
             for item in items:
                 item.dirty = False
                 item.flush()
         if self.items and not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self.run)
+        reports = self.reports
+        if reports:
+            self.reports = []
+            for observer, downstream, exchange, now in reports:
+                observer.request_done(downstream, exchange, now)
 
 
 class Flushable(Protocol):

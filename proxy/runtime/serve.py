@@ -106,6 +106,7 @@ class WorkerProcess:
             )
         sweeper = loop.create_task(self._sweep())
         await self.stopped.wait()
+        worker.flush()
         sweeper.cancel()
         for server in self.servers + self.admin_servers:
             server.close()

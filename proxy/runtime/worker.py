@@ -104,6 +104,11 @@ class Worker:
             self._h2_pool = H2UpstreamPool(self.loop, self.config, self.stats, self.pool)
         return self._h2_pool
 
+    def flush(self) -> None:
+        """Write what this turn left pending and report what finished (before exit)."""
+        if self._h2_pool is not None:
+            self._h2_pool.flusher.run()
+
     def start_drain(self) -> None:
         """Stop reusing connections: idle ones close now, busy ones after their response."""
         if self.draining:

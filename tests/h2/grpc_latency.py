@@ -19,8 +19,8 @@ import argparse
 import os
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import threading
 import time
 from concurrent import futures
@@ -189,8 +189,12 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--secs", type=float, default=10)
     parser.add_argument("--envoy", action="store_true", help="also through two Envoys")
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="no CPU pinning (default: load on CPU 0, sidecars on CPU 1)")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="no CPU pinning (default: load on CPU 0, sidecars on CPU 1)",
+    )
     args = parser.parse_args()
     if args.pin and os.sched_getaffinity(0) != {LOAD_CPU}:
         # Before grpc starts any thread, so that all of the load side inherits CPU 0.

@@ -20,7 +20,7 @@ from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame, SettingsFr
 
 from proxy.core.codecs.h2 import H2ServerCodec
 from proxy.core.codecs.h2_connection import Connection, FrameBuffer
-from proxy.core.codecs.h2_hpack import PlainEncoder
+from proxy.core.codecs.h2_hpack import PlainEncoder, length_prefix
 from proxy.core.messages import RequestHead
 
 REQUEST = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"a")]
@@ -187,6 +187,41 @@ def test_a_reset_stream(pair: Pair) -> None:
     pair.feed(pair.client.data_to_send())
     pair.both(lambda conn: conn.send_headers(a, [(b":status", b"200")]))
     pair.both(lambda conn: conn.send_data(a, b"x"))
+
+
+def test_acknowledged_data_as_h2_does(pair: Pair) -> None:
+    """WINDOW_UPDATEs for the connection and the stream when half a window is taken, none
+    for a stream that has closed, h2's errors for bad arguments and unknown streams."""
+
+    def same_windows() -> None:
+        manager = "_inbound_flow_control_window_manager"
+        assert vars(getattr(pair.ours, manager)) == vars(getattr(pair.stock, manager))
+
+    a, b = pair.request(end_stream=False), pair.request(end_stream=False)
+    for stream_id in (a, a, b):  # 48 KiB of the connection's 64 KiB window
+        pair.client.send_data(stream_id, b"x" * 16384)
+        pair.feed(pair.client.data_to_send())
+    for size in (0, 1000, 15384, 16384):
+        assert pair.both(lambda conn, size=size: conn.acknowledge_received_data(size, a)) is None
+        same_windows()
+    pair.both(lambda conn: conn.send_headers(b, [(b":status", b"200")], end_stream=True))
+    pair.client.end_stream(b)
+    pair.feed(pair.client.data_to_send())  # b is closed now
+    assert pair.both(lambda conn: conn.acknowledge_received_data(16384, b)) is None
+    same_windows()
+    assert pair.both(lambda conn: conn.acknowledge_received_data(-1, a)) is ValueError
+    assert pair.both(lambda conn: conn.acknowledge_received_data(1, 0)) is ValueError
+    no_such = h2.exceptions.NoSuchStreamError
+    assert pair.both(lambda conn: conn.acknowledge_received_data(1, 99)) is no_such
+    assert (
+        pair.both(lambda conn: conn.acknowledge_received_data(1, 2)) is no_such
+    )  # ours, never opened
+    same_windows()
+
+
+def test_string_length_prefixes_as_hpack_encodes_them() -> None:
+    for length in [*range(300), 16383, 16384, 2**21, 2**28 + 5]:
+        assert length_prefix(length) == bytes(hpack.hpack.encode_integer(length, 7))
 
 
 class ClientPair:

@@ -274,6 +274,10 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         name = _lower(name)
         value = _trim(value)
         if self._head_done:  # llhttp reports the chunked trailer section here
+            if name in h1_framing.FRAMING_HEADERS:
+                # RFC 9110 section 6.5.1: framing is decided by the head; a trailer that
+                # claims it is refused, as the h11 codec does.
+                raise _Oversized(400, "framing field in trailers")
             self._trailers.append((name, value))
             self._head_size += len(name) + len(value) + 4
             if len(self._trailers) > self._max_count:
@@ -493,7 +497,13 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the header section, llhttp reports the chunked trailer section here.
-        (self._trailers if self._in_body else self._headers).append((_lower(name), _trim(value)))
+        name = _lower(name)
+        if not self._in_body:
+            self._headers.append((name, _trim(value)))
+        elif name in h1_framing.FRAMING_HEADERS:
+            raise ValueError("framing field in trailers")  # as the server side
+        else:
+            self._trailers.append((name, _trim(value)))
 
     def on_headers_complete(self) -> None:
         parser = self._parser

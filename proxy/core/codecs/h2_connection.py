@@ -25,8 +25,8 @@ import h2.frame_buffer
 import h2.settings
 import h2.stream
 import h2.windows
-from h2.connection import _decode_headers
 from h2.utilities import authority_from_headers
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError, InvalidPaddingError
 from hyperframe.flags import Flags
 from hyperframe.frame import (
@@ -97,6 +97,16 @@ _hash_by_identity(
 )
 
 
+def _decode(decoder: Any, block: bytes) -> Any:
+    """h2's _decode_headers (HPACK errors as h2's), in compiled code."""
+    try:
+        return decoder.decode(block, raw=True)
+    except OversizedHeaderListError as e:
+        raise h2.exceptions.DenialOfServiceError(f"Oversized header block: {e}") from e
+    except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as e:
+        raise h2.exceptions.ProtocolError(f"Error decoding header block: {e}") from e
+
+
 def _flag_table(cls: type[Frame]) -> tuple[frozenset[str], tuple[tuple[int, str], ...]]:
     return frozenset(f.name for f in cls.defined_flags), tuple(
         (f.bit, f.name) for f in cls.defined_flags
@@ -138,10 +148,30 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
     a header block is open, and anything hyperframe would reject go to h2's method.
     """
 
+    def add_data(self, data: Any) -> None:
+        """h2's add_data; once the preface is checked, only the append."""
+        if self._preamble_len:
+            super().add_data(data)
+        else:
+            self._data += data
+
     def __next__(self) -> Frame:
+        frame = self.next_frame()
+        if frame is None:
+            raise StopIteration
+        return frame
+
+    def next_frame(self) -> Frame | None:
+        """The next whole frame, or None when the buffer holds no more.
+
+        The end of every read is the usual case, so it is a return value rather than
+        h2's StopIteration: an exception through compiled code costs a traceback entry.
+        """
         data = self._data
-        if len(data) < 9 or self._headers_buffer:
-            return super().__next__()
+        if len(data) < 9:
+            return None
+        if self._headers_buffer:
+            return self._h2_next()
         high, low, kind, bits, stream_id = _PARSE_HEADER(data)
         stream_id &= 0x7FFFFFFF
         length = (high << 8) + low
@@ -162,11 +192,11 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
             frame.exclusive = False
             simple = not bits & (_PADDED | _PRIORITY)
         else:
-            return super().__next__()
+            return self._h2_next()
         frame.stream_id = stream_id
         frame.pad_length = 0
         if len(data) < length + 9:
-            raise StopIteration
+            return None
         self._validate_frame_length(length)
         if simple:
             # hyperframe's parse_body without padding or priority: the payload, whole.
@@ -191,16 +221,23 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
                 f"Received overlong frame: length {length}, max {self.max_frame_size}"
             )
 
-    def _window_update(self, stream_id: int, bits: int) -> Frame:
+    def _h2_next(self) -> Frame | None:
+        """h2's own __next__ (CONTINUATION, padding, priority, rarer frames, its errors)."""
+        try:
+            return super().__next__()
+        except StopIteration:
+            return None
+
+    def _window_update(self, stream_id: int, bits: int) -> Frame | None:
         """A 4-byte WINDOW_UPDATE as hyperframe parses it; an increment it rejects (0, or
         the reserved bit set) goes to h2's method for h2's error."""
         data = self._data
         if len(data) < 13:
-            raise StopIteration
+            return None
         self._validate_frame_length(4)
         increment: int = _PARSE_WORD(data, 9)[0]
         if not 1 <= increment <= _LARGEST_WINDOW:
-            return super().__next__()
+            return self._h2_next()
         frame: Any = WindowUpdateFrame.__new__(WindowUpdateFrame)
         frame.stream_id = stream_id
         frame.flags = _flags(_NO_FLAGS, bits)
@@ -209,11 +246,11 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
         del data[:13]
         return cast(Frame, frame)
 
-    def _ping(self, bits: int) -> Frame:
+    def _ping(self, bits: int) -> Frame | None:
         """An 8-byte PING on stream 0 as hyperframe parses it."""
         data = self._data
         if len(data) < 17:
-            raise StopIteration
+            return None
         self._validate_frame_length(8)
         frame: Any = PingFrame.__new__(PingFrame)
         frame.stream_id = 0
@@ -255,6 +292,8 @@ class Connection(h2.connection.H2Connection):
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
+        # h2 reads it through a Python descriptor each time; it never changes.
+        self.client_side: bool = config.client_side
         self.incoming_buffer = FrameBuffer(server=not config.client_side)
         # The direct send paths below do not run h2's outbound header normalisation or
         # validation: they are used only when those are off, as the codec configures them.
@@ -265,18 +304,64 @@ class Connection(h2.connection.H2Connection):
             or isinstance(config.header_encoding, str)
         )
 
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        """h2's data_to_send; all of it, as the codec always asks, in compiled code."""
+        if amount is not None:
+            return super().data_to_send(amount)
+        data = bytes(self._data_to_send)
+        self._data_to_send = bytearray()
+        return data
+
+    def get_next_available_stream_id(self) -> int:
+        """h2's, without its debug-log call and config property."""
+        highest = self.highest_outbound_stream_id
+        stream_id = highest + 2 if highest else (1 if self.client_side else 2)
+        if stream_id > self.HIGHEST_ALLOWED_STREAM_ID:
+            raise h2.exceptions.NoAvailableStreamIDError("Exhausted allowed stream IDs")
+        return stream_id
+
+    def acknowledge_received_data(self, acknowledged_size: int, stream_id: int) -> None:
+        """h2's: the same checks, window accounting, frames and errors, without its
+        debug-log calls, and a stream that has closed found without an exception."""
+        if stream_id <= 0:
+            raise ValueError(f"Stream ID {stream_id} is not valid for acknowledge_received_data")
+        if acknowledged_size < 0:
+            raise ValueError("Cannot acknowledge negative data")
+        frames: list[Frame] = []
+        increment = steps.window_processed(
+            self._inbound_flow_control_window_manager, acknowledged_size
+        )
+        if increment:
+            frame = WindowUpdateFrame(0)
+            frame.window_increment = increment
+            frames.append(frame)
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            # h2's _get_stream_by_id: a stream above the highest seen was never opened.
+            if stream_id % 2 == int(self.client_side):
+                highest = self.highest_outbound_stream_id
+            else:
+                highest = self.highest_inbound_stream_id
+            if stream_id > highest:
+                raise h2.exceptions.NoSuchStreamError(stream_id)
+        elif steps.is_open(stream.state_machine):
+            increment = steps.window_processed(stream._inbound_window_manager, acknowledged_size)
+            if increment:
+                frame = WindowUpdateFrame(stream_id)
+                frame.window_increment = increment
+                frames.append(frame)
+        self._prepare_for_sending(frames)
+
     def receive_data(self, data: Any) -> list[h2.events.Event]:
         """h2's receive_data, the same steps and errors, without its trace-log call."""
         events: list[h2.events.Event] = []
-        buffer = self.incoming_buffer
+        buffer = cast(FrameBuffer, self.incoming_buffer)
         buffer.add_data(data)
         buffer.max_frame_size = self.max_inbound_frame_size
-        next_frame = buffer.__next__
         try:
             while True:
-                try:
-                    frame = next_frame()
-                except StopIteration:
+                frame = buffer.next_frame()
+                if frame is None:
                     break
                 events.extend(self._receive_frame(frame))
         except InvalidPaddingError as e:
@@ -327,7 +412,7 @@ class Connection(h2.connection.H2Connection):
             return super()._receive_headers_frame(frame)
         stream_id = frame.stream_id
         stream = self.streams.get(stream_id)
-        client_side = self.config.client_side
+        client_side = self.client_side
         if stream is None:
             limit = steps.max_streams(self.local_settings)
             value = self._open_streams(0 if client_side else 1)
@@ -335,7 +420,7 @@ class Connection(h2.connection.H2Connection):
                 raise h2.exceptions.TooManyStreamsError(
                     f"Max inbound streams is {limit}, {value} open"
                 )
-        headers = _decode_headers(self.decoder, frame.data)
+        headers = _decode(self.decoder, frame.data)
         events = steps.connection_step(self.state_machine, _CONN_RECV_HEADERS)
         if stream is None:
             if client_side or not stream_id % 2:
@@ -559,17 +644,17 @@ class Connection(h2.connection.H2Connection):
         if stream is None:
             # A new stream (the client side's requests): h2's limit check, then the stream.
             limit = steps.max_streams(self.remote_settings)
-            value = self._open_streams(1 if self.config.client_side else 0)
+            value = self._open_streams(1 if self.client_side else 0)
             if value + 1 > limit:
                 raise h2.exceptions.TooManyStreamsError(
                     f"Max outbound streams is {limit}, {value} open"
                 )
             steps.connection_step(self.state_machine, _CONN_SEND_HEADERS)
-            if self.config.client_side and stream_id % 2:
+            if self.client_side and stream_id % 2:
                 stream = self._new_stream(stream_id, True)
             else:
                 stream = self._get_or_create_stream(
-                    stream_id, h2.connection.AllowedStreamIDs(self.config.client_side)
+                    stream_id, h2.connection.AllowedStreamIDs(self.client_side)
                 )
         else:
             steps.connection_step(self.state_machine, _CONN_SEND_HEADERS)

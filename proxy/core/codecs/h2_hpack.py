@@ -22,7 +22,6 @@ from typing import Any
 import hpack
 import hpack.hpack
 import hpack.table
-from hpack.hpack import encode_integer
 from mypy_extensions import mypyc_attr
 
 from proxy.core.codecs.h2_huffman import decode_huffman
@@ -58,6 +57,20 @@ _SHORT_COOKIE = 20
 
 
 @mypyc_attr(native_class=False)
+def length_prefix(length: int) -> bytes:
+    """hpack's encode_integer(length, 7): a string length with a 7-bit prefix (RFC 7541
+    section 5.1), the Huffman bit clear."""
+    if length < 127:
+        return bytes((length,))
+    out = bytearray((127,))
+    length -= 127
+    while length >= 128:
+        out.append((length & 127) + 128)
+        length >>= 7
+    out.append(length)
+    return bytes(out)
+
+
 class _QuietLog:
     """hpack logs at debug level for every header it codes (about 30 calls a request, a few
     per cent of the CPU); unless someone asked for hpack's debug logs, those calls go here."""
@@ -230,7 +243,7 @@ class PlainEncoder(hpack.Encoder):
                 per_request = True
                 parts.append(
                     b"\x00%s%s%s%s"
-                    % (encode_integer(len(name), 7), name, encode_integer(len(value), 7), value)
+                    % (length_prefix(len(name)), name, length_prefix(len(value)), value)
                 )
                 continue
             # Field representations are valid only while the table is as it was when

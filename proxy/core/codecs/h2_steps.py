@@ -41,6 +41,7 @@ _RECV_DATA: Final = h2.stream.StreamInputs.RECV_DATA
 _RECV_WINDOW_UPDATE: Final = h2.stream.StreamInputs.RECV_WINDOW_UPDATE
 _CLOSED_BY_RECV_END: Final = h2.stream.StreamClosedBy.RECV_END_STREAM
 _CLOSED_BY_SEND_END: Final = h2.stream.StreamClosedBy.SEND_END_STREAM
+_STREAM_OPEN: Final[list[bool]] = h2.stream.STREAM_OPEN
 
 
 def connection_step(machine: Any, input_: Any) -> list[Any]:
@@ -152,6 +153,28 @@ def consume(window: Any, size: int) -> None:
     window.current_window_size -= size
     if window.current_window_size < 0:
         raise h2.exceptions.FlowControlError("Flow control window shrunk below 0")
+
+
+def window_processed(window: Any, size: int) -> int:
+    """h2's WindowManager.process_bytes: `size` more bytes taken; the increment to send
+    back now (0 for none), by h2's rule (half the window, or a little of an empty one)."""
+    processed: int = window._bytes_processed + size
+    window._bytes_processed = processed
+    if not processed:
+        return 0
+    largest: int = window.max_window_size
+    current: int = window.current_window_size
+    increment = 0
+    if (current == 0 and processed > min(1024, largest // 4)) or processed >= largest // 2:
+        increment = min(processed, largest - current)
+        window._bytes_processed = 0
+    window.current_window_size = current + increment
+    return increment
+
+
+def is_open(machine: Any) -> bool:
+    """h2's H2Stream.open: the stream counts against the concurrent-stream limit."""
+    return bool(_STREAM_OPEN[machine.state])
 
 
 def setting(settings: Any, code: Any) -> int:

@@ -216,6 +216,10 @@ BAD_RESPONSES: dict[str, bytes] = {
     "te-gzip-chunked": RESPONSE_OK + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
     "chunk-size-suffix": RESPONSE_OK + b"Transfer-Encoding: chunked\r\n\r\n3x\r\nabc\r\n0\r\n\r\n",
     "chunk-size-overflow": RESPONSE_OK + b"Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+    # RFC 9110 section 6.5.1: framing belongs to the head (found by the fuzz test).
+    "trailer-te": RESPONSE_OK
+    + b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "trailer-cl": RESPONSE_OK + b"Transfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n",
     "obs-fold": RESPONSE_OK + b"X: a\r\n b\r\nContent-Length: 0\r\n\r\n",
     "bare-cr": RESPONSE_OK + b"X: a\rb\r\nContent-Length: 0\r\n\r\n",
     "bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
