@@ -7,6 +7,7 @@ GOAWAY with the code and a close.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Iterator
 
@@ -23,7 +24,10 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
+from proxy.core.codecs import h2 as h2_codec
 from tests.h2.client import read_frames
 from tests.h2.conftest import Proxy
 
@@ -245,3 +249,20 @@ def test_garbled_preface_is_not_http2(nginx_proxy: Proxy) -> None:
         assert not any(isinstance(f, SettingsFrame) for f in read_frames(sock, 1.0))
     finally:
         sock.close()
+
+
+# -- the field checks, against the regular expressions they replaced ---------------------
+
+_NAME_CHARS = st.sampled_from([*b"az09-_.~!#$%&'*+^`|", *b"AZ :\r\n\x00\t\x7f\x80"])
+
+
+@given(st.lists(_NAME_CHARS, max_size=12).map(bytes))
+def test_field_names_checked_as_the_token_rule_says(name: bytes) -> None:
+    token = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
+    assert h2_codec._bad_name(name) == (token(name) is not None)
+    assert h2_codec._bad_name(name) == (token(name) is not None)  # again, memoised
+
+
+@given(st.lists(st.sampled_from([*b"a ;\t\r\n\x00\x0b\x7f\xff"]), max_size=10).map(bytes))
+def test_field_values_checked_as_before(value: bytes) -> None:
+    assert h2_codec._bad_value(value) == bool(re.search(rb"[\r\n\x00]|^[ \t]|[ \t]$", value))

@@ -107,10 +107,16 @@ def _decode(decoder: Any, block: bytes) -> Any:
         raise h2.exceptions.ProtocolError(f"Error decoding header block: {e}") from e
 
 
-def _flag_table(cls: type[Frame]) -> tuple[frozenset[str], tuple[tuple[int, str], ...]]:
-    return frozenset(f.name for f in cls.defined_flags), tuple(
-        (f.bit, f.name) for f in cls.defined_flags
+_FlagTable = tuple[frozenset[str], tuple[frozenset[str], ...]]
+
+
+def _flag_table(cls: type[Frame]) -> _FlagTable:
+    """A frame class's flag names, and the names set for each value of the flags byte."""
+    defined = [(flag.bit, flag.name) for flag in cls.defined_flags]
+    by_bits = tuple(
+        frozenset(name for bit, name in defined if bits & bit) for bits in range(256)
     )
+    return frozenset(name for _, name in defined), by_bits
 
 
 _DATA_FLAGS: Final = _flag_table(DataFrame)
@@ -124,10 +130,10 @@ _PADDED: Final = 0x8
 _PRIORITY: Final = 0x20
 
 
-def _flags(table: tuple[frozenset[str], tuple[tuple[int, str], ...]], bits: int) -> Flags:
+def _flags(table: _FlagTable, bits: int) -> Flags:
     flags: Flags = Flags.__new__(Flags)
     flags._valid_flags = table[0]  # type: ignore[assignment]  # read-only: shared per class
-    flags._flags = {name for bit, name in table[1] if bits & bit}
+    flags._flags = set(table[1][bits])  # each frame's own set: h2 may add to it
     return flags
 
 
@@ -197,7 +203,8 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):
         frame.pad_length = 0
         if len(data) < length + 9:
             return None
-        self._validate_frame_length(length)
+        if length > self.max_frame_size:
+            self._validate_frame_length(length)  # raises h2's error
         if simple:
             # hyperframe's parse_body without padding or priority: the payload, whole.
             frame.body_len = length

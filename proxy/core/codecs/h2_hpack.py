@@ -17,7 +17,7 @@ hpack.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 import hpack
 import hpack.hpack
@@ -56,12 +56,14 @@ _NEVER_INDEXED = frozenset((b"authorization", b"proxy-authorization", b"set-cook
 _SHORT_COOKIE = 20
 
 
-@mypyc_attr(native_class=False)
+_ONE_BYTE: Final = tuple(bytes((n,)) for n in range(127))
+
+
 def length_prefix(length: int) -> bytes:
     """hpack's encode_integer(length, 7): a string length with a 7-bit prefix (RFC 7541
     section 5.1), the Huffman bit clear."""
     if length < 127:
-        return bytes((length,))
+        return _ONE_BYTE[length]
     out = bytearray((127,))
     length -= 127
     while length >= 128:
@@ -71,6 +73,7 @@ def length_prefix(length: int) -> bytes:
     return bytes(out)
 
 
+@mypyc_attr(native_class=False)
 class _QuietLog:
     """hpack logs at debug level for every header it codes (about 30 calls a request, a few
     per cent of the CPU); unless someone asked for hpack's debug logs, those calls go here."""
