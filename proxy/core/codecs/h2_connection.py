@@ -603,7 +603,10 @@ class Connection(h2.connection.H2Connection):
             streams = self.streams
             for stream_id in closed:
                 _ordered_set(history, stream_id, streams.pop(stream_id).closed_by)
-            history._check_size_limit()
+            limit: int | None = history._size_limit  # SizeLimitDict._check_size_limit
+            if limit is not None:
+                while len(history) > limit:
+                    history.popitem(last=False)
         return count
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
