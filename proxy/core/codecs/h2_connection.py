@@ -113,9 +113,7 @@ _FlagTable = tuple[frozenset[str], tuple[frozenset[str], ...]]
 def _flag_table(cls: type[Frame]) -> _FlagTable:
     """A frame class's flag names, and the names set for each value of the flags byte."""
     defined = [(flag.bit, flag.name) for flag in cls.defined_flags]
-    by_bits = tuple(
-        frozenset(name for bit, name in defined if bits & bit) for bits in range(256)
-    )
+    by_bits = tuple(frozenset(name for bit, name in defined if bits & bit) for bits in range(256))
     return frozenset(name for _, name in defined), by_bits
 
 
@@ -365,8 +363,20 @@ class Connection(h2.connection.H2Connection):
         buffer = cast(FrameBuffer, self.incoming_buffer)
         buffer.add_data(data)
         buffer.max_frame_size = self.max_inbound_frame_size
+        pending: bytearray = buffer._data
         try:
             while True:
+                # WINDOW_UPDATE (a gRPC call brings three) is applied from the parsed
+                # header when h2's handling of it cannot fail: no frame object, no dispatch.
+                if len(pending) >= 13 and pending[3] == 0x8 and not buffer._headers_buffer:
+                    high, low, _, _, stream_id = _PARSE_HEADER(pending)
+                    increment: int = _PARSE_WORD(pending, 9)[0]
+                    if high == 0 and low == 4 and 1 <= increment <= _LARGEST_WINDOW:
+                        updated = self._window_updated(stream_id & 0x7FFFFFFF, increment)
+                        if updated is not None:
+                            del pending[:13]
+                            events.extend(updated)
+                            continue
                 frame = buffer.next_frame()
                 if frame is None:
                     break
@@ -500,34 +510,40 @@ class Connection(h2.connection.H2Connection):
     def _receive_window_update_frame(
         self, frame: WindowUpdateFrame
     ) -> tuple[list[Frame], list[h2.events.Event]]:
-        """h2's WINDOW_UPDATE handling, step for step, where it cannot fail: the connection's
-        window, or an open stream's, with room for the increment. Anything else (a closed
-        or unknown stream, a window that would overflow) takes h2's method, untouched."""
-        stream_id = frame.stream_id
-        increment: int = frame.window_increment
+        """h2's WINDOW_UPDATE handling, step for step, where it cannot fail (`_window_updated`);
+        anything else takes h2's method, untouched."""
+        events = self._window_updated(frame.stream_id, frame.window_increment)
+        if events is None:
+            return super()._receive_window_update_frame(frame)
+        return [], events
+
+    def _window_updated(self, stream_id: int, increment: int) -> list[h2.events.Event] | None:
+        """A WINDOW_UPDATE for the connection's window, or an open stream's, with room for
+        the increment: h2's steps and events. None, with nothing changed, for anything
+        else (a closed or unknown stream, a window that would overflow)."""
         if not stream_id:
             window = self.outbound_flow_control_window + increment
             if window > _LARGEST_WINDOW:
-                return super()._receive_window_update_frame(frame)
+                return None
             events = steps.connection_step(self.state_machine, _CONN_RECV_WINDOW_UPDATE)
             self.outbound_flow_control_window = window
             events.append(h2.events.WindowUpdated(stream_id=0, delta=increment))
-            return [], events
+            return events
         stream = self.streams.get(stream_id)
         if stream is None:
-            return super()._receive_window_update_frame(frame)
+            return None
         machine = stream.state_machine
         target = steps.window_update_target(machine)
         window = stream.outbound_flow_control_window + increment
         if target is None or window > _LARGEST_WINDOW:
-            return super()._receive_window_update_frame(frame)
+            return None
         events = steps.connection_step(self.state_machine, _CONN_RECV_WINDOW_UPDATE)
         machine.state = target
         event: Any = h2.events.WindowUpdated(stream_id=stream_id)
         event.delta = increment
         stream.outbound_flow_control_window = window
         events.append(event)
-        return [], events
+        return events
 
     def _receive_ping_frame(self, frame: PingFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         """h2's PING handling; the ACK for a PING written as bytes, not built as a frame
