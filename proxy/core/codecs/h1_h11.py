@@ -514,7 +514,7 @@ class H11ServerCodec(h1_framing.ResponseFraming):
             raise _Reject(414, "request target too long")
         target_match = (_CONNECT_TARGET if method == b"CONNECT" else _TARGET).fullmatch(target)
         # llhttp refuses `@@` in an authority (an empty userinfo after another).
-        if target_match is None or b"@@" in (target_match[1] or b""):
+        if target_match is None or (target_match[1] or b"").find(b"@@") >= 0:
             raise _Reject(400, "invalid request target")
         if version not in _VERSIONS:
             raise _Reject(400, "unsupported HTTP version")

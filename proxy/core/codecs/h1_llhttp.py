@@ -122,15 +122,6 @@ def _trim(value: bytes) -> bytes:
     return value
 
 
-def _check_header(name: bytes, value: bytes) -> str | None:
-    """Field shapes llhttp tolerates but RFC 9112 forbids a proxy to forward."""
-    if b"\r" in value or b"\n" in value:
-        return "obs-fold or bare CR/LF in a header value"
-    if not name:
-        return "empty header name"
-    return None
-
-
 class _NoCallbacks:
     """The protocol of the parsers a released codec holds (below): it has no callbacks."""
 
