@@ -582,3 +582,20 @@ def test_h2_state_machine_enums_hash_in_c_and_every_transition_is_found() -> Non
     machine.process_input(h2.connection.ConnectionInputs.SEND_GOAWAY)
     with pytest.raises(h2.exceptions.ProtocolError):
         machine.process_input(h2.connection.ConnectionInputs.RECV_PUSH_PROMISE)
+
+
+def test_events_are_made_as_h2_makes_them() -> None:
+    """h2_steps' event constructors against the dataclasses' own: same class, same
+    attributes in the same order (an h2 upgrade that adds a field fails here)."""
+    from proxy.core.codecs import h2_steps
+
+    pairs = [
+        (h2_steps.stream_ended(3), h2.events.StreamEnded(stream_id=3)),
+        (h2_steps.data_received(3), h2.events.DataReceived(stream_id=3)),
+        (h2_steps.window_updated(3, 10), h2.events.WindowUpdated(stream_id=3, delta=10)),
+    ]
+    for cls in (h2.events.RequestReceived, h2.events.ResponseReceived, h2.events.TrailersReceived):
+        pairs.append((h2_steps.headers_event(cls, 5), cls(stream_id=5)))
+    for ours, stock in pairs:
+        assert type(ours) is type(stock)
+        assert list(vars(ours).items()) == list(vars(stock).items())

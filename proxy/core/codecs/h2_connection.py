@@ -489,7 +489,7 @@ class Connection(h2.connection.H2Connection):
         events = steps.connection_step(self.state_machine, _CONN_RECV_DATA)
         steps.consume(self._inbound_flow_control_window_manager, size)
         machine.state = target
-        data_event: Any = h2.events.DataReceived(stream_id=machine.stream_id)
+        data_event: Any = steps.data_received(machine.stream_id)
         stream_events: list[Any] = [data_event]
         steps.consume(stream._inbound_window_manager, size)
         # H2Stream._track_content_length
@@ -527,7 +527,7 @@ class Connection(h2.connection.H2Connection):
                 return None
             events = steps.connection_step(self.state_machine, _CONN_RECV_WINDOW_UPDATE)
             self.outbound_flow_control_window = window
-            events.append(h2.events.WindowUpdated(stream_id=0, delta=increment))
+            events.append(steps.window_updated(0, increment))
             return events
         stream = self.streams.get(stream_id)
         if stream is None:
@@ -539,8 +539,7 @@ class Connection(h2.connection.H2Connection):
             return None
         events = steps.connection_step(self.state_machine, _CONN_RECV_WINDOW_UPDATE)
         machine.state = target
-        event: Any = h2.events.WindowUpdated(stream_id=stream_id)
-        event.delta = increment
+        event: Any = steps.window_updated(stream_id, increment)
         stream.outbound_flow_control_window = window
         events.append(event)
         return events

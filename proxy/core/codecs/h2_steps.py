@@ -44,6 +44,45 @@ _CLOSED_BY_SEND_END: Final = h2.stream.StreamClosedBy.SEND_END_STREAM
 _STREAM_OPEN: Final[list[bool]] = h2.stream.STREAM_OPEN
 
 
+# h2's events are dataclasses, whose generated __init__ runs as interpreted Python
+# (about 2,500 instructions an event, a dozen events a gRPC call per sidecar). These
+# make the same objects: the class's __new__, then each field in the order __init__
+# assigns them (tests/h2/test_fast_send.py compares them with h2's own).
+_LAZY: Final = h2.events._LAZY_INIT
+
+
+def stream_ended(stream_id: int) -> Any:
+    event: Any = h2.events.StreamEnded.__new__(h2.events.StreamEnded)
+    event.stream_id = stream_id
+    return event
+
+
+def headers_event(cls: Any, stream_id: int) -> Any:
+    """RequestReceived, ResponseReceived or TrailersReceived."""
+    event: Any = cls.__new__(cls)
+    event.stream_id = stream_id
+    event.headers = _LAZY
+    event.stream_ended = None
+    event.priority_updated = None
+    return event
+
+
+def data_received(stream_id: int) -> Any:
+    event: Any = h2.events.DataReceived.__new__(h2.events.DataReceived)
+    event.stream_id = stream_id
+    event.data = _LAZY
+    event.flow_controlled_length = _LAZY
+    event.stream_ended = None
+    return event
+
+
+def window_updated(stream_id: int, delta: Any) -> Any:
+    event: Any = h2.events.WindowUpdated.__new__(h2.events.WindowUpdated)
+    event.stream_id = stream_id
+    event.delta = delta
+    return event
+
+
 def connection_step(machine: Any, input_: Any) -> list[Any]:
     """h2's H2ConnectionStateMachine.process_input: the transitions without a function
     (every one a request makes once the connection is open) step here; the rest, and every
@@ -76,26 +115,26 @@ def received(machine: Any, input_: Any) -> list[Any]:
         return []
     if func is _HALF_CLOSED:
         machine.state = target
-        return [h2.events.StreamEnded(stream_id=stream_id)]
+        return [stream_ended(stream_id)]
     if func is _ENDED:
         machine.state = target
         machine.stream_closed_by = _CLOSED_BY_RECV_END
-        return [h2.events.StreamEnded(stream_id=stream_id)]
+        return [stream_ended(stream_id)]
     if func is _REQUEST_RECEIVED and not machine.headers_received and not machine.trailers_received:
         machine.state = target
         machine.client = False
         machine.headers_received = True
-        return [h2.events.RequestReceived(stream_id=stream_id)]
+        return [headers_event(h2.events.RequestReceived, stream_id)]
     if func is _RESPONSE_RECEIVED and not machine.trailers_received:
         if not machine.headers_received:
             if machine.client is True:
                 machine.state = target
                 machine.headers_received = True
-                return [h2.events.ResponseReceived(stream_id=stream_id)]
+                return [headers_event(h2.events.ResponseReceived, stream_id)]
         else:
             machine.state = target
             machine.trailers_received = True
-            return [h2.events.TrailersReceived(stream_id=stream_id)]
+            return [headers_event(h2.events.TrailersReceived, stream_id)]
     events = machine.process_input(input_)
     return events
 
