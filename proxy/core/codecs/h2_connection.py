@@ -366,17 +366,32 @@ class Connection(h2.connection.H2Connection):
         pending: bytearray = buffer._data
         try:
             while True:
-                # WINDOW_UPDATE (a gRPC call brings three) is applied from the parsed
-                # header when h2's handling of it cannot fail: no frame object, no dispatch.
-                if len(pending) >= 13 and pending[3] == 0x8 and not buffer._headers_buffer:
-                    high, low, _, _, stream_id = _PARSE_HEADER(pending)
-                    increment: int = _PARSE_WORD(pending, 9)[0]
-                    if high == 0 and low == 4 and 1 <= increment <= _LARGEST_WINDOW:
-                        updated = self._window_updated(stream_id & 0x7FFFFFFF, increment)
-                        if updated is not None:
-                            del pending[:13]
-                            events.extend(updated)
-                            continue
+                # WINDOW_UPDATE (a gRPC call brings three) and unpadded DATA on a stream
+                # that takes it are applied from the parsed header, as the frame methods
+                # below would apply them: no frame object, no dispatch. Anything else, or
+                # anything those would refuse, takes the frame path.
+                if len(pending) >= 9 and not buffer._headers_buffer:
+                    high, low, kind, bits, stream_id = _PARSE_HEADER(pending)
+                    stream_id &= 0x7FFFFFFF
+                    if kind == 0x8 and high == 0 and low == 4 and len(pending) >= 13:
+                        increment: int = _PARSE_WORD(pending, 9)[0]
+                        if 1 <= increment <= _LARGEST_WINDOW:
+                            updated = self._window_updated(stream_id, increment)
+                            if updated is not None:
+                                del pending[:13]
+                                events.extend(updated)
+                                continue
+                    elif kind == 0x0 and stream_id and not bits & _PADDED:
+                        end = 9 + (high << 8) + low
+                        if len(pending) >= end and end - 9 <= buffer.max_frame_size:
+                            found = self._data_target(stream_id)
+                            if found is not None:
+                                payload = bytes(pending[9:end])
+                                del pending[:end]
+                                events.extend(
+                                    self._data_received(found[0], found[1], payload, bool(bits & 1))
+                                )
+                                continue
                 frame = buffer.next_frame()
                 if frame is None:
                     break
@@ -474,18 +489,29 @@ class Connection(h2.connection.H2Connection):
 
     def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         """h2's DATA handling (connection, then H2Stream.receive_data), step for step, for
-        an unpadded frame on a stream that may take data. Padding, an unknown or closed
-        stream, or a stream that may not take data here takes h2's method, untouched."""
+        an unpadded frame on a stream that may take data (`_data_received`). Padding, an
+        unknown or closed stream, or a stream that may not take data here takes h2's
+        method, untouched."""
         flags: set[str] = frame.flags._flags
-        stream = self.streams.get(frame.stream_id)
-        if stream is None or "PADDED" in flags:
+        found = None if "PADDED" in flags else self._data_target(frame.stream_id)
+        if found is None:
             return super()._receive_data_frame(frame)
-        machine = stream.state_machine
-        target = steps.data_target(machine)
-        if target is None:
-            return super()._receive_data_frame(frame)
-        data = frame.data
+        return [], self._data_received(found[0], found[1], frame.data, "END_STREAM" in flags)
+
+    def _data_target(self, stream_id: int) -> tuple[Any, Any] | None:
+        """The stream DATA on `stream_id` goes to and the state it moves the stream to, when
+        h2's transition for it is the plain data_received; None otherwise."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return None
+        target = steps.data_target(stream.state_machine)
+        return None if target is None else (stream, target)
+
+    def _data_received(
+        self, stream: Any, target: Any, data: bytes, end_stream: bool
+    ) -> list[h2.events.Event]:
         size = len(data)  # DataFrame.flow_controlled_length without padding
+        machine = stream.state_machine
         events = steps.connection_step(self.state_machine, _CONN_RECV_DATA)
         steps.consume(self._inbound_flow_control_window_manager, size)
         machine.state = target
@@ -495,7 +521,6 @@ class Connection(h2.connection.H2Connection):
         # H2Stream._track_content_length
         actual = stream._actual_content_length + size
         stream._actual_content_length = actual
-        end_stream = "END_STREAM" in flags
         expected = stream._expected_content_length
         if expected is not None and (expected < actual or (end_stream and expected != actual)):
             raise h2.exceptions.InvalidBodyLengthError(expected, actual)
@@ -505,7 +530,7 @@ class Connection(h2.connection.H2Connection):
             stream_events += ended
         data_event.data = data
         data_event.flow_controlled_length = size
-        return [], events + stream_events
+        return events + stream_events
 
     def _receive_window_update_frame(
         self, frame: WindowUpdateFrame
