@@ -21,7 +21,6 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from concurrent import futures
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
@@ -30,11 +29,10 @@ sys.path.insert(0, str(HERE))
 import grpc  # noqa: E402
 
 from tests.h2.conftest import (  # noqa: E402
-    HANDLERS,
     OPTIONS,
-    SERVICE,
     free_port,
     method,
+    start_grpc_server,
     wait_port,
 )
 
@@ -44,10 +42,7 @@ def _control(*args: object) -> None:
 
 
 def instructions_per_call(checkout: Path, calls: int) -> float:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
-    upstream = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, upstream = start_grpc_server(4)
     port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"

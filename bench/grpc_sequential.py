@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from concurrent import futures
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
@@ -26,11 +25,10 @@ import grpc  # noqa: E402
 
 from bench.ab import alternate  # noqa: E402
 from tests.h2.conftest import (  # noqa: E402
-    HANDLERS,
     OPTIONS,
-    SERVICE,
     free_port,
     method,
+    start_grpc_server,
     wait_port,
 )
 from tests.h2.grpc_latency import cpu_seconds  # noqa: E402
@@ -38,10 +36,7 @@ from tests.h2.grpc_latency import cpu_seconds  # noqa: E402
 
 def measure(checkout: Path, calls: int) -> float:
     """µs of sidecar CPU per call, the sidecar run from `checkout`."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
-    upstream = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, upstream = start_grpc_server(4)
     port, admin = free_port(), free_port()
     sidecar = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, "-m", "proxy", "run",

@@ -181,12 +181,20 @@ OPTIONS = [
 ]
 
 
+def start_grpc_server(
+    workers: int = 16, address: str = "127.0.0.1:0", options: list[tuple[str, int]] = OPTIONS
+) -> tuple[grpc.Server, int]:
+    """A started grpcio server with the test service (`HANDLERS`), and its port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
+    port = server.add_insecure_port(address)
+    server.start()
+    return server, port
+
+
 @pytest.fixture(scope="session")
 def grpc_server() -> Iterator[int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = start_grpc_server()
     yield port
     server.stop(None)
 

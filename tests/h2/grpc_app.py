@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from concurrent import futures
 
 import grpc
 
-from tests.h2.conftest import HANDLERS, OPTIONS, SERVICE, method
+from tests.h2.conftest import OPTIONS, method, start_grpc_server
 
 
 def serve(port: int) -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
-    server.add_insecure_port(f"0.0.0.0:{port}")
-    server.start()
+    server, _ = start_grpc_server(8, f"0.0.0.0:{port}")
     print("serving", flush=True)
     server.wait_for_termination()
 

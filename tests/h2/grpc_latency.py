@@ -23,12 +23,11 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 
-from tests.h2.conftest import HANDLERS, OPTIONS, SERVICE, Proxy, free_port, method, wait_port
+from tests.h2.conftest import OPTIONS, Proxy, free_port, method, start_grpc_server, wait_port
 
 # One listener, one route, one cluster that speaks HTTP/2 (gRPC) to its upstream.
 ENVOY_CONFIG = """static_resources:
@@ -200,10 +199,7 @@ def main() -> None:
         # Before grpc starts any thread, so that all of the load side inherits CPU 0.
         os.execvp("taskset", ["taskset", "-c", str(LOAD_CPU), sys.executable, "-m",
                               "tests.h2.grpc_latency", *sys.argv[1:]])  # fmt: skip
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = start_grpc_server(8)
     try:
         direct = run(f"127.0.0.1:{port}", args.rate, args.secs)
         proxied, proxied_cpu = through_two(Proxy, port, args.rate, args.secs, args.pin)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from concurrent import futures
 
 import grpc
 import pytest
 
-from tests.h2.conftest import CANCELLED, HANDLERS, OPTIONS, SERVICE, Proxy, method
+from tests.h2.conftest import CANCELLED, OPTIONS, Proxy, method, start_grpc_server
 
 
 def test_unary(channel: grpc.Channel) -> None:
@@ -109,13 +108,7 @@ def test_grpc_status_reaches_telemetry(channel: grpc.Channel, grpc_proxy: Proxy)
 
 def test_pool_honours_max_concurrent_streams() -> None:
     """A server allowing 2 streams per connection: 10 concurrent calls need 5 connections."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16),
-        options=[*OPTIONS, ("grpc.max_concurrent_streams", 2)],
-    )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = start_grpc_server(options=[*OPTIONS, ("grpc.max_concurrent_streams", 2)])
     proxy = Proxy(port)
     try:
         with grpc.insecure_channel(proxy.target, options=OPTIONS) as chan:
