@@ -26,15 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
-import grpc  # noqa: E402
-
-from tests.h2.conftest import (  # noqa: E402
-    OPTIONS,
-    free_port,
-    method,
-    start_grpc_server,
-    wait_port,
-)
+from bench.grpc_sequential import lone_calls  # noqa: E402
 
 
 def _control(*args: object) -> None:
@@ -42,37 +34,16 @@ def _control(*args: object) -> None:
 
 
 def instructions_per_call(checkout: Path, calls: int) -> float:
-    server, upstream = start_grpc_server(4)
-    port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        sidecar = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-             f"--callgrind-out-file={out}", sys.executable, "-m", "proxy", "run",
-             "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}",
-             "--concurrency", "1", "--admin-port", str(admin)],
-            cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_port(port, 240)
-            with grpc.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS) as channel:
-                unary = method(channel, "unary_unary", "Unary")
-                for _ in range(100):
-                    unary(b"warm", timeout=30)
-                control = ["callgrind_control"]
-                subprocess.run(
-                    [*control, "-i", "on", str(sidecar.pid)], check=True, capture_output=True
-                )
-                for _ in range(calls):
-                    unary(b"x" * 100, timeout=30)
-                subprocess.run(
-                    [*control, "-i", "off", str(sidecar.pid)], check=True, capture_output=True
-                )
-                subprocess.run([*control, "-d", str(sidecar.pid)], check=True, capture_output=True)
-        finally:
-            sidecar.terminate()
-            sidecar.wait(60)
-            server.stop(None)
+        wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                   f"--callgrind-out-file={out}"]  # fmt: skip
+        with lone_calls(checkout, wrapper, 240) as (sidecar, call):
+            call(100, b"warm")
+            _control("-i", "on", sidecar.pid)
+            call(calls, b"x" * 100)
+            _control("-i", "off", sidecar.pid)
+            _control("-d", sidecar.pid)
         total = 0
         for dump in Path(tmp).glob("callgrind.out*"):
             for line in dump.read_text().splitlines():

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
@@ -33,31 +35,47 @@ from tests.h2.conftest import (  # noqa: E402
 )
 from tests.h2.grpc_latency import cpu_seconds  # noqa: E402
 
+Calls = Callable[[int, bytes], None]
 
-def measure(checkout: Path, calls: int) -> float:
-    """µs of sidecar CPU per call, the sidecar run from `checkout`."""
+
+@contextmanager
+def lone_calls(
+    checkout: Path, wrapper: list[str], timeout: float
+) -> Iterator[tuple[subprocess.Popen[bytes], Calls]]:
+    """A grpcio server, one pilotfish worker from `checkout` in front of it (run under
+    `wrapper`: taskset, valgrind), and `calls(n, payload)`, which makes n unary calls
+    through it one after another (`timeout` s each, for a sidecar and its start)."""
     server, upstream = start_grpc_server(4)
     port, admin = free_port(), free_port()
     sidecar = subprocess.Popen(
-        ["taskset", "-c", "1", sys.executable, "-m", "proxy", "run",
+        [*wrapper, sys.executable, "-m", "proxy", "run",
          "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}",
          "--concurrency", "1", "--admin-port", str(admin)],
         cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_port(port, 20)
+        wait_port(port, timeout)
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS) as channel:
             unary = method(channel, "unary_unary", "Unary")
-            for _ in range(300):
-                unary(b"warm", timeout=5)
-            before = cpu_seconds(sidecar.pid)
-            for _ in range(calls):
-                unary(b"x" * 100, timeout=5)
-            return (cpu_seconds(sidecar.pid) - before) / calls * 1e6
+
+            def calls(count: int, payload: bytes) -> None:
+                for _ in range(count):
+                    unary(payload, timeout=timeout)
+
+            yield sidecar, calls
     finally:
         sidecar.terminate()
-        sidecar.wait(10)
+        sidecar.wait(60)
         server.stop(None)
+
+
+def measure(checkout: Path, calls: int) -> float:
+    """µs of sidecar CPU per call, the sidecar run from `checkout` on CPU 1."""
+    with lone_calls(checkout, ["taskset", "-c", "1"], 20) as (sidecar, call):
+        call(300, b"warm")
+        before = cpu_seconds(sidecar.pid)
+        call(calls, b"x" * 100)
+        return (cpu_seconds(sidecar.pid) - before) / calls * 1e6
 
 
 def main() -> None:
