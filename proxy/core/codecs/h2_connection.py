@@ -67,6 +67,9 @@ _INITIAL_WINDOW_SIZE: Final = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
 _Machine: Final = h2.stream.H2StreamStateMachine
 _Stream: Final = h2.stream.H2Stream
 _WindowManager: Final = h2.windows.WindowManager
+_TrailersReceived: Final = h2.events.TrailersReceived
+_PingReceived: Final = h2.events.PingReceived
+_PingAckReceived: Final = h2.events.PingAckReceived
 
 
 def _hash_by_identity(*classes: type) -> None:
@@ -482,7 +485,7 @@ class Connection(h2.connection.H2Connection):
             stream._expected_content_length = 0
         else:
             stream._expected_content_length = steps.content_length(headers)
-        if not end_stream and type(headers_event) is h2.events.TrailersReceived:
+        if not end_stream and type(headers_event) is _TrailersReceived:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
         headers_event.headers = headers  # the decoder made this list for this block
         return [], events + stream_events
@@ -575,9 +578,9 @@ class Connection(h2.connection.H2Connection):
         events = steps.connection_step(self.state_machine, _CONN_RECV_PING)
         opaque: bytes = frame.opaque_data
         if "ACK" in frame.flags._flags:
-            events.append(h2.events.PingAckReceived(ping_data=opaque))
+            events.append(_PingAckReceived(ping_data=opaque))
         else:
-            events.append(h2.events.PingReceived(ping_data=opaque))
+            events.append(_PingReceived(ping_data=opaque))
             out: bytearray = self._data_to_send
             out += _FRAME_HEADER(0, 8, 0x6, _ACK, 0)
             out += opaque

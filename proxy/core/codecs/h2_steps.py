@@ -49,10 +49,16 @@ _STREAM_OPEN: Final[list[bool]] = h2.stream.STREAM_OPEN
 # make the same objects: the class's __new__, then each field in the order __init__
 # assigns them (tests/h2/test_fast_send.py compares them with h2's own).
 _LAZY: Final = h2.events._LAZY_INIT
+_StreamEnded: Final = h2.events.StreamEnded
+_DataReceived: Final = h2.events.DataReceived
+_WindowUpdated: Final = h2.events.WindowUpdated
+_RequestReceived: Final = h2.events.RequestReceived
+_ResponseReceived: Final = h2.events.ResponseReceived
+_TrailersReceived: Final = h2.events.TrailersReceived
 
 
 def stream_ended(stream_id: int) -> Any:
-    event: Any = h2.events.StreamEnded.__new__(h2.events.StreamEnded)
+    event: Any = _StreamEnded.__new__(_StreamEnded)
     event.stream_id = stream_id
     return event
 
@@ -68,7 +74,7 @@ def headers_event(cls: Any, stream_id: int) -> Any:
 
 
 def data_received(stream_id: int) -> Any:
-    event: Any = h2.events.DataReceived.__new__(h2.events.DataReceived)
+    event: Any = _DataReceived.__new__(_DataReceived)
     event.stream_id = stream_id
     event.data = _LAZY
     event.flow_controlled_length = _LAZY
@@ -77,7 +83,7 @@ def data_received(stream_id: int) -> Any:
 
 
 def window_updated(stream_id: int, delta: Any) -> Any:
-    event: Any = h2.events.WindowUpdated.__new__(h2.events.WindowUpdated)
+    event: Any = _WindowUpdated.__new__(_WindowUpdated)
     event.stream_id = stream_id
     event.delta = delta
     return event
@@ -124,17 +130,17 @@ def received(machine: Any, input_: Any) -> list[Any]:
         machine.state = target
         machine.client = False
         machine.headers_received = True
-        return [headers_event(h2.events.RequestReceived, stream_id)]
+        return [headers_event(_RequestReceived, stream_id)]
     if func is _RESPONSE_RECEIVED and not machine.trailers_received:
         if not machine.headers_received:
             if machine.client is True:
                 machine.state = target
                 machine.headers_received = True
-                return [headers_event(h2.events.ResponseReceived, stream_id)]
+                return [headers_event(_ResponseReceived, stream_id)]
         else:
             machine.state = target
             machine.trailers_received = True
-            return [headers_event(h2.events.TrailersReceived, stream_id)]
+            return [headers_event(_TrailersReceived, stream_id)]
     events = machine.process_input(input_)
     return events
 
