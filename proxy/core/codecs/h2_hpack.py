@@ -52,6 +52,11 @@ _PER_REQUEST = frozenset(
 # Credentials always; cookies under `_SHORT_COOKIE` bytes, as h2's own outbound
 # normalisation does (longer ones are not guessable that way); set-cookie always, as it
 # carries the session secrets cookies later repeat.
+# A per-request field's representation up to its value: literal without indexing, new
+# name (RFC 7541 section 6.2.2), the name's length and the name.
+_LITERAL_PREFIX: Final[dict[bytes, bytes]] = {
+    name: b"\x00" + bytes((len(name),)) + name for name in _PER_REQUEST if len(name) < 127
+}
 _NEVER_INDEXED = frozenset((b"authorization", b"proxy-authorization", b"set-cookie"))
 _SHORT_COOKIE = 20
 
@@ -239,25 +244,28 @@ class PlainEncoder(hpack.Encoder):
         fields = self.fields
         parts: list[bytes] = []
         per_request = False
+        # Field representations are valid only while the table is as it was when they
+        # were made; an insertion earlier in this block shifts every index. Only `add`
+        # changes the table, so the generation is read again after each call to it.
+        unchanged = True
         for field in headers:
             name = field[0]
-            if name in _PER_REQUEST:
+            prefix = _LITERAL_PREFIX.get(name)
+            if prefix is not None:  # a per-request field
                 value = field[1]
                 per_request = True
-                parts.append(
-                    b"\x00%s%s%s%s"
-                    % (length_prefix(len(name)), name, length_prefix(len(value)), value)
-                )
+                parts.append(prefix)
+                parts.append(length_prefix(len(value)))
+                parts.append(value)
                 continue
-            # Field representations are valid only while the table is as it was when
-            # they were made; an insertion earlier in this block shifts every index.
-            if table.generation == generation:
+            if unchanged:
                 representation = fields.get(field)
                 if representation is not None:
                     parts.append(representation)
                     continue
                 representation = self.add(field, False, False)
-                if table.generation == generation and len(fields) < _MAX_FIELDS:
+                unchanged = table.generation == generation
+                if unchanged and len(fields) < _MAX_FIELDS:
                     fields[field] = representation
             else:
                 representation = self.add(field, False, False)
@@ -265,7 +273,7 @@ class PlainEncoder(hpack.Encoder):
         block = b"".join(parts)
         if (
             not per_request
-            and table.generation == generation
+            and unchanged
             and len(block) <= _MAX_BLOCK
             and len(self.memo) < _MAX_ENTRIES
         ):

@@ -237,25 +237,32 @@ def max_streams(settings: Any) -> int:
     return 2**32 + 1 if value is None else value
 
 
-def informational(headers: Any) -> bool:
+# The header lists below are the codec's own: pairs of bytes, from the HPACK decoder in
+# raw mode or from the runtime. Typed so, they are walked as C tuples of C bytes; as
+# `Any`, each pair was unpacked through the iterator protocol (about a tenth of a
+# received HEADERS frame's cost).
+Fields = list[tuple[bytes, bytes]]
+
+
+def informational(headers: Fields) -> bool:
     """h2.utilities.is_informational_response, for the bytes headers this codec uses."""
     for name, value in headers:
-        if name[:1] != b":":
+        if not name.startswith(b":"):
             return False
         if name == b":status":
-            return bool(value[:1] == b"1")
+            return value.startswith(b"1")
     return False
 
 
-def method(headers: Any) -> bytes | None:
+def method(headers: Fields) -> bytes | None:
     """h2.utilities.extract_method_header, for the bytes headers this codec uses."""
     for name, value in headers:
-        if name == b":method" and isinstance(value, bytes):
+        if name == b":method":
             return value
     return None
 
 
-def content_length(headers: Any) -> int | None:
+def content_length(headers: Fields) -> int | None:
     """H2Stream._initialize_content_length's parse (same checks, same errors)."""
     content_length: int | None = None
     for name, value in headers:
