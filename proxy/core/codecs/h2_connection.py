@@ -369,11 +369,12 @@ class Connection(h2.connection.H2Connection):
         pending: bytearray = buffer._data
         try:
             while True:
-                # WINDOW_UPDATE (a gRPC call brings three) and unpadded DATA on a stream
-                # that takes it are applied from the parsed header, as the frame methods
-                # below would apply them: no frame object, no dispatch. Anything else, or
-                # anything those would refuse, takes the frame path.
-                if len(pending) >= 9 and pending[3] in (0x0, 0x8) and not buffer._headers_buffer:
+                # WINDOW_UPDATE (a gRPC call brings three), unpadded DATA on a stream
+                # that takes it and a complete unpadded HEADERS without priority are
+                # applied from the parsed header, as the frame methods below would apply
+                # them: no frame object, no dispatch. Anything else, or anything those
+                # would refuse, takes the frame path.
+                if len(pending) >= 9 and pending[3] <= 0x8 and not buffer._headers_buffer:
                     high, low, kind, bits, stream_id = _PARSE_HEADER(pending)
                     stream_id &= 0x7FFFFFFF
                     if kind == 0x8 and high == 0 and low == 4 and len(pending) >= 13:
@@ -395,6 +396,19 @@ class Connection(h2.connection.H2Connection):
                                     self._data_received(found[0], found[1], payload, bool(bits & 1))
                                 )
                                 continue
+                    elif (
+                        kind == 0x1
+                        and stream_id
+                        and bits & (_END_HEADERS | _PADDED | _PRIORITY) == _END_HEADERS
+                        and self.fast_receive
+                    ):
+                        # A whole header block in one frame (no CONTINUATION to wait for).
+                        end = 9 + (high << 8) + low
+                        if len(pending) >= end and end - 9 <= buffer.max_frame_size:
+                            block = bytes(pending[9:end])
+                            del pending[:end]
+                            events.extend(self._headers_block(stream_id, bool(bits & 1), block))
+                            continue
                 frame = buffer.next_frame()
                 if frame is None:
                     break
@@ -411,30 +425,35 @@ class Connection(h2.connection.H2Connection):
         events: list[h2.events.Event]
         try:
             frames, events = self._frame_dispatch_table[frame.__class__](frame)
-        except h2.exceptions.StreamClosedError as e:
+        except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError) as e:
+            return self._stream_gone(e)
+        self._prepare_for_sending(frames)
+        return events
+
+    def _stream_gone(
+        self, e: h2.exceptions.StreamClosedError | h2.exceptions.StreamIDTooLowError
+    ) -> list[h2.events.Event]:
+        """h2's _receive_frame's answer to a frame on a stream that is no more: a stream
+        error (RST_STREAM) when it was reset, otherwise the connection's (raised)."""
+        if isinstance(e, h2.exceptions.StreamClosedError):
             # Closed by RST_STREAM: a stream error (RST_STREAM again); otherwise the
             # connection's (re-raised).
             if self._stream_is_closed_by_reset(e.stream_id):
                 f = RstStreamFrame(e.stream_id)
                 f.error_code = e.error_code
                 self._prepare_for_sending([f])
-                events = e._events
-            else:
-                raise
-        except h2.exceptions.StreamIDTooLowError as e:
-            # A stream already cleaned up, or implicitly closed by a higher one.
-            if self._stream_is_closed_by_reset(e.stream_id):
-                f = RstStreamFrame(e.stream_id)
-                f.error_code = h2.errors.ErrorCodes.STREAM_CLOSED
-                self._prepare_for_sending([f])
-                events = []
-            elif self._stream_is_closed_by_end(e.stream_id):
-                raise h2.exceptions.StreamClosedError(e.stream_id) from e
-            else:
-                raise
-        else:
-            self._prepare_for_sending(frames)
-        return events
+                events: list[h2.events.Event] = e._events
+                return events
+            raise e
+        # A stream already cleaned up, or implicitly closed by a higher one.
+        if self._stream_is_closed_by_reset(e.stream_id):
+            f = RstStreamFrame(e.stream_id)
+            f.error_code = h2.errors.ErrorCodes.STREAM_CLOSED
+            self._prepare_for_sending([f])
+            return []
+        if self._stream_is_closed_by_end(e.stream_id):
+            raise h2.exceptions.StreamClosedError(e.stream_id) from e
+        raise e
 
     def _receive_headers_frame(
         self, frame: HeadersFrame
@@ -445,7 +464,16 @@ class Connection(h2.connection.H2Connection):
         flags: set[str] = frame.flags._flags  # hyperframe's Flags: its names, without __contains__
         if not self.fast_receive or "PRIORITY" in flags:
             return super()._receive_headers_frame(frame)
-        stream_id = frame.stream_id
+        return [], self._headers_received(frame.stream_id, "END_STREAM" in flags, frame.data)
+
+    def _headers_block(self, stream_id: int, end_stream: bool, block: bytes) -> list[Any]:
+        """A HEADERS frame from receive_data's lane, with _receive_frame's error handling."""
+        try:
+            return self._headers_received(stream_id, end_stream, block)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError) as e:
+            return self._stream_gone(e)
+
+    def _headers_received(self, stream_id: int, end_stream: bool, block: bytes) -> list[Any]:
         stream = self.streams.get(stream_id)
         client_side = self.client_side
         if stream is None:
@@ -455,7 +483,7 @@ class Connection(h2.connection.H2Connection):
                 raise h2.exceptions.TooManyStreamsError(
                     f"Max inbound streams is {limit}, {value} open"
                 )
-        headers = _decode(self.decoder, frame.data)
+        headers = _decode(self.decoder, block)
         events = steps.connection_step(self.state_machine, _CONN_RECV_HEADERS)
         if stream is None:
             if client_side or not stream_id % 2:
@@ -465,7 +493,6 @@ class Connection(h2.connection.H2Connection):
             else:
                 stream = self._new_stream(stream_id, False)
         # H2Stream.receive_headers, step for step.
-        end_stream = "END_STREAM" in flags
         machine = stream.state_machine
         if steps.informational(headers):
             if end_stream:
@@ -488,7 +515,7 @@ class Connection(h2.connection.H2Connection):
         if not end_stream and type(headers_event) is _TrailersReceived:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
         headers_event.headers = headers  # the decoder made this list for this block
-        return [], events + stream_events
+        return events + stream_events
 
     def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         """h2's DATA handling (connection, then H2Stream.receive_data), step for step, for
