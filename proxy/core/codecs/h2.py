@@ -481,7 +481,7 @@ class _H2Codec:
                     self._window_opened(event.stream_id or 0, out)
             elif kind is _TRAILERS_RECEIVED:
                 event = cast("h2.events.TrailersReceived", event)
-                self._trailers(event.stream_id or 0, event.headers or [], out)
+                self._trailers(event.stream_id or 0, cast(Headers, event.headers or []), out)
             elif kind is _STREAM_RESET:
                 event = cast("h2.events.StreamReset", event)
                 stream_id = event.stream_id or 0
@@ -520,10 +520,10 @@ class _H2Codec:
     def _other(self, event: h2.events.Event, out: list[H2Event]) -> None:
         """Server- or client-specific events (headers)."""
 
-    def _trailers(self, stream_id: int, headers: Any, out: list[H2Event]) -> None:
+    def _trailers(self, stream_id: int, headers: Headers, out: list[H2Event]) -> None:
         trailers: Headers = []
         for name, value in headers:
-            if name[:1] == b":" or _bad_name(name) or _bad_value(value):
+            if name.startswith(b":") or _bad_name(name) or _bad_value(value):
                 self.malformed += 1
                 self.reset(stream_id, PROTOCOL_ERROR)
                 out.append(StreamReset(stream_id, PROTOCOL_ERROR, False))
@@ -559,14 +559,16 @@ class H2ServerCodec(_H2Codec):
     def _other(self, event: h2.events.Event, out: list[H2Event]) -> None:
         if type(event) is _REQUEST_RECEIVED:
             stream_id = event.stream_id or 0
-            head = self._request(stream_id, event.headers or [], event.stream_ended is not None)
+            head = self._request(
+                stream_id, cast(Headers, event.headers or []), event.stream_ended is not None
+            )
             if head is None:
                 self.malformed += 1
                 self.reset(stream_id, PROTOCOL_ERROR)
             else:
                 out.append(head)
 
-    def _request(self, stream_id: int, headers: Any, ended: bool) -> RequestHead | None:
+    def _request(self, stream_id: int, headers: Headers, ended: bool) -> RequestHead | None:
         """RFC 9113 section 8.3.1 checks while converting; None for a malformed request."""
         # A client repeats its header lists (h2load, health checks, a gRPC method without
         # per-call metadata): a list validated before on this connection is not re-read.
@@ -590,7 +592,7 @@ class H2ServerCodec(_H2Codec):
             stream_id, method, path, list(fields), b"2", True, content_length, chunked
         )
 
-    def _parse_request(self, headers: Any) -> tuple[bytes, bytes, Headers, int | None] | None:
+    def _parse_request(self, headers: Headers) -> tuple[bytes, bytes, Headers, int | None] | None:
         method = scheme = path = authority = None
         fields: Headers = []
         content_length: int | None = None
@@ -598,7 +600,7 @@ class H2ServerCodec(_H2Codec):
         if len(headers) > self.limits.max_header_count + 5:
             return None
         for name, value in headers:
-            if name[:1] == b":":
+            if name.startswith(b":"):
                 if regular or name not in _REQUEST_PSEUDO:
                     return None
                 if name == b":method":
@@ -682,21 +684,21 @@ class H2ClientCodec(_H2Codec):
         """Open a stream with this request's headers; returns its id."""
         authority = b""
         fields: Headers = []
+        grpc = False
         for name, value in head.headers:
             if name == b"host":
                 authority = value
             elif name not in _CONNECTION_SPECIFIC and name != b"te":
                 fields.append((name, value))
+                if name == b"content-type" and value.startswith(b"application/grpc"):
+                    grpc = True
         headers: Headers = [(b":method", head.method), (b":scheme", scheme)]
         headers.append((b":authority", authority or b"localhost"))
         headers.append((b":path", head.target))
         if head.content_length is not None and head.method not in (b"GET", b"HEAD"):
             headers.append((b"content-length", str(head.content_length).encode()))
         headers += fields
-        if any(
-            name == b"content-type" and value.startswith(b"application/grpc")
-            for name, value in fields
-        ):
+        if grpc:
             headers.append((b"te", b"trailers"))  # gRPC servers require it (gRPC over HTTP/2 spec)
         stream_id = self.conn.get_next_available_stream_id()
         self.conn.send_headers(stream_id, headers, end_stream=end_stream)
@@ -709,7 +711,7 @@ class H2ClientCodec(_H2Codec):
                 "h2.events.ResponseReceived | h2.events.InformationalResponseReceived", event
             )
             stream_id = event.stream_id or 0
-            head = _response(stream_id, event.headers or [])
+            head = _response(stream_id, cast(Headers, event.headers or []))
             if head is None:
                 self.reset(stream_id, PROTOCOL_ERROR)
                 out.append(
@@ -723,12 +725,12 @@ class H2ClientCodec(_H2Codec):
         return int(self.conn.remote_settings.max_concurrent_streams)
 
 
-def _response(stream_id: int, headers: Any) -> ResponseHead | None:
+def _response(stream_id: int, headers: Headers) -> ResponseHead | None:
     status = 0
     fields: Headers = []
     content_length: int | None = None
     for name, value in headers:
-        if name[:1] == b":":
+        if name.startswith(b":"):
             if name != b":status" or status or fields or not value.isdigit():
                 return None
             status = int(value)
