@@ -72,34 +72,6 @@ _PingReceived: Final = h2.events.PingReceived
 _PingAckReceived: Final = h2.events.PingAckReceived
 
 
-def _hash_by_identity(*classes: type) -> None:
-    """Give h2's plain Enum classes C-level identity hashing, and re-key h2's tables.
-
-    h2's state machines look up `(state, input)` in a dict on every transition, about
-    eleven a request, and a plain Enum's `__hash__` is a Python function
-    (`hash(self._name_)`): about 4% of the codec's time. Enum members are singletons
-    compared by identity (Enum defines no `__eq__`), so hashing them by identity keeps
-    every equal pair's hashes equal. The two transition tables were built with the old
-    hashes and are re-keyed (a tuple's hash is not cached, so re-inserting rehashes).
-    """
-    for enum_class in classes:
-        enum_class.__hash__ = object.__hash__  # type: ignore[assignment]
-    tables: tuple[dict[Any, Any], ...] = (
-        h2.connection.H2ConnectionStateMachine._transitions,
-        h2.stream._transitions,
-    )
-    for table in tables:
-        items = list(table.items())
-        table.clear()
-        for key, value in items:
-            table[key] = value
-
-
-_hash_by_identity(
-    h2.connection.ConnectionState, h2.connection.ConnectionInputs, h2.stream.StreamInputs
-)
-
-
 def _decode(decoder: Any, block: bytes) -> Any:
     """h2's _decode_headers (HPACK errors as h2's), in compiled code."""
     try:

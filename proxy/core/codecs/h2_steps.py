@@ -27,6 +27,48 @@ _MAX_CONCURRENT_STREAMS: Final = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
 # h2's own transition tables.
 CONNECTION_TRANSITIONS: Final[dict[Any, Any]] = h2.connection.H2ConnectionStateMachine._transitions
 _STREAM_TRANSITIONS: Final[dict[Any, Any]] = h2.stream._transitions
+
+
+def _hash_by_identity(*classes: type) -> None:
+    """Give h2's plain Enum classes C-level identity hashing, and re-key h2's tables.
+
+    h2's state machines look up `(state, input)` in a dict on every transition, about
+    eleven a request, and a plain Enum's `__hash__` is a Python function
+    (`hash(self._name_)`): about 4% of the codec's time. Enum members are singletons
+    compared by identity (Enum defines no `__eq__`), so hashing them by identity keeps
+    every equal pair's hashes equal. The two transition tables were built with the old
+    hashes and are re-keyed (a tuple's hash is not cached, so re-inserting rehashes).
+    """
+    for enum_class in classes:
+        enum_class.__hash__ = object.__hash__  # type: ignore[assignment]
+    tables: tuple[dict[Any, Any], ...] = (
+        h2.connection.H2ConnectionStateMachine._transitions,
+        h2.stream._transitions,
+    )
+    for table in tables:
+        items = list(table.items())
+        table.clear()
+        for key, value in items:
+            table[key] = value
+
+
+_hash_by_identity(
+    h2.connection.ConnectionState, h2.connection.ConnectionInputs, h2.stream.StreamInputs
+)
+
+
+# (state -> the inputs that leave it unchanged without a transition function): every
+# input a request and its response make on an open connection. connection_step skips
+# the table lookup for those. Built from h2's table after the re-keying above.
+_CONNECTION_STAYS: Final[dict[Any, frozenset[Any]]] = {
+    state: frozenset(
+        input_
+        for (from_state, input_), (func, target) in CONNECTION_TRANSITIONS.items()
+        if from_state is state and func is None and target is state
+    )
+    for state in h2.connection.ConnectionState
+}
+
 _Machine: Final = h2.stream.H2StreamStateMachine
 _REQUEST_RECEIVED: Final = _Machine.request_received
 _RESPONSE_RECEIVED: Final = _Machine.response_received
@@ -93,7 +135,10 @@ def connection_step(machine: Any, input_: Any) -> list[Any]:
     """h2's H2ConnectionStateMachine.process_input: the transitions without a function
     (every one a request makes once the connection is open) step here; the rest, and every
     invalid input, go to h2's method."""
-    entry = CONNECTION_TRANSITIONS.get((machine.state, input_))
+    state = machine.state
+    if input_ in _CONNECTION_STAYS[state]:
+        return []
+    entry = CONNECTION_TRANSITIONS.get((state, input_))
     if entry is None or entry[0] is not None:
         events: list[Any] = machine.process_input(input_)
         return events
