@@ -67,6 +67,11 @@ def _framing(headers: Headers) -> tuple[Headers, int | None, bool, bool]:
 
 # llhttp also parses HTTP/0.9 and HTTP/2.0 start lines; neither can be relayed as HTTP/1.
 _VERSIONS: Final = ("1.1", "1.0")
+# httptools' get_http_version() formats a str ("{}.{}".format, about 2,200 instructions,
+# twice a proxied request). When a message's first line is known to start at the start
+# of a read, the version is read from those bytes instead; anything else asks httptools.
+_REQUEST_LINE_END: Final = b" HTTP/1.1\r\n"
+_STATUS_LINE_START: Final = b"HTTP/1.1 "
 
 
 def _keep_alive(version: str, headers: Headers) -> bool:
@@ -158,10 +163,14 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         "_head_size",
         "_headers",
         "_hosts",
+        "_in_message",
         "_limits",
+        "_line_read",
         "_max_count",
         "_messages_ended",
         "_parser",
+        "_read",
+        "_read_fresh",
         "_request_chunked",
         "_target",
         "_trailers",
@@ -188,6 +197,13 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._head_done = True
         self._messages_ended = 0
         self._request_chunked = False
+        # The read being parsed, and whether the parser was between messages when it
+        # began (so the first message it begins starts at its first byte, unless llhttp
+        # skipped empty lines there); the read a message's request line began in.
+        self._read = b""
+        self._read_fresh = False
+        self._line_read: bytes | None = None
+        self._in_message = False
 
     # -- parsing -------------------------------------------------------------------
 
@@ -197,8 +213,11 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         if self._upgraded:
             return [Data(H1_STREAM, data)] if data else []
         ended = self._messages_ended
+        self._read = data
+        self._read_fresh = not self._in_message
         try:
             self._parser.feed_data(data)
+            self._read = b""  # not kept past the read (a message's first one may be)
             if not self._head_done:
                 # httptools holds an unfinished header line itself, out of our callbacks'
                 # sight; bound how much a client can make it hold (one read at most past it).
@@ -241,6 +260,9 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         return events
 
     def on_message_begin(self) -> None:
+        self._line_read = self._read if self._read_fresh else None
+        self._read_fresh = False
+        self._in_message = True
         self._headers = []
         self._trailers = []
         self._target = b""
@@ -318,14 +340,27 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         headers = self._headers
         content_length = self._content_length
         chunked = self._request_chunked
-        http_version = parser.get_http_version()
+        method = parser.get_method()
+        line = self._line_read
+        self._line_read = None
+        # The request line is `method SP target SP HTTP/1.1 CRLF` at the read's start
+        # exactly when these bytes are where that layout puts them (a target holds no
+        # SP, so no other layout lines them up); otherwise httptools says.
+        if (
+            line is not None
+            and line.startswith(_REQUEST_LINE_END, len(method) + 1 + len(self._target))
+            and line.startswith(method)
+        ):
+            http_version = "1.1"
+        else:
+            http_version = parser.get_http_version()
         if http_version not in _VERSIONS:
             raise _Oversized(400, "unsupported HTTP version")
         # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without
         # a Host, and to any request with more than one (two hosts: two routing answers).
         if hosts > 1 or (hosts == 0 and http_version == "1.1"):
             raise _Oversized(400, "missing or repeated host")
-        version = http_version.encode()
+        version = b"1.1" if http_version == "1.1" else http_version.encode()
         # Whether this connection stays open is decided per answered request (in
         # send_response_head): a pipelined request parsed later must not change it.
         keep_alive = parser.should_keep_alive()
@@ -334,7 +369,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._events.append(
             RequestHead(
                 H1_STREAM,
-                parser.get_method(),
+                method,
                 self._target,
                 headers,
                 version,
@@ -350,6 +385,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._events.append(Data(H1_STREAM, body))
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         self._messages_ended += 1
         self._events.append(EndOfMessage(H1_STREAM, self._trailers))
 
@@ -363,6 +399,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         "_connect_request",
         "_events",
         "_final_head",
+        "_first_bytes",
         "_head_request",
         "_headers",
         "_in_body",
@@ -389,6 +426,9 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._carry = b""
         self._in_body = False
         self._close_delimited = False
+        # The first bytes of the response to the request outstanding (None until they
+        # come, b"" once a head was read): see _STATUS_LINE_START.
+        self._first_bytes: bytes | None = None
 
     # -- framing -------------------------------------------------------------------
 
@@ -402,6 +442,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._carry = b""
         self._upgrade_proposed = head.upgrade is not None
         self._request_headers = head.headers
+        self._first_bytes = None
         return h1_framing.request_head(
             method, head.target, head.headers, head.content_length, head.chunked
         )
@@ -413,6 +454,8 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             return []
         if self._upgraded:
             return [Data(H1_STREAM, data)] if data else []
+        if self._first_bytes is None:
+            self._first_bytes = data
         try:
             if self._split_heads:
                 self._feed_heads(data)
@@ -499,7 +542,14 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
-        http_version = parser.get_http_version()
+        # A response is parsed from the first byte that came after its request (one
+        # request is outstanding at a time), so the first head's version is in those.
+        first = self._first_bytes
+        self._first_bytes = b""  # a final head after a 1xx asks httptools
+        if first is not None and first.startswith(_STATUS_LINE_START):
+            http_version = "1.1"
+        else:
+            http_version = parser.get_http_version()
         if http_version not in _VERSIONS:
             raise ValueError("unsupported HTTP version")
         if not 100 <= status <= 599:
@@ -519,7 +569,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             status,
             headers,
             b"",
-            http_version.encode(),
+            b"1.1" if http_version == "1.1" else http_version.encode(),
             keep_alive,
             content_length,
             chunked,
