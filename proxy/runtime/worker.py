@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -20,26 +21,50 @@ if TYPE_CHECKING:
 
 
 _random_bits: Final = random.getrandbits  # reseeded in each forked worker by the random module
-# RFC 9562 UUIDv4: version nibble 4, variant bits 10.
-_VARIANTS: Final = b"89ab"
+
+# X-Request-Id values, made a batch at a time: RFC 9562 UUIDv4 text, version nibble 4,
+# variant bits 10. Formatting one id (hex, six slices, a format) cost about 3,900
+# instructions; a batch places each random hex digit of all its ids with one strided
+# copy (30 copies per batch), and an id is then one slice of the batch.
+_BATCH: Final = 64
+_ID_LENGTH: Final = 36
+_TEMPLATE: Final = b"00000000-0000-4000-8000-000000000000" * _BATCH
+# (position in the id, position in its 32 random hex digits) for each random digit;
+# id position 14 is the version, 19 the variant (from digit 16), the rest dashes.
+_LAYOUT: Final = tuple(
+    zip(
+        [*range(0, 8), *range(9, 13), *range(15, 18), *range(20, 23), *range(24, 36)],
+        [*range(0, 8), *range(8, 12), *range(13, 16), *range(17, 20), *range(20, 32)],
+        strict=True,
+    )
+)
+# A hex digit -> one of 8, 9, a, b (the variant's two fixed bits, two random ones).
+_VARIANT: Final = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+_ready_ids: Final[list[bytes]] = []
+# Ids made before a fork would be handed out by every child: each starts empty.
+os.register_at_fork(after_in_child=_ready_ids.clear)
 
 
 def new_request_id() -> bytes:
-    """A random UUIDv4 for X-Request-Id, about 3x cheaper than `str(uuid.uuid4())`.
+    """A random UUIDv4 for X-Request-Id.
 
     Request ids need uniqueness, not secrecy, so the Mersenne Twister replaces the
-    getrandom() syscall that uuid4 makes per call.
+    getrandom() syscall that uuid4 makes per call; 128 random bits are drawn per id.
     """
-    h = _random_bits(128).to_bytes(16, "big").hex().encode()
-    # Version nibble 4, variant bits 10 (one of 8, 9, a, b) from the random nibble.
-    variant = h[16] & 3
-    return b"%s-%s-4%s-%s%s-%s" % (
-        h[:8],
-        h[8:12],
-        h[13:16],
-        _VARIANTS[variant : variant + 1],
-        h[17:20],
-        h[20:],
+    if not _ready_ids:
+        _make_ids()
+    return _ready_ids.pop()
+
+
+def _make_ids() -> None:
+    digits = _random_bits(128 * _BATCH).to_bytes(16 * _BATCH, "big").hex().encode()
+    text = bytearray(_TEMPLATE)
+    for position, digit in _LAYOUT:
+        text[position::_ID_LENGTH] = digits[digit::32]
+    text[19::_ID_LENGTH] = digits[16::32].translate(_VARIANT)
+    batch = bytes(text)
+    _ready_ids.extend(
+        [batch[start : start + _ID_LENGTH] for start in range(0, len(batch), _ID_LENGTH)]
     )
 
 

@@ -42,6 +42,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pilotfish")
 _random_bits: Final = random.getrandbits
 _random: Final = random.random
+# A request's trace and span ids as 48 hex digits (128 bits, then 64), made a batch at
+# a time: one draw and one hex conversion per batch instead of per request.
+_ID_BATCH: Final = 64
+_ready_ids: Final[list[str]] = []
+os.register_at_fork(after_in_child=_ready_ids.clear)  # a child never reuses its parent's
+
+
+def _trace_and_span_ids() -> str:
+    if not _ready_ids:
+        digits = _random_bits(192 * _ID_BATCH).to_bytes(24 * _ID_BATCH, "little").hex()
+        _ready_ids.extend([digits[start : start + 48] for start in range(0, len(digits), 48)])
+    return _ready_ids.pop()
+
+
 _TRACE_HEADERS: Final = tc.TRACE_HEADERS
 _GRPC: Final = b"application/grpc"
 _HOST: Final = b"host"
@@ -181,7 +195,7 @@ class Telemetry:
             exchange.telemetry = RequestState(headers, "", "", "", False, None)
             return
         # One draw for both ids: 128 bits of trace id, 64 of span id.
-        ids = _random_bits(192).to_bytes(24, "little").hex()
+        ids = _trace_and_span_ids()
         span_id = ids[32:]
         head = exchange.upstream_head
         if _TRACE_HEADERS.isdisjoint(headers):
@@ -189,7 +203,7 @@ class Telemetry:
             sampled = _random() < self.root_ratio
             exchange.telemetry = RequestState(headers, trace_id, span_id, "", sampled, None)
             if head is not None:
-                traceparent = "00-" + trace_id + "-" + span_id + ("-01" if sampled else "-00")
+                traceparent = f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
                 head.headers.append((tc.TRACEPARENT, traceparent.encode()))
             return
         parent = tc.extract(headers)
