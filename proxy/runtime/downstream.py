@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from proxy.core import flags
 from proxy.core.messages import Event
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from proxy.runtime.h2_downstream import H2Downstream
     from proxy.runtime.upstream import Destination
     from proxy.runtime.worker import Worker
+
+
+# Read on every read: a C static, not an Enum attribute looked up each time.
+_HTTP1: Final = Protocol.HTTP1
 
 
 class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
@@ -96,7 +100,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.stats[S.DOWNSTREAM_CX_RX_BYTES] += len(data)
-        if self.mode is Protocol.HTTP1:
+        if self.mode is _HTTP1:
             self.last_activity = self.worker.loop.time()
             assert self.codec is not None
             self._dispatch(self.codec.receive(data))

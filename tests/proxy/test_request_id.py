@@ -28,6 +28,7 @@ def test_ids_are_unique_and_every_random_digit_varies() -> None:
             assert seen == {ord("4"): len(ids)}
         elif position == 19:
             assert set(seen) == set(b"89ab")
+            assert all(0.2 < count / len(ids) < 0.3 for count in seen.values())  # uniform
         else:
             assert len(seen) == 16, position  # all hex digits turn up at every position
 
