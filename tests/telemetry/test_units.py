@@ -180,3 +180,17 @@ def test_custom_histogram_buckets() -> None:
     ]  # fmt: skip
     assert [line.split('le="')[1].split('"')[0] for line in duration] == ["1.0", "5.0", "10.0", "+Inf"]
     assert [float(line.rsplit(" ", 1)[1]) for line in duration] == [0, 1, 1, 2]
+
+
+@given(
+    st.lists(st.floats(min_value=0, max_value=1e9), max_size=30).map(sorted),
+    st.floats(min_value=-1, max_value=2e9) | st.integers(min_value=0, max_value=10**9),
+)
+def test_histogram_slot_is_bisect_left(bounds: list[float], value: float) -> None:
+    from bisect import bisect_left
+
+    from proxy.telemetry.pipeline import histogram_slot
+
+    assert histogram_slot(tuple(bounds), value) == bisect_left(bounds, value)
+    for bound in bounds:  # on a boundary: the bucket whose upper bound it is (le)
+        assert histogram_slot(tuple(bounds), bound) == bisect_left(bounds, bound)
