@@ -32,21 +32,28 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
 
     With `keep_upgrade` (an Upgrade request or a 101 answer) `Upgrade` and
     `Connection: upgrade` pass, since the handshake must reach the other side.
+    One pass in the usual cases: nothing hop-by-hop, or a plain `Connection:
+    keep-alive` (nginx's on every response) that names no field.
     """
-    kept = [pair for pair in headers if pair[0] not in HOP_BY_HOP]
-    if len(kept) == len(headers) and not keep_upgrade:
-        return kept  # the common case: nothing hop-by-hop at all
-    listed: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            if value in _PLAIN_CONNECTION_VALUES:
-                continue  # nginx's `keep-alive` on every response: nothing listed
-            listed |= _connection_tokens(value)
+    kept: Headers = []
+    upgrades: Headers = []
+    listed: set[bytes] | None = None
+    for pair in headers:
+        name = pair[0]
+        if name not in HOP_BY_HOP:
+            kept.append(pair)
+        elif name == b"connection":
+            value = pair[1]
+            if value not in _PLAIN_CONNECTION_VALUES:
+                tokens = _connection_tokens(value) - _CONNECTION_OPTIONS
+                if tokens:
+                    listed = tokens if listed is None else listed | tokens
         elif keep_upgrade and name == b"upgrade":
-            kept.append((name, value))
-    listed -= _CONNECTION_OPTIONS
-    if listed:
-        kept = [(name, value) for name, value in kept if name not in listed]
+            upgrades.append(pair)
+    if keep_upgrade:
+        kept += upgrades
+    if listed is not None:
+        kept = [pair for pair in kept if pair[0] not in listed]
     if keep_upgrade:
         kept.append((b"connection", b"upgrade"))
     return kept

@@ -262,19 +262,11 @@ class _H2Codec:
             if data and not self.write_blocked:
                 # Nothing queued on this stream: when the windows and the frame size take
                 # it all, one frame goes out now (the common case, a small response).
-                conn = self.conn
-                stream = conn.streams.get(stream_id)
-                size = len(data)
-                if (
-                    stream is not None
-                    and size <= conn.max_outbound_frame_size
-                    and size <= conn.outbound_flow_control_window
-                    and size <= stream.outbound_flow_control_window
-                ):
-                    try:
-                        conn.send_data(stream_id, data, end_stream)
-                    except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                        self.forget(stream_id)  # reset by the peer meanwhile: dropped
+                try:
+                    if self.conn.send_data_now(stream_id, data, end_stream):
+                        return 0
+                except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                    self.forget(stream_id)  # reset by the peer meanwhile: dropped
                     return 0
             queue = self.queued[stream_id] = deque()
         if data:

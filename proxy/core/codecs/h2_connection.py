@@ -760,17 +760,21 @@ class Connection(h2.connection.H2Connection):
         end_stream: bool = False,
         pad_length: Any = None,
     ) -> None:
+        if pad_length is not None or not self.send_data_now(stream_id, data, end_stream):
+            super().send_data(stream_id, data, end_stream, pad_length)  # or h2's error
+
+    def send_data_now(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> bool:
+        """send_data when one unpadded frame within both windows carries it all; False,
+        with nothing done, when it does not (the codec then queues, h2 then refuses)."""
         stream = self.streams.get(stream_id)
         size = len(data)
         if (
             stream is None
-            or pad_length is not None
             or size > self.outbound_flow_control_window
             or size > stream.outbound_flow_control_window
             or size > self.max_outbound_frame_size
         ):
-            super().send_data(stream_id, data, end_stream, pad_length)  # or h2's error
-            return
+            return False
         steps.connection_step(self.state_machine, _CONN_SEND_DATA)
         machine = stream.state_machine
         steps.sent(machine, _SEND_DATA)
@@ -783,3 +787,4 @@ class Connection(h2.connection.H2Connection):
             size >> 8, size & 0xFF, 0x0, _END_STREAM if end_stream else 0, stream_id
         )
         out += data
+        return True
