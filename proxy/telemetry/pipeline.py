@@ -208,7 +208,7 @@ class Telemetry:
         if tracer is None:
             exchange.telemetry = RequestState(headers, "", "", "", False, None)
             return
-        # One draw for both ids: 128 bits of trace id, 64 of span id.
+        # Both ids from one string of the batch: 128 bits of trace id, 64 of span id.
         ids = _trace_and_span_ids()
         span_id = ids[32:]
         head = exchange.upstream_head

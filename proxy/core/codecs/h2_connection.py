@@ -346,7 +346,11 @@ class Connection(h2.connection.H2Connection):
                 # applied from the parsed header, as the frame methods below would apply
                 # them: no frame object, no dispatch. Anything else, or anything those
                 # would refuse, takes the frame path.
-                if len(pending) >= 9 and pending[3] <= 0x8 and not buffer._headers_buffer:
+                if (
+                    len(pending) >= 9
+                    and pending[3] in (0x0, 0x1, 0x8)
+                    and not buffer._headers_buffer
+                ):
                     high, low, kind, bits, stream_id = _PARSE_HEADER(pending)
                     stream_id &= 0x7FFFFFFF
                     if kind == 0x8 and high == 0 and low == 4 and len(pending) >= 13:

@@ -46,17 +46,17 @@ _PER_REQUEST = frozenset(
         b"grpc-timeout",
     )
 )
+# A per-request field's representation up to its value: literal without indexing, new
+# name (RFC 7541 section 6.2.2), the name's length and the name.
+_LITERAL_PREFIX: Final[dict[bytes, bytes]] = {
+    name: b"\x00" + bytes((len(name),)) + name for name in _PER_REQUEST if len(name) < 127
+}
 # Fields sent as literals never indexed (RFC 7541 section 7.1.3): secrets an attacker who
 # can add requests to the connection could guess byte by byte from the compressed size
 # if they were in the table (CRIME), and which no intermediary may index either.
 # Credentials always; cookies under `_SHORT_COOKIE` bytes, as h2's own outbound
 # normalisation does (longer ones are not guessable that way); set-cookie always, as it
 # carries the session secrets cookies later repeat.
-# A per-request field's representation up to its value: literal without indexing, new
-# name (RFC 7541 section 6.2.2), the name's length and the name.
-_LITERAL_PREFIX: Final[dict[bytes, bytes]] = {
-    name: b"\x00" + bytes((len(name),)) + name for name in _PER_REQUEST if len(name) < 127
-}
 _NEVER_INDEXED = frozenset((b"authorization", b"proxy-authorization", b"set-cookie"))
 _SHORT_COOKIE = 20
 
