@@ -99,16 +99,19 @@ _ResponseReceived: Final = h2.events.ResponseReceived
 _TrailersReceived: Final = h2.events.TrailersReceived
 
 
-def stream_ended(stream_id: int) -> Any:
-    event: Any = _StreamEnded.__new__(_StreamEnded)
+def _event(cls: Any, stream_id: int) -> Any:
+    event: Any = cls.__new__(cls)
     event.stream_id = stream_id
     return event
 
 
+def stream_ended(stream_id: int) -> Any:
+    return _event(_StreamEnded, stream_id)
+
+
 def headers_event(cls: Any, stream_id: int) -> Any:
     """RequestReceived, ResponseReceived or TrailersReceived."""
-    event: Any = cls.__new__(cls)
-    event.stream_id = stream_id
+    event = _event(cls, stream_id)
     event.headers = _LAZY
     event.stream_ended = None
     event.priority_updated = None
@@ -116,8 +119,7 @@ def headers_event(cls: Any, stream_id: int) -> Any:
 
 
 def data_received(stream_id: int) -> Any:
-    event: Any = _DataReceived.__new__(_DataReceived)
-    event.stream_id = stream_id
+    event = _event(_DataReceived, stream_id)
     event.data = _LAZY
     event.flow_controlled_length = _LAZY
     event.stream_ended = None
@@ -125,8 +127,7 @@ def data_received(stream_id: int) -> Any:
 
 
 def window_updated(stream_id: int, delta: Any) -> Any:
-    event: Any = _WindowUpdated.__new__(_WindowUpdated)
-    event.stream_id = stream_id
+    event = _event(_WindowUpdated, stream_id)
     event.delta = delta
     return event
 
