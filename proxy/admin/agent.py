@@ -25,6 +25,7 @@ from proxy.core.codecs import client_codec
 from proxy.core.messages import Data, EndOfMessage, ProtocolError, RequestHead, ResponseHead
 from proxy.telemetry.exposition import TEXT_CONTENT_TYPE, render, wants_openmetrics
 from proxy.telemetry.pipeline import Telemetry
+from proxy.telemetry.stats import described
 
 log = logging.getLogger("pilotfish")
 
@@ -181,7 +182,7 @@ class Agent:
                 reason = error or "timeout"
                 log.warning("app metrics from 127.0.0.1:%d%s failed: %s", port, path, reason)
         snapshot = await self.telemetry.gathered()
-        stats = self.telemetry.proxy_stats()
+        stats = described(snapshot.stats)
         if openmetrics:
             try:
                 parsed = list(text_string_to_metric_families(app.decode("utf-8")))

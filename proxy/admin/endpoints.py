@@ -17,7 +17,7 @@ from proxy import __version__
 from proxy.admin.server import Reply
 from proxy.config.model import ProxyConfig
 from proxy.core.messages import RequestHead
-from proxy.telemetry.stats import StatsTable
+from proxy.telemetry.stats import kinds as stat_kinds
 
 JSON = b"application/json"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
@@ -40,7 +40,7 @@ class AdminEndpoints:
     def __init__(
         self,
         config: ProxyConfig,
-        table: StatsTable,
+        stats_totals: Callable[[], Awaitable[dict[str, int]]],
         state: ServerState,
         listeners: list[dict[str, str]],
         drain: Callable[[], None],
@@ -49,7 +49,8 @@ class AdminEndpoints:
         metrics_page: Callable[[RequestHead], Awaitable[tuple[bytes, bytes]]] | None = None,
     ) -> None:
         self.config = config
-        self.table = table
+        # Every worker's stats summed, asked for at each read (proxy.telemetry.stats).
+        self.stats_totals = stats_totals
         self.state = state
         self.listeners = listeners
         self.drain = drain
@@ -58,7 +59,9 @@ class AdminEndpoints:
         # Telemetry's /stats/prometheus (all workers, Istio metrics, OpenMetrics): replaces ours.
         self.metrics_page = metrics_page
         self.log_level = "info"
-        self.routes: dict[str, tuple[str, Callable[[dict[str, list[str]]], Reply]]] = {
+        self.routes: dict[
+            str, tuple[str, Callable[[dict[str, list[str]]], Reply | Awaitable[Reply]]]
+        ] = {
             "/": ("GET", self.index),
             "/ready": ("GET", self.ready),
             "/healthz/ready": ("GET", self.ready),
@@ -121,8 +124,8 @@ class AdminEndpoints:
         }
         return Reply(200, json.dumps(info, indent=1).encode() + b"\n", JSON)
 
-    def stats(self, query: dict[str, list[str]]) -> Reply:
-        totals = self.table.totals()
+    async def stats(self, query: dict[str, list[str]]) -> Reply:
+        totals = await self.stats_totals()
         pattern = query.get("filter", [None])[0]
         if pattern:
             try:
@@ -135,10 +138,10 @@ class AdminEndpoints:
             return Reply(200, body.encode(), JSON)
         return Reply(200, "".join(f"{k}: {v}\n" for k, v in totals.items()).encode())
 
-    def prometheus(self, _: dict[str, list[str]]) -> Reply:
-        kinds = self.table.kinds()
+    async def prometheus(self, _: dict[str, list[str]]) -> Reply:
+        kinds = stat_kinds()
         lines: list[str] = []
-        for name, value in self.table.totals().items():
+        for name, value in (await self.stats_totals()).items():
             kind, text = kinds[name]
             metric = f"pilotfish_{name}"
             if kind == "counter" and not metric.endswith("_total"):

@@ -615,7 +615,7 @@ class H2UpstreamPool:
         self,
         loop: asyncio.AbstractEventLoop,
         config: ProxyConfig,
-        stats: memoryview,
+        stats: list[int],
         http1: UpstreamPool | None = None,
     ) -> None:
         self.loop = loop

@@ -53,7 +53,7 @@ class Http1ConnectionManager:
 
     # The connection's state this manager reads (declared on DownstreamConnection).
     worker: Worker
-    stats: memoryview
+    stats: list[int]
     transport: asyncio.Transport | None
     destination: Destination | None
     source: str | None

@@ -16,7 +16,6 @@ from proxy.config.load import ConfigError, build
 from proxy.config.model import ProxyConfig
 from proxy.runtime.listeners import listener_specs
 from proxy.runtime.serve import WorkerProcess
-from proxy.telemetry.stats import StatsTable
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Envoy's level names, mapped onto Python's.
@@ -104,7 +103,6 @@ def main(argv: list[str]) -> int:
     if busy:
         print(f"pilotfish: cannot listen: {busy} already in use", file=sys.stderr)
         return 1
-    table = StatsTable(config.concurrency)
     # Fork before any event loop exists: each worker builds its own loop and binds its
     # own SO_REUSEPORT sockets, so the kernel spreads connections across workers.
     children: list[int] = []
@@ -114,10 +112,10 @@ def main(argv: list[str]) -> int:
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _die_with_parent(parent)
-            code = _run(WorkerProcess(index, config, table))
+            code = _run(WorkerProcess(index, config))
             os._exit(code)
         children.append(pid)
-    code = _run(WorkerProcess(0, config, table, children))
+    code = _run(WorkerProcess(0, config, children))
     _reap(children, deadline=time.monotonic() + config.timeouts.drain + 1.0)
     return code
 

@@ -25,7 +25,7 @@ from proxy.runtime.downstream import DownstreamConnection
 from proxy.runtime.listeners import ListenerSpec, listener_specs
 from proxy.runtime.worker import Worker
 from proxy.telemetry.pipeline import Telemetry
-from proxy.telemetry.stats import StatsTable
+from proxy.telemetry.stats import new_stats
 
 log = logging.getLogger("pilotfish")
 
@@ -53,12 +53,11 @@ class WorkerProcess:
         self,
         index: int,
         config: ProxyConfig,
-        table: StatsTable,
         children: list[int] | None = None,
     ) -> None:
         self.index = index
         self.config = config
-        self.table = table
+        self.stats = new_stats()  # this worker's own; worker 0 sums them when read
         self.children = children or []
         self.state = ServerState()
         self.servers: list[asyncio.Server] = []
@@ -73,12 +72,10 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         self.stopped = asyncio.Event()
         # Telemetry is built here, after the fork: its threads and timers are per process.
-        self.telemetry = Telemetry(loop, self.config, self.index, os.environ, self.table)
+        self.telemetry = Telemetry(loop, self.config, self.index, os.environ, self.stats)
         self.on_stop.append(self.telemetry.close)
         await self.telemetry.start()
-        self.worker = worker = Worker(
-            loop, self.config, self.table.row(self.index), self.telemetry, self.index
-        )
+        self.worker = worker = Worker(loop, self.config, self.stats, self.telemetry, self.index)
         specs = listener_specs(self.config)
         for spec in specs:
             self.servers.append(await self._listen(spec))
@@ -142,7 +139,7 @@ class WorkerProcess:
         ]
         self.admin = AdminEndpoints(
             config,
-            self.table,
+            self.telemetry.stats_totals,
             self.state,
             listeners,
             self.drain_listeners,

@@ -168,7 +168,7 @@ class PendingRequests(dict[Destination, deque[Waiter]]):
     HTTP/2) queue, refuse (503 UO) and cancel through this one place.
     """
 
-    def __init__(self, limit: int, stats: memoryview) -> None:
+    def __init__(self, limit: int, stats: list[int]) -> None:
         super().__init__()
         self.limit = limit
         self.stats = stats
@@ -198,7 +198,7 @@ async def connect(
     destination: Destination,
     source: str | None,
     timeout: float,
-    stats: memoryview,
+    stats: list[int],
 ) -> str | None:
     """Open a TCP connection to `destination` for `protocol` (from `source` when given).
 
@@ -229,7 +229,7 @@ class UpstreamPool:
         self,
         loop: asyncio.AbstractEventLoop,
         config: ProxyConfig,
-        stats: memoryview,
+        stats: list[int],
         codec_factory: Callable[[], ClientCodec],
     ) -> None:
         self.loop = loop

@@ -74,7 +74,7 @@ class Worker:
         self,
         loop: asyncio.AbstractEventLoop,
         config: ProxyConfig,
-        stats: memoryview,
+        stats: list[int],
         observer: Telemetry | None = None,
         index: int = 0,
     ) -> None:

@@ -13,6 +13,7 @@ import ipaddress
 import json
 from typing import Any
 
+from proxy.telemetry import stats as S
 from proxy.telemetry.identity import UNKNOWN, Identity
 
 # contracts.md "Metrics": the bucket boundaries, ms for durations and bytes for sizes.
@@ -236,6 +237,8 @@ class Snapshot:
         self.per_worker: dict[str, float] = {}
         # Every worker of a proxy reads the same env, so all snapshots share boundaries.
         self.buckets: tuple[float, ...] = BUCKETS
+        # The proxy's own stats (proxy.telemetry.stats), summed like everything else.
+        self.stats: list[int] = S.new_stats()
 
     def add(self, other: Snapshot) -> None:
         for table, mine in ((other.http, self.http), (other.tcp, self.tcp)):
@@ -262,6 +265,7 @@ class Snapshot:
         for worker, count in other.per_worker.items():
             self.per_worker[worker] = self.per_worker.get(worker, 0) + count
         self.buckets = other.buckets
+        self.stats = [mine + theirs for mine, theirs in zip(self.stats, other.stats, strict=True)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -273,6 +277,7 @@ class Snapshot:
             "workers": self.workers,
             "buckets": list(self.buckets),
             "per_worker": self.per_worker,
+            "stats": self.stats,
         }
 
     @classmethod
@@ -289,4 +294,5 @@ class Snapshot:
         snapshot.workers = int(data["workers"])
         snapshot.per_worker = {str(k): float(v) for k, v in data.get("per_worker", {}).items()}
         snapshot.buckets = tuple(float(b) for b in data.get("buckets", BUCKETS))
+        snapshot.stats = [int(value) for value in data["stats"]]
         return snapshot

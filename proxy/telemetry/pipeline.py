@@ -22,13 +22,13 @@ from proxy.config.model import ProxyConfig
 from proxy.core.messages import RequestHead
 from proxy.telemetry import gather as gathering
 from proxy.telemetry import metrics as M
+from proxy.telemetry import stats as proxy_stats
 from proxy.telemetry import tracecontext as tc
 from proxy.telemetry.accesslog import FLUSH_INTERVAL, AccessLogWriter, UtcClock, json_string
 from proxy.telemetry.identity import UNKNOWN, Identity
 from proxy.telemetry.metrics import Snapshot
 from proxy.telemetry.otlp import AttributeValue
 from proxy.telemetry.process import process_stats
-from proxy.telemetry.stats import StatsTable
 from proxy.telemetry.tracing import SpanKind, Tracer, tracing_disabled
 
 if TYPE_CHECKING:
@@ -117,14 +117,15 @@ class Telemetry:
         config: ProxyConfig,
         index: int,
         environ: Mapping[str, str],
-        table: StatsTable | None = None,
+        stats: list[int] | None = None,
         main_pid: int | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self.loop = loop
         self.config = config
         self.index = index
-        self.table = table
+        # This worker's own stats (proxy.telemetry.stats), counted by the runtime.
+        self.stats = stats if stats is not None else proxy_stats.new_stats()
         self.main_pid = (
             main_pid if main_pid is not None else (os.getpid() if index == 0 else os.getppid())
         )
@@ -601,6 +602,7 @@ class Telemetry:
             counters["pilotfish_access_log_dropped_lines"] = self.access_log.dropped
         snapshot.counters = counters
         snapshot.process = process_stats(self.started)
+        snapshot.stats = list(self.stats)
         return snapshot
 
     def count(self, name: str, value: float = 1) -> None:
@@ -618,11 +620,9 @@ class Telemetry:
             )
         return total
 
-    def proxy_stats(self) -> dict[str, tuple[str, str, int]]:
-        if self.table is None:
-            return {}
-        kinds = self.table.kinds()
-        return {name: (*kinds[name], value) for name, value in self.table.totals().items()}
+    async def stats_totals(self) -> dict[str, int]:
+        """The proxy's own stats summed over every worker, by name (worker 0 only)."""
+        return proxy_stats.named((await self.gathered()).stats)
 
     async def metrics_page(self, request: RequestHead) -> tuple[bytes, bytes]:
         """/stats/prometheus: (body, content type), OpenMetrics when the Accept header asks."""
@@ -632,4 +632,5 @@ class Telemetry:
 
         accept = b",".join(value for name, value in request.headers if name == b"accept")
         snapshot = await self.gathered()
-        return render(snapshot, self.proxy_stats(), wants_openmetrics(accept))
+        own = proxy_stats.described(snapshot.stats)
+        return render(snapshot, own, wants_openmetrics(accept))

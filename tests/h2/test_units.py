@@ -14,7 +14,7 @@ import pytest
 from proxy.config.model import ProxyConfig
 from proxy.core.messages import EndOfMessage, Event, RequestHead
 from proxy.runtime.h2_upstream import H2UpstreamConnection, H2UpstreamPool
-from proxy.telemetry.stats import StatsTable
+from proxy.telemetry.stats import new_stats
 
 
 class Transport:
@@ -74,7 +74,7 @@ class User:
 @pytest.fixture()
 def link() -> Iterator[tuple[H2UpstreamPool, H2UpstreamConnection, h2.connection.H2Connection]]:
     loop = asyncio.new_event_loop()
-    pool = H2UpstreamPool(loop, ProxyConfig(), StatsTable(1).row(0))
+    pool = H2UpstreamPool(loop, ProxyConfig(), new_stats())
     connection = H2UpstreamConnection(pool, ("127.0.0.1", 1))
     connection.connection_made(Transport())  # type: ignore[arg-type]
     server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
