@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from proxy.core.messages import Headers
+from proxy.core.messages import (
+    ANY_FIELDS,
+    FORWARDING_FIELDS,
+    HOP_BY_HOP_FIELDS,
+    TRACE_FIELDS,
+    Headers,
+)
 
 # RFC 9110 section 7.6.1 (plus the legacy Proxy-Connection): meaningful for one hop
 # only, so never forwarded. Transfer-Encoding is re-derived by the outgoing codec.
@@ -17,10 +23,33 @@ HOP_BY_HOP: Final = frozenset(
 )
 
 
+# The trace context fields the telemetry reads and rewrites (W3C and B3).
+TRACE_CONTEXT_FIELDS: Final = frozenset(
+    (
+        b"traceparent",
+        b"tracestate",
+        b"b3",
+        b"x-b3-traceid",
+        b"x-b3-spanid",
+        b"x-b3-parentspanid",
+        b"x-b3-sampled",
+        b"x-b3-flags",
+    )
+)
+_FORWARDING: Final = (b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto")
+
+# The fields a codec notes while parsing (messages.HOP_BY_HOP_FIELDS and friends), by name.
+NOTED_FIELDS: Final[dict[bytes, int]] = {
+    **dict.fromkeys(HOP_BY_HOP, HOP_BY_HOP_FIELDS),
+    **dict.fromkeys(_FORWARDING, FORWARDING_FIELDS),
+    **dict.fromkeys(TRACE_CONTEXT_FIELDS, TRACE_FIELDS),
+}
+
 # Connection options that are not field names (RFC 9112 section 9.6, 9110 section 7.8).
 _CONNECTION_OPTIONS: Final = frozenset((b"upgrade", b"close", b"keep-alive"))
-# Whole Connection values that name no field, as servers usually send them.
-_PLAIN_CONNECTION_VALUES: Final = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
+# Whole Connection values that name no field, as servers usually send them (the HTTP/1
+# codecs lift these into `keep_alive`, see messages.RequestHead).
+PLAIN_CONNECTION_VALUES: Final = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
@@ -44,7 +73,7 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
             kept.append(pair)
         elif name == b"connection":
             value = pair[1]
-            if value not in _PLAIN_CONNECTION_VALUES:
+            if value not in PLAIN_CONNECTION_VALUES:
                 tokens = _connection_tokens(value) - _CONNECTION_OPTIONS
                 if tokens:
                     listed = tokens if listed is None else listed | tokens
@@ -59,20 +88,38 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
     return kept
 
 
+def forwardable(headers: Headers, fields: int, keep_upgrade: bool = False) -> Headers:
+    """strip_hop_by_hop, or `headers` itself when the codec noted no hop-by-hop field."""
+    if fields & HOP_BY_HOP_FIELDS or keep_upgrade:
+        return strip_hop_by_hop(headers, keep_upgrade)
+    return headers
+
+
 def forward_request_headers(
     headers: Headers,
     client_address: bytes,
     scheme: bytes,
     new_request_id: Callable[[], bytes],
     upgrade: bool = False,
+    fields: int = ANY_FIELDS,
 ) -> tuple[Headers, bytes]:
     """Request headers as sent upstream, and the request id they carry.
 
     X-Forwarded-For gets the client's address appended (RFC 7239's older cousin, as
     Envoy does); X-Forwarded-Proto is set when absent; X-Request-Id is kept when the
-    caller sent one (so it survives every hop) and generated otherwise.
+    caller sent one (so it survives every hop) and generated otherwise. `fields` is
+    what the codec noted (messages.HOP_BY_HOP_FIELDS...): what it rules out is not
+    looked for.
     """
-    forwarded = strip_hop_by_hop(headers, upgrade)
+    forwarded = forwardable(headers, fields, upgrade)
+    if forwarded is headers:
+        forwarded = list(headers)  # the request keeps its own list; this one grows
+    if not fields & FORWARDING_FIELDS:
+        request_id = new_request_id()
+        forwarded.append((b"x-forwarded-for", client_address))
+        forwarded.append((b"x-forwarded-proto", scheme))
+        forwarded.append((b"x-request-id", request_id))
+        return forwarded, request_id
     request_id = b""
     xff_index = -1
     has_proto = False

@@ -21,6 +21,15 @@ Headers = list[tuple[bytes, bytes]]
 # like an HTTP/1.1 upgrade to HTTP/2 does (RFC 9113 section 3.2).
 H1_STREAM: Final = 1
 
+# What a codec noticed about a head's fields while it parsed them, so the header policy
+# above need not scan the list again: bits of `RequestHead.fields` and
+# `ResponseHead.fields`. A codec that does not note them leaves ANY_FIELDS (the head may
+# hold anything) and the policy scans. `proxy.core.headers.NOTED_FIELDS` names them.
+HOP_BY_HOP_FIELDS: Final = 1  # a field never forwarded as it is (RFC 9110 section 7.6.1)
+FORWARDING_FIELDS: Final = 2  # x-request-id, x-forwarded-for or x-forwarded-proto
+TRACE_FIELDS: Final = 4  # trace context: traceparent, tracestate, b3, x-b3-*
+ANY_FIELDS: Final = 7
+
 
 class _Event:
     """Field-wise equality and a readable repr for the events, from their `__slots__`.
@@ -33,8 +42,11 @@ class _Event:
     __slots__: ClassVar[tuple[str, ...]] = ()
 
     def __eq__(self, other: object) -> bool:
+        # `fields` is what a codec noted about the headers, not part of the message.
         return type(other) is type(self) and all(
-            getattr(self, name) == getattr(other, name) for name in self.__slots__
+            getattr(self, name) == getattr(other, name)
+            for name in self.__slots__
+            if name != "fields"
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
@@ -48,13 +60,17 @@ class RequestHead(_Event):
     """A request's start line and header section.
 
     `content_length` is None when the length is not declared; `chunked` says the
-    body is chunk-framed (HTTP/1) — on HTTP/2 both are about DATA frames only.
+    body is chunk-framed (HTTP/1) — on HTTP/2 both are about DATA frames only. The
+    HTTP/1 codecs lift a plain `Connection: keep-alive` or `close` into `keep_alive`
+    as they lift the framing fields, so `headers` does not repeat them. `fields` is
+    what the codec noted about the headers (HOP_BY_HOP_FIELDS...).
     """
 
     __slots__ = (
         "chunked",
         "content_length",
         "expect_continue",
+        "fields",
         "headers",
         "http_version",
         "keep_alive",
@@ -76,6 +92,7 @@ class RequestHead(_Event):
         chunked: bool = False,
         expect_continue: bool = False,
         upgrade: bytes | None = None,
+        fields: int = ANY_FIELDS,
     ) -> None:
         self.stream_id = stream_id
         self.method = method
@@ -87,14 +104,16 @@ class RequestHead(_Event):
         self.chunked = chunked
         self.expect_continue = expect_continue
         self.upgrade = upgrade
+        self.fields = fields
 
 
 class ResponseHead(_Event):
-    """A response's status line and header section (1xx included)."""
+    """A response's status line and header section (1xx included); as RequestHead."""
 
     __slots__ = (
         "chunked",
         "content_length",
+        "fields",
         "headers",
         "http_version",
         "keep_alive",
@@ -113,6 +132,7 @@ class ResponseHead(_Event):
         keep_alive: bool = True,
         content_length: int | None = None,
         chunked: bool = False,
+        fields: int = ANY_FIELDS,
     ) -> None:
         self.stream_id = stream_id
         self.status = status
@@ -122,6 +142,7 @@ class ResponseHead(_Event):
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.chunked = chunked
+        self.fields = fields
 
 
 class Data(_Event):

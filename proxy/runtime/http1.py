@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from proxy.core import flags, retry
-from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
+from proxy.core.headers import forward_request_headers, forwardable, header_value
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import (
     Data,
@@ -137,6 +137,7 @@ class Http1ConnectionManager:
             self.scheme,
             worker.new_request_id,
             request.upgrade is not None,
+            request.fields,
         )
         if request.expect_continue:
             # Envoy's default: answer 100 Continue here and drop Expect upstream.
@@ -295,7 +296,7 @@ class Http1ConnectionManager:
         if status < 200 and status != 101:
             if status == 100 and exchange.sent_continue:
                 return False  # the client already has its 100 Continue, from us
-            head.headers = strip_hop_by_hop(head.headers)
+            head.headers = forwardable(head.headers, head.fields)
             out.append(codec.send_response_head(head, exchange.request))
             return False
         if retry.retriable(status, None):
@@ -315,7 +316,7 @@ class Http1ConnectionManager:
         exchange.response_started = True
         if status == 101:
             self._cancel_route_timeout(exchange)  # a tunnel has no response to time out
-        head.headers = strip_hop_by_hop(head.headers, status == 101)
+        head.headers = forwardable(head.headers, head.fields, status == 101)
         if (
             exchange.upgrade_requested
             and status != 101

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from proxy.config import env as env_names
 from proxy.config.model import ProxyConfig
-from proxy.core.messages import RequestHead
+from proxy.core.messages import TRACE_FIELDS, RequestHead
 from proxy.telemetry import gather as gathering
 from proxy.telemetry import metrics as M
 from proxy.telemetry import stats as proxy_stats
@@ -204,7 +204,8 @@ class Telemetry:
     # -- per request (the hot path) -----------------------------------------------------
 
     def request_start(self, downstream: ConnectionFacts, exchange: Exchange) -> None:
-        headers = dict(exchange.request.headers)
+        request = exchange.request
+        headers = dict(request.headers)
         tracer = self.tracer
         if tracer is None:
             exchange.telemetry = RequestState(headers, "", "", "", False, None)
@@ -213,7 +214,7 @@ class Telemetry:
         ids = _trace_and_span_ids()
         span_id = ids[32:]
         head = exchange.upstream_head
-        if _TRACE_HEADERS.isdisjoint(headers):
+        if not request.fields & TRACE_FIELDS or _TRACE_HEADERS.isdisjoint(headers):
             trace_id = ids[:32]
             sampled = _random() < self.root_ratio
             exchange.telemetry = RequestState(headers, trace_id, span_id, "", sampled, None)

@@ -24,6 +24,7 @@ import h11
 
 from proxy.core.codecs import h1_framing
 from proxy.core.codecs.base import CodecLimits
+from proxy.core.headers import PLAIN_CONNECTION_VALUES
 from proxy.core.messages import (
     H1_STREAM,
     Data,
@@ -97,11 +98,23 @@ class _Reject(Exception):
 
 
 def _connection_tokens(headers: Headers) -> set[bytes]:
+    # llhttp reads the legacy Proxy-Connection as Connection (keep-alive, close,
+    # upgrade); so does this codec, its oracle.
     tokens: set[bytes] = set()
     for name, value in headers:
-        if name == b"connection":
+        if name in (b"connection", b"proxy-connection"):
             tokens.update(token.strip(b" \t").lower() for token in value.split(b","))
     return tokens
+
+
+def _lifted(headers: Headers) -> Headers:
+    """Without a plain `Connection: keep-alive` or `close`: `keep_alive` carries it
+    (messages.RequestHead), as in the llhttp codec."""
+    return [
+        pair
+        for pair in headers
+        if pair[0] != b"connection" or pair[1] not in PLAIN_CONNECTION_VALUES
+    ]
 
 
 def _keep_alive(version: bytes, headers: Headers, needs_eof: bool) -> bool:
@@ -472,7 +485,7 @@ class H11ServerCodec(h1_framing.ResponseFraming):
                 H1_STREAM,
                 method,
                 target,
-                headers,
+                _lifted(headers),
                 version,
                 keep_alive,
                 content_length,
@@ -708,7 +721,14 @@ class H11ClientCodec(h1_framing.RequestFraming):
             raise _Reject(502, "101 without Upgrade and Connection: upgrade")
         events.append(
             ResponseHead(
-                H1_STREAM, status, headers, b"", version, keep_alive, content_length, chunked
+                H1_STREAM,
+                status,
+                _lifted(headers),
+                b"",
+                version,
+                keep_alive,
+                content_length,
+                chunked,
             )
         )
         if status == 101 or (self._method == b"CONNECT" and 200 <= status < 300):

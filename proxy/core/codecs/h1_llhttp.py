@@ -13,8 +13,10 @@ import httptools
 
 from proxy.core.codecs import h1_framing
 from proxy.core.codecs.base import CodecLimits
+from proxy.core.headers import NOTED_FIELDS, PLAIN_CONNECTION_VALUES
 from proxy.core.messages import (
     H1_STREAM,
+    HOP_BY_HOP_FIELDS,
     Data,
     EndOfMessage,
     Event,
@@ -35,36 +37,6 @@ class _Oversized(Exception):
         self.reason = reason
 
 
-def _framing(headers: Headers) -> tuple[Headers, int | None, bool, bool]:
-    """Split framing headers off: (other headers, content-length, chunked, bad framing).
-
-    llhttp has already rejected conflicting framing (Content-Length with
-    Transfer-Encoding, differing duplicate lengths, non-final chunked); here the
-    declared values are lifted into fields so codecs can re-frame on the way out.
-    Only a single plain `chunked` coding is accepted: llhttp lets `gzip, chunked`
-    and a non-chunked coding by, and re-framing those would drop the coding.
-    """
-    rest: Headers = []
-    content_length: int | None = None
-    chunked = False
-    for name, value in headers:
-        if name == b"content-length":
-            value = value.strip()
-            if not value.isdigit():
-                return rest, None, False, True
-            length = int(value)
-            if content_length is not None and content_length != length:
-                return rest, None, False, True
-            content_length = length
-        elif name == b"transfer-encoding":
-            if chunked or value.strip().lower() != b"chunked":
-                return rest, None, False, True
-            chunked = True
-        else:
-            rest.append((name, value))
-    return rest, content_length, chunked, False
-
-
 # llhttp also parses HTTP/0.9 and HTTP/2.0 start lines; neither can be relayed as HTTP/1.
 _VERSIONS: Final = ("1.1", "1.0")
 # httptools' get_http_version() formats a str ("{}.{}".format, about 2,200 instructions,
@@ -74,9 +46,12 @@ _REQUEST_LINE_END: Final = b" HTTP/1.1\r\n"
 _STATUS_LINE_START: Final = b"HTTP/1.1 "
 
 
-def _keep_alive(version: str, headers: Headers) -> bool:
-    """llhttp's keep-alive rule for a message that does not need EOF to end."""
-    tokens: list[bytes] = []
+def _keep_alive(version: str, headers: Headers, connection: bytes) -> bool:
+    """llhttp's keep-alive rule for a message that does not need EOF to end.
+
+    `connection` is the plain Connection value the codec lifted out of `headers`.
+    """
+    tokens: list[bytes] = [connection.lower()]
     for name, value in headers:
         if name == b"connection":
             tokens += [token.strip(b" \t").lower() for token in value.split(b",")]
@@ -101,19 +76,57 @@ def _check_switch(proposed: bool, request_headers: Headers, headers: Headers) ->
         raise ValueError("101 without Upgrade and Connection: upgrade")
 
 
-# Header names as llhttp reports them, lowercased once: most peers send the same few
-# names on every message, so a repeat costs a dict lookup instead of a new bytes.
-_LOWERED: Final[dict[bytes, bytes]] = {}
-_LOWERED_MAX: Final = 1024  # bounded: a client inventing names cannot grow it without end
+# What the codecs do with a field, by lower-cased name: the noted kinds are the bits of
+# messages.HOP_BY_HOP_FIELDS and friends (appended, and noted in the head's `fields`);
+# the kinds from _CONTENT_LENGTH up are acted on while parsing.
+_PLAIN: Final = 0
+_CONTENT_LENGTH: Final = 8
+_TRANSFER_ENCODING: Final = 9
+_HOST: Final = 10
+_EXPECT: Final = 11
+_UPGRADE: Final = 12
+_CONNECTION: Final = 13
+_KINDS: Final[dict[bytes, int]] = {
+    **NOTED_FIELDS,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"host": _HOST,
+    b"expect": _EXPECT,
+    b"upgrade": _UPGRADE,
+    b"connection": _CONNECTION,
+}
+
+# Header names as llhttp reports them -> (lower-cased, kind), worked out once: most
+# peers send the same few names on every message, so a repeat costs one dict lookup.
+_FIELDS: Final[dict[bytes, tuple[bytes, int]]] = {}
+_FIELDS_MAX: Final = 1024  # bounded: a client inventing names cannot grow it without end
 
 
-def _lower(name: bytes) -> bytes:
-    lowered = _LOWERED.get(name)
-    if lowered is None:
+def _field(name: bytes) -> tuple[bytes, int]:
+    known = _FIELDS.get(name)
+    if known is None:
         lowered = name.lower()
-        if len(_LOWERED) < _LOWERED_MAX:
-            _LOWERED[name] = lowered
-    return lowered
+        known = (lowered, _KINDS.get(lowered, _PLAIN))
+        if len(_FIELDS) < _FIELDS_MAX:
+            _FIELDS[name] = known
+    return known
+
+
+def _declared_length(value: bytes, known: int | None) -> int:
+    """A Content-Length value, or -1 when it is not a number or differs from a repeat's."""
+    digits = value.strip()
+    if not digits.isdigit():
+        return -1
+    length = int(digits)
+    return length if known is None or known == length else -1
+
+
+def _only_chunked(value: bytes, seen: bool) -> bool:
+    """Whether a Transfer-Encoding is one plain `chunked`, the first of the message.
+
+    llhttp lets `gzip, chunked` by, and re-framing the body would drop the coding.
+    """
+    return not seen and value.strip().lower() == b"chunked"
 
 
 def _trim(value: bytes) -> bytes:
@@ -139,17 +152,6 @@ _RELEASED_REQUEST_PARSER: Final = httptools.HttpRequestParser(_NoCallbacks())
 _RELEASED_RESPONSE_PARSER: Final = httptools.HttpResponseParser(_NoCallbacks())
 
 
-# Request fields the server codec acts on while parsing (the rest pass as they are).
-_CONTENT_LENGTH, _TRANSFER_ENCODING, _HOST, _EXPECT, _UPGRADE = range(5)
-_SPECIAL_REQUEST_FIELDS: Final = {
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-    b"host": _HOST,
-    b"expect": _EXPECT,
-    b"upgrade": _UPGRADE,
-}
-
-
 class LlhttpServerCodec(h1_framing.ResponseFraming):
     """Server side: parses pipelined requests, frames responses for this client's version."""
 
@@ -157,6 +159,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         "_content_length",
         "_events",
         "_expect_continue",
+        "_fields",
         "_framing_error",
         "_head_bytes",
         "_head_done",
@@ -188,6 +191,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._framing_error = False
         self._expect_continue = False
         self._upgrade: bytes | None = None
+        self._fields = 0
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._headers: Headers = []
@@ -275,6 +279,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._framing_error = False
         self._expect_continue = False
         self._upgrade = None
+        self._fields = 0
 
     def on_url(self, url: bytes) -> None:
         self._target += url
@@ -284,10 +289,10 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp has already refused CR, LF and NUL in values and whitespace before
         # the colon.
-        name = _lower(name)
+        name, kind = _field(name)
         value = _trim(value)
         if self._head_done:  # llhttp reports the chunked trailer section here
-            if name in h1_framing.FRAMING_HEADERS:
+            if kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
                 # RFC 9110 section 6.5.1: framing is decided by the head; a trailer that
                 # claims it is refused, as the h11 codec does.
                 raise _Oversized(400, "framing field in trailers")
@@ -300,30 +305,30 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             return
         self._head_size += len(name) + len(value) + 4
         # Everything a proxy must know about the message is picked out in this one pass.
-        special = _SPECIAL_REQUEST_FIELDS.get(name)
-        if special is None:
+        if kind < _CONTENT_LENGTH:
+            self._fields |= kind
             self._headers.append((name, value))
-        elif special == _CONTENT_LENGTH:
-            length = value.strip()
-            if not length.isdigit() or (
-                self._content_length is not None and self._content_length != int(length)
-            ):
+        elif kind == _CONTENT_LENGTH:
+            length = _declared_length(value, self._content_length)
+            if length < 0:
                 self._framing_error = True
             else:
-                self._content_length = int(length)
-        elif special == _TRANSFER_ENCODING:
-            # Only one plain `chunked`: llhttp lets `gzip, chunked` by, and re-framing
-            # would drop the coding.
-            if self._request_chunked or value.strip().lower() != b"chunked":
+                self._content_length = length
+        elif kind == _TRANSFER_ENCODING:
+            if not _only_chunked(value, self._request_chunked):
                 self._framing_error = True
             self._request_chunked = True
+        elif kind == _CONNECTION and value in PLAIN_CONNECTION_VALUES:
+            pass  # lifted into keep_alive (llhttp's should_keep_alive reads it)
         else:
-            if special == _HOST:
+            if kind == _HOST:
                 self._hosts += 1
-            elif special == _EXPECT:
+            elif kind == _EXPECT:
                 self._expect_continue = value.lower() == b"100-continue"
-            else:
-                self._upgrade = value
+            else:  # Upgrade, or a Connection naming more than keep-alive or close
+                if kind == _UPGRADE:
+                    self._upgrade = value
+                self._fields |= HOP_BY_HOP_FIELDS
             self._headers.append((name, value))
         if len(self._headers) > self._max_count:
             raise _Oversized(431, "too many request headers")
@@ -378,6 +383,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 chunked,
                 expect_continue,
                 upgrade,
+                self._fields,
             )
         )
 
@@ -394,10 +400,15 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
     """Client side: frames a request upstream, parses the response (1xx and 101 included)."""
 
     __slots__ = (
+        "_bad_framing",
         "_carry",
+        "_chunked",
         "_close_delimited",
         "_connect_request",
+        "_connection",
+        "_content_length",
         "_events",
+        "_fields",
         "_final_head",
         "_first_bytes",
         "_head_request",
@@ -426,6 +437,12 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._carry = b""
         self._in_body = False
         self._close_delimited = False
+        # Per-head facts gathered while its fields arrive (one pass, in on_header).
+        self._fields = 0
+        self._content_length: int | None = None
+        self._chunked = False
+        self._bad_framing = False
+        self._connection = b""  # a plain Connection value, lifted out of the headers
         # The first bytes of the response to the request outstanding (None until they
         # come, b"" once a head was read): see _STATUS_LINE_START.
         self._first_bytes: bytes | None = None
@@ -528,16 +545,38 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             raise ValueError("response with no request outstanding")
         self._headers = []
         self._trailers = []
+        self._fields = 0
+        self._content_length = None
+        self._chunked = False
+        self._bad_framing = False
+        self._connection = b""
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # After the header section, llhttp reports the chunked trailer section here.
-        name = _lower(name)
-        if not self._in_body:
-            self._headers.append((name, _trim(value)))
-        elif name in h1_framing.FRAMING_HEADERS:
-            raise ValueError("framing field in trailers")  # as the server side
+        name, kind = _field(name)
+        value = _trim(value)
+        if self._in_body:  # llhttp reports the chunked trailer section here
+            if kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
+                raise ValueError("framing field in trailers")  # as the server side
+            self._trailers.append((name, value))
+        elif kind < _CONTENT_LENGTH:
+            self._fields |= kind
+            self._headers.append((name, value))
+        elif kind == _CONTENT_LENGTH:
+            length = _declared_length(value, self._content_length)
+            if length < 0:
+                self._bad_framing = True
+            else:
+                self._content_length = length
+        elif kind == _TRANSFER_ENCODING:
+            if not _only_chunked(value, self._chunked):
+                self._bad_framing = True
+            self._chunked = True
+        elif kind == _CONNECTION and value in PLAIN_CONNECTION_VALUES:
+            self._connection = value  # lifted into keep_alive
         else:
-            self._trailers.append((name, _trim(value)))
+            if kind in (_UPGRADE, _CONNECTION):
+                self._fields |= HOP_BY_HOP_FIELDS
+            self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -554,8 +593,10 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             raise ValueError("unsupported HTTP version")
         if not 100 <= status <= 599:
             raise ValueError("status code out of range")
-        headers, content_length, chunked, bad = _framing(self._headers)
-        if bad:
+        headers = self._headers
+        content_length = self._content_length
+        chunked = self._chunked
+        if self._bad_framing:
             raise ValueError("invalid or conflicting content-length / transfer-encoding")
         if status == 101:
             _check_switch(self._upgrade_proposed, self._request_headers, headers)
@@ -563,7 +604,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         if self._head_request and content_length is None and not chunked and status >= 200:
             # llhttp does not know the request was HEAD, so it thinks this response
             # is read to EOF and cannot be kept alive; it has no body at all.
-            keep_alive = _keep_alive(http_version, headers)
+            keep_alive = _keep_alive(http_version, headers, self._connection)
         head = ResponseHead(
             H1_STREAM,
             status,
@@ -573,6 +614,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             keep_alive,
             content_length,
             chunked,
+            self._fields,
         )
         self._events.append(head)
         if status < 200:

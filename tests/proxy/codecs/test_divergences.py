@@ -85,3 +85,13 @@ def test_size_h11_adapter_bounds_what_llhttp_does_not() -> None:
         parser = client_codec(codec)
         parser.send_request_head(request())
         assert errors(parser.receive(big_head)) == expected, codec
+
+
+def test_both_read_proxy_connection_as_connection() -> None:
+    """Formerly a divergence: llhttp reads the legacy Proxy-Connection as Connection;
+    the h11 adapter now does too, so both close after `Proxy-Connection: close`."""
+    for codec in ("llhttp", "h11"):
+        head = server_codec(codec, None).receive(
+            b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n"
+        )[0]
+        assert isinstance(head, RequestHead) and not head.keep_alive, codec
