@@ -158,7 +158,7 @@ class H2Downstream:
         self.draining = False
         self.closed = False
         self.goaway_last = 0
-        self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] += 1
+        self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] = self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] + 1
         # Route timeouts: one timer per connection over exchanges in deadline order (they
         # all get the same timeout, so insertion order is deadline order).
         self.timed: dict[H2Exchange, float] = {}
@@ -210,11 +210,13 @@ class H2Downstream:
             elif kind is StreamReset:
                 assert isinstance(event, StreamReset)
                 if event.remote:
-                    self.stats[S.HTTP2_RX_RESET] += 1
+                    self.stats[S.HTTP2_RX_RESET] = self.stats[S.HTTP2_RX_RESET] + 1
                 exchange = streams.get(event.stream_id)
                 if exchange is not None:
                     if event.remote:
-                        self.stats[S.DOWNSTREAM_RQ_RX_RESET] += 1
+                        self.stats[S.DOWNSTREAM_RQ_RX_RESET] = (
+                            self.stats[S.DOWNSTREAM_RQ_RX_RESET] + 1
+                        )
                         exchange.flags.append(flags.DOWNSTREAM_RESET)
                     else:  # the codec reset it: the client broke the stream's protocol
                         exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
@@ -229,10 +231,12 @@ class H2Downstream:
                 assert isinstance(event, GoAway)
                 if event.local:
                     # We ended the connection (protocol error or abuse): write GOAWAY, close.
-                    self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
-                    self.stats[S.HTTP2_GOAWAY_SENT] += 1
+                    self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] = (
+                        self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] + 1
+                    )
+                    self.stats[S.HTTP2_GOAWAY_SENT] = self.stats[S.HTTP2_GOAWAY_SENT] + 1
                     if event.error_code == ENHANCE_YOUR_CALM:
-                        self.stats[S.HTTP2_FLOOD_CLOSE] += 1
+                        self.stats[S.HTTP2_FLOOD_CLOSE] = self.stats[S.HTTP2_FLOOD_CLOSE] + 1
                     self._fail_all(flags.DOWNSTREAM_PROTOCOL_ERROR)
                     self.flush()
                     self._close()
@@ -242,7 +246,7 @@ class H2Downstream:
 
     def connection_lost(self) -> None:
         self.closed = True
-        self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] -= 1
+        self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] = self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] - 1
         self._fail_all(flags.DOWNSTREAM_CONNECTION_TERMINATION)
         if self.route_timer is not None:
             self.route_timer.cancel()
@@ -257,7 +261,7 @@ class H2Downstream:
     def _fail_all(self, flag: str) -> None:
         for exchange in list(self.streams.values()):
             if not exchange.finished:
-                self.stats[S.DOWNSTREAM_RQ_RX_RESET] += 1
+                self.stats[S.DOWNSTREAM_RQ_RX_RESET] = self.stats[S.DOWNSTREAM_RQ_RX_RESET] + 1
                 exchange.flags.append(flag)
                 self._abort_upstream(exchange)
                 self._finish(exchange)
@@ -284,8 +288,8 @@ class H2Downstream:
             self.draining = True
             self.goaway_last = self.codec.highest_stream_id
             self.codec.drain()
-            self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] += 1
-            self.stats[S.HTTP2_GOAWAY_SENT] += 1
+            self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] = self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] + 1
+            self.stats[S.HTTP2_GOAWAY_SENT] = self.stats[S.HTTP2_GOAWAY_SENT] + 1
         self.mark()
 
     def idle_for(self, now: float) -> float:
@@ -319,15 +323,17 @@ class H2Downstream:
             self.codec.reset(stream_id, REFUSED_STREAM)  # after our GOAWAY: retry elsewhere
             return
         if len(self.streams) >= self.codec.limits.max_concurrent_streams:
-            self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
+            self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] = (
+                self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] + 1
+            )
             self.codec.reset(stream_id, REFUSED_STREAM)  # over SETTINGS_MAX_CONCURRENT_STREAMS
             return
         worker = self.worker
         connection = self.connection
         exchange = H2Exchange(self, request, now)
         self.streams[stream_id] = exchange
-        self.stats[S.DOWNSTREAM_RQ_TOTAL] += 1
-        self.stats[S.DOWNSTREAM_RQ_ACTIVE] += 1
+        self.stats[S.DOWNSTREAM_RQ_TOTAL] = self.stats[S.DOWNSTREAM_RQ_TOTAL] + 1
+        self.stats[S.DOWNSTREAM_RQ_ACTIVE] = self.stats[S.DOWNSTREAM_RQ_ACTIVE] + 1
         exchange.grpc = grpc = is_grpc(request.headers)
         destination = connection.destination
         if destination is None or request.method == b"CONNECT":
@@ -360,7 +366,7 @@ class H2Downstream:
     # -- the upstream side ----------------------------------------------------------------
 
     def on_upstream_ready(self, exchange: H2Exchange, upstream: Upstream, reused: bool) -> None:
-        self.stats[S.UPSTREAM_RQ_TOTAL] += 1
+        self.stats[S.UPSTREAM_RQ_TOTAL] = self.stats[S.UPSTREAM_RQ_TOTAL] + 1
         if exchange.attach(upstream, reused, self.worker.loop.time()):
             self._arm_route_timeout(exchange)
         if exchange.owed and not exchange.upstream_blocked:
@@ -404,7 +410,9 @@ class H2Downstream:
         grpc_status = header_value(head.headers, b"grpc-status") if exchange.grpc else None
         if not retry.retriable(head.status, grpc_status):
             if exchange.retries:
-                self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] += 1
+                self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] = (
+                    self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] + 1
+                )
             return False
         upstream = exchange.upstream
         decision = self._retry(exchange, True)
@@ -469,7 +477,9 @@ class H2Downstream:
                 break
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
-                self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] += 1
+                self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] = (
+                    self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] + 1
+                )
                 if head is not None:
                     codec.send_response(stream_id, head, False)
                     head = None
@@ -486,7 +496,9 @@ class H2Downstream:
         if events and type(events[0]) is EndOfMessage:
             self.on_upstream_events(exchange, events)  # a close-delimited body ended
             return
-        self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] += 1
+        self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] = (
+            self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] + 1
+        )
         reset_code = cast("int | None", getattr(upstream, "reset_code", None))
         if (
             reset_code is None
@@ -501,7 +513,7 @@ class H2Downstream:
             # A pooled HTTP/1 connection the server had closed: the request never got there.
             exchange.retried = True
             exchange.upstream = None
-            self.stats[S.UPSTREAM_RQ_RETRY] += 1
+            self.stats[S.UPSTREAM_RQ_RETRY] = self.stats[S.UPSTREAM_RQ_RETRY] + 1
             self.worker.pool.acquire(self.connection.destination, exchange, self.connection.source)
             return
         exchange.upstream = None
@@ -560,7 +572,7 @@ class H2Downstream:
                 break
             del timed[exchange]
             if not exchange.finished:
-                self.stats[S.UPSTREAM_RQ_TIMEOUT] += 1
+                self.stats[S.UPSTREAM_RQ_TIMEOUT] = self.stats[S.UPSTREAM_RQ_TIMEOUT] + 1
                 self._upstream_broke(
                     exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504, CANCEL
                 )
@@ -612,7 +624,7 @@ class H2Downstream:
             self.codec.acknowledge(exchange.stream_id, exchange.owed)
             exchange.owed = 0
         stats = self.stats
-        stats[S.DOWNSTREAM_RQ_ACTIVE] -= 1
+        stats[S.DOWNSTREAM_RQ_ACTIVE] = stats[S.DOWNSTREAM_RQ_ACTIVE] - 1
         status = exchange.status
         if 100 <= status < 600:
             stats[S.DOWNSTREAM_RQ_1XX + status // 100 - 1] += 1
@@ -677,13 +689,15 @@ class H2Downstream:
     def flush(self) -> None:
         codec = self.codec
         if codec.tx_resets or codec.malformed:
-            self.stats[S.HTTP2_TX_RESET] += codec.tx_resets
-            self.stats[S.HTTP2_RX_MESSAGING_ERROR] += codec.malformed
+            self.stats[S.HTTP2_TX_RESET] = self.stats[S.HTTP2_TX_RESET] + codec.tx_resets
+            self.stats[S.HTTP2_RX_MESSAGING_ERROR] = (
+                self.stats[S.HTTP2_RX_MESSAGING_ERROR] + codec.malformed
+            )
             codec.tx_resets = codec.malformed = 0
         data = codec.data_to_send()
         transport = self.connection.transport
         if data and transport is not None:
-            self.stats[S.DOWNSTREAM_CX_TX_BYTES] += len(data)
+            self.stats[S.DOWNSTREAM_CX_TX_BYTES] = self.stats[S.DOWNSTREAM_CX_TX_BYTES] + len(data)
             transport.write(data)
         if self.draining and not self.streams and transport is not None and not self.codec.queued:
             transport.close()

@@ -123,8 +123,8 @@ class Http1ConnectionManager:
         worker = self.worker
         exchange = Exchange(_connection(self), request, worker.loop.time())
         self.exchange = exchange
-        self.stats[S.DOWNSTREAM_RQ_TOTAL] += 1
-        self.stats[S.DOWNSTREAM_RQ_ACTIVE] += 1
+        self.stats[S.DOWNSTREAM_RQ_TOTAL] = self.stats[S.DOWNSTREAM_RQ_TOTAL] + 1
+        self.stats[S.DOWNSTREAM_RQ_ACTIVE] = self.stats[S.DOWNSTREAM_RQ_ACTIVE] + 1
         if worker.draining:
             self.close_after = True
         destination = self.destination
@@ -211,7 +211,7 @@ class Http1ConnectionManager:
     # -- HTTP/1: the upstream side -------------------------------------------------------
 
     def on_upstream_ready(self, exchange: Exchange, upstream: Upstream, reused: bool) -> None:
-        self.stats[S.UPSTREAM_RQ_TOTAL] += 1
+        self.stats[S.UPSTREAM_RQ_TOTAL] = self.stats[S.UPSTREAM_RQ_TOTAL] + 1
         if exchange.attach(upstream, reused, self.worker.loop.time()):
             self._arm_route_timeout(exchange)
         self.resume_reading(pause.NOT_CONNECTED)
@@ -282,7 +282,9 @@ class Http1ConnectionManager:
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
                 self._write(b"".join(out))
-                self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] += 1
+                self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] = (
+                    self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] + 1
+                )
                 self._upstream_broke(exchange, flags.UPSTREAM_PROTOCOL_ERROR, event.reason, 502)
                 return
         if out:
@@ -311,7 +313,7 @@ class Http1ConnectionManager:
             if decision != retry.NOT_RETRIABLE:
                 exchange.flags.append(retry.FLAG_FOR[decision])
         elif exchange.retries:
-            self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] += 1
+            self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] = self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] + 1
         exchange.status = status
         exchange.response_started = True
         if status == 101:
@@ -339,7 +341,9 @@ class Http1ConnectionManager:
             exchange.response_complete = True
             self._response_done(exchange)
             return
-        self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] += 1
+        self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] = (
+            self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] + 1
+        )
         if (
             exchange.reused
             and not upstream.received_any
@@ -353,7 +357,7 @@ class Http1ConnectionManager:
             # never reached it, so sending it again on a fresh connection is safe.
             exchange.retried = True
             exchange.upstream = None
-            self.stats[S.UPSTREAM_RQ_RETRY] += 1
+            self.stats[S.UPSTREAM_RQ_RETRY] = self.stats[S.UPSTREAM_RQ_RETRY] + 1
             assert self.destination is not None
             self._acquire(exchange, self.destination)
             return
@@ -399,7 +403,7 @@ class Http1ConnectionManager:
         exchange.timed = False  # the queue has already dropped it
         if exchange.finished:
             return
-        self.stats[S.UPSTREAM_RQ_TIMEOUT] += 1
+        self.stats[S.UPSTREAM_RQ_TIMEOUT] = self.stats[S.UPSTREAM_RQ_TIMEOUT] + 1
         self._upstream_broke(exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504)
 
     # -- HTTP/1: finishing -------------------------------------------------------------
@@ -429,7 +433,7 @@ class Http1ConnectionManager:
             assert self.destination is not None
             retrying.release(self.worker, exchange, self.destination)
         stats = self.stats
-        stats[S.DOWNSTREAM_RQ_ACTIVE] -= 1
+        stats[S.DOWNSTREAM_RQ_ACTIVE] = stats[S.DOWNSTREAM_RQ_ACTIVE] - 1
         status = exchange.status
         if 100 <= status < 600:
             stats[S.DOWNSTREAM_RQ_1XX + status // 100 - 1] += 1
@@ -442,7 +446,9 @@ class Http1ConnectionManager:
         codec = self.codec
         if self.close_after or self.worker.draining or codec is None or not codec.keep_alive:
             if self.worker.draining:
-                self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] += 1
+                self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] = (
+                    self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] + 1
+                )
             self._close()
             return
         self._start_pending()
@@ -477,12 +483,12 @@ class Http1ConnectionManager:
             worker.h2_pool.cancel(exchange)
 
     def _protocol_error(self, exchange: Exchange | None, error: ProtocolError) -> None:
-        self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] += 1
+        self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] = self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] + 1
         if exchange is None:
             exchange = Exchange(_connection(self), _UNPARSED_REQUEST, self.worker.loop.time())
             self.exchange = exchange
-            self.stats[S.DOWNSTREAM_RQ_TOTAL] += 1
-            self.stats[S.DOWNSTREAM_RQ_ACTIVE] += 1
+            self.stats[S.DOWNSTREAM_RQ_TOTAL] = self.stats[S.DOWNSTREAM_RQ_TOTAL] + 1
+            self.stats[S.DOWNSTREAM_RQ_ACTIVE] = self.stats[S.DOWNSTREAM_RQ_ACTIVE] + 1
         if exchange.response_started:
             exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
             self._abort_upstream(exchange)

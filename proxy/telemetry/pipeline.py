@@ -264,15 +264,18 @@ class Telemetry:
         elapsed_ms = (now - exchange.start) * 1000.0
         received = exchange.bytes_received
         sent = exchange.bytes_sent
-        values[0] += 1
-        values[1] += elapsed_ms
-        values[2] += received
-        values[3] += sent
+        # Spelled out, not `+=`: see proxy.telemetry.stats (the same holds for floats).
+        values[0] = values[0] + 1
+        values[1] = values[1] + elapsed_ms
+        values[2] = values[2] + received
+        values[3] = values[3] + sent
         buckets = self.bounds
         slot = histogram_slot(buckets, elapsed_ms)
-        values[4 + slot] += 1
-        values[self.request_bytes_at + histogram_slot(buckets, received)] += 1
-        values[self.response_bytes_at + histogram_slot(buckets, sent)] += 1
+        values[4 + slot] = values[4 + slot] + 1
+        at = self.request_bytes_at + histogram_slot(buckets, received)
+        values[at] = values[at] + 1
+        at = self.response_bytes_at + histogram_slot(buckets, sent)
+        values[at] = values[at] + 1
         if state is not None and state.sampled:
             self._record_span(downstream, exchange, state, now, key, slot, elapsed_ms)
         log = self.access_log
@@ -287,9 +290,9 @@ class Telemetry:
 
     def tcp_done(self, relay: TcpRelay, now: float) -> None:
         values = self._tcp_values(relay)
-        values[M.TCP_CLOSED] += 1
-        values[M.TCP_SENT] += relay.sent
-        values[M.TCP_RECEIVED] += relay.received
+        values[M.TCP_CLOSED] = values[M.TCP_CLOSED] + 1
+        values[M.TCP_SENT] = values[M.TCP_SENT] + relay.sent
+        values[M.TCP_RECEIVED] = values[M.TCP_RECEIVED] + relay.received
         log = self.access_log
         if log is not None:
             log.add(self._tcp_line(relay, now))
