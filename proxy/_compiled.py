@@ -28,6 +28,7 @@ from types import ModuleType
 HOT_PATH = (
     "proxy.core.messages",
     "proxy.core.headers",
+    "proxy.core.ids",
     "proxy.core.codecs.base",
     "proxy.core.retry",
     "proxy.core.codecs.h1_framing",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from proxy.core.codecs import client_codec, server_codec
 from proxy.core.codecs.base import ClientCodec, CodecLimits, ServerCodec
+from proxy.core.ids import new_request_id
 from proxy.runtime.deadlines import DeadlineQueue
 from proxy.runtime.upstream import Destination, UpstreamPool
 
@@ -18,49 +18,6 @@ if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
     from proxy.runtime.h2_upstream import H2UpstreamPool
     from proxy.telemetry.pipeline import Telemetry
-
-
-# X-Request-Id values, made a batch at a time: RFC 9562 UUIDv4 text, version nibble 4,
-# variant bits 10. Formatting one id (hex, six slices, a format) cost about 3,900
-# instructions. A batch is one random byte per character, each turned into a hex digit
-# by its low four bits (one translate), then the dashes, version and variant
-# set with six strided copies; an id is one slice of the batch.
-_BATCH: Final = 64
-_ID_LENGTH: Final = 36
-_HEX_DIGIT: Final = bytes.maketrans(
-    bytes(range(256)), bytes(b"0123456789abcdef"[byte & 15] for byte in range(256))
-)
-_VARIANT_DIGIT: Final = bytes.maketrans(
-    bytes(range(256)), bytes(b"89ab"[byte & 3] for byte in range(256))
-)
-_DASHES: Final = b"-" * _BATCH
-_FOURS: Final = b"4" * _BATCH
-_ready_ids: Final[list[bytes]] = []
-# Ids made before a fork would be handed out by every child: each starts empty.
-os.register_at_fork(after_in_child=_ready_ids.clear)
-
-
-def new_request_id() -> bytes:
-    """A random UUIDv4 for X-Request-Id.
-
-    One getrandom() syscall per batch of 64, where uuid4 makes one per id (and a byte
-    per character there is cheaper than the Mersenne Twister's big integer).
-    """
-    if not _ready_ids:
-        _make_ids()
-    return _ready_ids.pop()
-
-
-def _make_ids() -> None:
-    size = _ID_LENGTH * _BATCH
-    random_bytes = os.urandom(size)
-    text = bytearray(random_bytes.translate(_HEX_DIGIT))
-    for dash in (8, 13, 18, 23):
-        text[dash::_ID_LENGTH] = _DASHES
-    text[14::_ID_LENGTH] = _FOURS
-    text[19::_ID_LENGTH] = random_bytes[19::_ID_LENGTH].translate(_VARIANT_DIGIT)
-    batch = bytes(text)
-    _ready_ids.extend([batch[start : start + _ID_LENGTH] for start in range(0, size, _ID_LENGTH)])
 
 
 def _route_timeout(exchange: object) -> None:

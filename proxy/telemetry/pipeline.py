@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from proxy.config import env as env_names
 from proxy.config.model import ProxyConfig
-from proxy.core.messages import TRACE_FIELDS, RequestHead
+from proxy.core import ids
+from proxy.core.headers import header_value
+from proxy.core.messages import TRACE_FIELDS, Headers, RequestHead
 from proxy.telemetry import gather as gathering
 from proxy.telemetry import metrics as M
 from proxy.telemetry import stats as proxy_stats
@@ -38,19 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pilotfish")
 _random: Final = random.random  # sampling draws (reseeded per forked worker)
-# A request's trace and span ids as 48 hex digits (128 bits, then 64), made a batch at
-# a time: one os.urandom (one getrandom() syscall) and one hex conversion per 64
-# requests, cheaper than a Mersenne Twister draw per request or even per batch.
-_ID_BATCH: Final = 64
-_ready_ids: Final[list[str]] = []
-os.register_at_fork(after_in_child=_ready_ids.clear)  # a child never reuses its parent's
-
-
-def _trace_and_span_ids() -> str:
-    if not _ready_ids:
-        digits = os.urandom(24 * _ID_BATCH).hex()  # one getrandom() per batch
-        _ready_ids.extend([digits[start : start + 48] for start in range(0, len(digits), 48)])
-    return _ready_ids.pop()
 
 
 def histogram_slot(bounds: tuple[float, ...], value: float) -> int:
@@ -70,6 +59,7 @@ def histogram_slot(bounds: tuple[float, ...], value: float) -> int:
 _TRACE_HEADERS: Final = tc.TRACE_HEADERS
 _GRPC: Final = b"application/grpc"
 _HOST: Final = b"host"
+_CONTENT_TYPE: Final = b"content-type"
 _quote: Final = json_string
 _quote_str: Final = encode_basestring_ascii
 # Quoted field values remembered for reuse; cleared when it grows past this.
@@ -89,23 +79,45 @@ _WHO_SENDS: Final = {"virtualOutbound": True, "virtualInbound": False}
 class RequestState:
     """What request_start learned, kept on `exchange.telemetry` until request_done."""
 
-    __slots__ = ("headers", "parent_span_id", "sampled", "span_id", "trace_id", "tracestate")
+    __slots__ = ("content_type", "context", "host", "parent_span_id", "sampled", "tracestate")
 
     def __init__(
         self,
-        headers: dict[bytes, bytes],
-        trace_id: str,
-        span_id: str,
+        host: bytes | None,
+        content_type: bytes | None,
+        context: bytes,
         parent_span_id: str,
         sampled: bool,
         tracestate: bytes | None,
     ) -> None:
-        self.headers = headers
-        self.trace_id = trace_id  # lower-case hex; "" when tracing is off
-        self.span_id = span_id
+        self.host = host  # the request's Host: the series' and the span's authority
+        self.content_type = content_type  # says whether it is gRPC
+        # Our traceparent without its sampled digit (proxy.core.ids); b"" when not tracing.
+        self.context = context
         self.parent_span_id = parent_span_id
         self.sampled = sampled
         self.tracestate = tracestate
+
+    @property
+    def trace_id(self) -> str:
+        """Lower-case hex; "" when tracing is off."""
+        return ids.trace_id(self.context) if self.context else ""
+
+    @property
+    def span_id(self) -> str:
+        return ids.span_id(self.context) if self.context else ""
+
+
+def _host_and_content_type(headers: Headers) -> tuple[bytes | None, bytes | None]:
+    """A request's Host and Content-Type (the last of each, as a dict of them would hold)."""
+    host = None
+    content_type = None
+    for name, value in headers:
+        if name == _HOST:
+            host = value
+        elif name == _CONTENT_TYPE:
+            content_type = value
+    return host, content_type
 
 
 class Telemetry:
@@ -205,59 +217,60 @@ class Telemetry:
 
     def request_start(self, downstream: ConnectionFacts, exchange: Exchange) -> None:
         request = exchange.request
-        headers = dict(request.headers)
+        host, content_type = _host_and_content_type(request.headers)
         tracer = self.tracer
         if tracer is None:
-            exchange.telemetry = RequestState(headers, "", "", "", False, None)
+            exchange.telemetry = RequestState(host, content_type, b"", "", False, None)
             return
-        # Both ids from one string of the batch: 128 bits of trace id, 64 of span id.
-        ids = _trace_and_span_ids()
-        span_id = ids[32:]
+        context = ids.new_trace_context()
         head = exchange.upstream_head
-        if not request.fields & TRACE_FIELDS or _TRACE_HEADERS.isdisjoint(headers):
-            trace_id = ids[:32]
+        if not request.fields & TRACE_FIELDS or not any(
+            name in _TRACE_HEADERS for name, _ in request.headers
+        ):
             sampled = _random() < self.root_ratio
-            exchange.telemetry = RequestState(headers, trace_id, span_id, "", sampled, None)
+            exchange.telemetry = RequestState(host, content_type, context, "", sampled, None)
             if head is not None:
-                traceparent = f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
-                head.headers.append((tc.TRACEPARENT, traceparent.encode()))
+                head.headers.append((tc.TRACEPARENT, context + (b"1" if sampled else b"0")))
             return
+        headers = dict(request.headers)
         parent = tc.extract(headers)
         parent_span_id = ""
         tracestate = None
         if parent is None:
-            trace_id = ids[:32]
             sampled = tracer.sampler.root()
         else:
-            trace_id = parent.trace_id or ids[:32]
+            if parent.trace_id:  # the caller's trace, our span id
+                context = b"00-" + parent.trace_id.encode("ascii") + context[35:]
             parent_span_id = parent.span_id
             sampled = tracer.sampler.decide(parent.sampled)
             if parent.style == tc.STYLE_W3C:
                 tracestate = headers.get(tc.TRACESTATE)
         style = tc.b3_style(headers)
-        exchange.telemetry = RequestState(
-            headers, trace_id, span_id, parent_span_id, sampled, tracestate
+        exchange.telemetry = state = RequestState(
+            host, content_type, context, parent_span_id, sampled, tracestate
         )
         if head is not None:
             # The caller's context is replaced by ours: the same trace, our span as parent.
             head.headers = [pair for pair in head.headers if pair[0] not in _TRACE_HEADERS]
-            head.headers += tc.inject(trace_id, span_id, parent_span_id, sampled, style, tracestate)
+            head.headers += tc.inject(
+                state.trace_id, state.span_id, parent_span_id, sampled, style, tracestate
+            )
 
     def request_done(self, downstream: ConnectionFacts, exchange: Exchange, now: float) -> None:
         state = exchange.telemetry
         if type(state) is RequestState:
-            headers = state.headers
+            host = state.host
+            content_type = state.content_type
         else:  # answered before request_start (no route, unparsable request)
             state = None
-            headers = dict(exchange.request.headers)
+            host, content_type = _host_and_content_type(exchange.request.headers)
         flag_list = exchange.flags
         flags = ",".join(flag_list) if flag_list else "-"
         status = exchange.status
-        content_type = headers.get(b"content-type")
         grpc_status = None
         if content_type is not None and content_type.startswith(_GRPC):
             grpc_status = self._grpc_status(exchange)
-        key = (downstream.listener_name, headers.get(_HOST), status, flags, grpc_status)
+        key = (downstream.listener_name, host, status, flags, grpc_status)
         values = self.http.get(key)
         if values is None:
             key, values = self._new_http_series(key, downstream)
@@ -280,13 +293,15 @@ class Telemetry:
             self._record_span(downstream, exchange, state, now, key, slot, elapsed_ms)
         log = self.access_log
         if log is not None:
+            headers = dict(exchange.request.headers)
             if self.json_log:
                 log.add(self._json_line(downstream, exchange, headers, state, now, flags))
             else:
                 log.add(self._text_line(downstream, exchange, headers, now, flags))
 
     def tcp_start(self, relay: TcpRelay) -> None:
-        self._tcp_values(relay)[M.TCP_OPENED] += 1
+        values = self._tcp_values(relay)
+        values[M.TCP_OPENED] = values[M.TCP_OPENED] + 1
 
     def tcp_done(self, relay: TcpRelay, now: float) -> None:
         values = self._tcp_values(relay)
@@ -372,7 +387,7 @@ class Telemetry:
         method = request.method.decode("latin-1")
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
-        authority = state.headers.get(_HOST, b"").decode("latin-1")
+        authority = (state.host or b"").decode("latin-1")
         host, _, port = (
             authority.rpartition(":") if authority.count(":") == 1 else (authority, "", "")
         )
@@ -388,7 +403,7 @@ class Telemetry:
             attributes["server.port"] = int(port)
         if status:
             attributes["http.response.status_code"] = status
-        user_agent = state.headers.get(b"user-agent")
+        user_agent = header_value(request.headers, b"user-agent")
         if user_agent is not None:
             attributes["user_agent.original"] = user_agent.decode("latin-1")
         if exchange.flags:
