@@ -133,7 +133,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
                 self.stats[S.DOWNSTREAM_RQ_RX_RESET] = self.stats[S.DOWNSTREAM_RQ_RX_RESET] + 1
                 exchange.flags.append(flags.DOWNSTREAM_CONNECTION_TERMINATION)
             self._abort_upstream(exchange)
-            self._finish(exchange)
+            self._finish(exchange, self.worker.loop.time())
         if self.codec is not None:
             self.codec.release()
         self.transport = None
@@ -203,6 +203,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         if protocol is Protocol.HTTP1:
             self.stats[S.DOWNSTREAM_CX_HTTP1_TOTAL] = self.stats[S.DOWNSTREAM_CX_HTTP1_TOTAL] + 1
             self.codec = self.worker.new_server_codec()
+            self.last_activity = self.worker.loop.time()  # the first request's start
             self._dispatch(self.codec.receive(first_bytes))
         elif protocol is Protocol.HTTP2:
             self.stats[S.DOWNSTREAM_CX_HTTP2_TOTAL] = self.stats[S.DOWNSTREAM_CX_HTTP2_TOTAL] + 1

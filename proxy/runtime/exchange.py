@@ -115,7 +115,11 @@ class Exchange:
         self.upstream_start = now
         assert self.upstream_head is not None
         codec = upstream.codec
-        out = [codec.send_request_head(self.upstream_head)]
+        head = codec.send_request_head(self.upstream_head)
+        if not self.upstream_buffer and not self.request_complete:
+            upstream.write(head)  # the usual case: the head first, the rest as it comes
+            return False
+        out = [head]
         if self.upstream_buffer:
             out += [codec.send_data(piece) for piece in self.upstream_buffer]
             self.upstream_buffer = []
@@ -156,7 +160,9 @@ class Exchange:
         upstream = self.upstream
         if upstream is None:
             return False
-        upstream.write(upstream.codec.send_end(trailers))
+        end = upstream.codec.send_end(trailers)
+        if end:  # nothing to send unless the request is chunked
+            upstream.write(end)
         return True
 
     # The pool and the upstream connection call these (UpstreamUser); an exchange that

@@ -121,7 +121,9 @@ class Http1ConnectionManager:
 
     def _start(self, request: RequestHead) -> None:
         worker = self.worker
-        exchange = Exchange(_connection(self), request, worker.loop.time())
+        # Started when its bytes were read: the connection's last activity is that read
+        # (or, for a request that waited behind another, a moment since).
+        exchange = Exchange(_connection(self), request, self.last_activity)
         self.exchange = exchange
         self.stats[S.DOWNSTREAM_RQ_TOTAL] = self.stats[S.DOWNSTREAM_RQ_TOTAL] + 1
         self.stats[S.DOWNSTREAM_RQ_ACTIVE] = self.stats[S.DOWNSTREAM_RQ_ACTIVE] + 1
@@ -206,14 +208,15 @@ class Http1ConnectionManager:
 
     def _request_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
         if exchange.end_request(trailers):
-            self._arm_route_timeout(exchange)
+            self._arm_route_timeout(exchange, self.worker.loop.time())
 
     # -- HTTP/1: the upstream side -------------------------------------------------------
 
     def on_upstream_ready(self, exchange: Exchange, upstream: Upstream, reused: bool) -> None:
         self.stats[S.UPSTREAM_RQ_TOTAL] = self.stats[S.UPSTREAM_RQ_TOTAL] + 1
-        if exchange.attach(upstream, reused, self.worker.loop.time()):
-            self._arm_route_timeout(exchange)
+        now = self.worker.loop.time()
+        if exchange.attach(upstream, reused, now):
+            self._arm_route_timeout(exchange, now)
         self.resume_reading(pause.NOT_CONNECTED)
         if self.write_paused and upstream.transport is not None:
             upstream.transport.pause_reading()
@@ -267,7 +270,7 @@ class Http1ConnectionManager:
                 out.append(codec.send_end(event.trailers))
                 exchange.response_complete = True
                 self._write(b"".join(out))
-                self._response_done(exchange)
+                self._response_done(exchange, self.last_activity)  # read just now
                 return
             elif kind is Upgraded:
                 assert isinstance(event, Upgraded)
@@ -339,7 +342,7 @@ class Http1ConnectionManager:
             return
         if exchange.upgraded and exchange.response_started:
             exchange.response_complete = True
-            self._response_done(exchange)
+            self._response_done(exchange, self.worker.loop.time())
             return
         self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] = (
             self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] + 1
@@ -384,15 +387,15 @@ class Http1ConnectionManager:
         # Part of a response went out: closing is the only honest signal (no fake end).
         exchange.flags.append(flag)
         exchange.details = details
-        self._finish(exchange)
+        self._finish(exchange, self.worker.loop.time())
         if self.transport is not None:
             self.transport.abort()
 
-    def _arm_route_timeout(self, exchange: Exchange) -> None:
+    def _arm_route_timeout(self, exchange: Exchange, now: float) -> None:
         if not exchange.timed and not exchange.upgraded:
             exchange.timed = True
             worker = self.worker
-            worker.route_deadlines.add(exchange, worker.loop.time() + worker.config.timeouts.route)
+            worker.route_deadlines.add(exchange, now + worker.config.timeouts.route)
 
     def _cancel_route_timeout(self, exchange: Exchange) -> None:
         if exchange.timed:
@@ -408,7 +411,7 @@ class Http1ConnectionManager:
 
     # -- HTTP/1: finishing -------------------------------------------------------------
 
-    def _response_done(self, exchange: Exchange) -> None:
+    def _response_done(self, exchange: Exchange, now: float) -> None:
         upstream = exchange.upstream
         if upstream is not None:
             exchange.upstream = None
@@ -420,11 +423,11 @@ class Http1ConnectionManager:
                 upstream.user = None
                 upstream.close()
                 self.close_after = True
-        self._finish(exchange)
+        self._finish(exchange, now)
         self._next_or_close()
 
-    def _finish(self, exchange: Exchange) -> None:
-        """Account for the exchange exactly once."""
+    def _finish(self, exchange: Exchange, now: float) -> None:
+        """Account for the exchange exactly once (`now`: the loop's time, as the caller read it)."""
         if exchange.finished:
             return
         exchange.finished = True
@@ -436,10 +439,11 @@ class Http1ConnectionManager:
         stats[S.DOWNSTREAM_RQ_ACTIVE] = stats[S.DOWNSTREAM_RQ_ACTIVE] - 1
         status = exchange.status
         if 100 <= status < 600:
-            stats[S.DOWNSTREAM_RQ_1XX + status // 100 - 1] += 1
+            counted = S.DOWNSTREAM_RQ_1XX + status // 100 - 1
+            stats[counted] = stats[counted] + 1
         observer = self.worker.observer
         if observer is not None:
-            observer.request_done(_connection(self), exchange, self.worker.loop.time())
+            observer.request_done(_connection(self), exchange, now)
 
     def _next_or_close(self) -> None:
         self.exchange = None
@@ -492,7 +496,7 @@ class Http1ConnectionManager:
         if exchange.response_started:
             exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
             self._abort_upstream(exchange)
-            self._finish(exchange)
+            self._finish(exchange, self.worker.loop.time())
             self._close()
             return
         self._abort_upstream(exchange)
@@ -528,7 +532,7 @@ class Http1ConnectionManager:
         if not exchange.request_complete:
             self.close_after = True
         self._abort_upstream(exchange)
-        self._finish(exchange)
+        self._finish(exchange, self.worker.loop.time())
         self._next_or_close()
 
     def stream_idle_for(self, now: float) -> float:
@@ -546,7 +550,7 @@ class Http1ConnectionManager:
         if exchange.response_started:
             exchange.flags.append(flags.STREAM_IDLE_TIMEOUT)
             self._abort_upstream(exchange)
-            self._finish(exchange)
+            self._finish(exchange, self.worker.loop.time())
             if self.transport is not None:
                 self.transport.abort()
             return

@@ -282,7 +282,10 @@ class UpstreamPool:
             user.upstream_ready(connection, True)
             return
         connection.idle_since = self.loop.time()
-        self.idle.setdefault(connection.destination, []).append(connection)
+        idle = self.idle.get(connection.destination)
+        if idle is None:  # not setdefault: that would build a list every time
+            idle = self.idle[connection.destination] = []
+        idle.append(connection)
 
     def forget(self, connection: UpstreamConnection) -> None:
         """The connection closed: stop counting it, and open one for a waiter if any."""

@@ -51,8 +51,10 @@ def response_head(
     chunked: bool,
     close: bool,
 ) -> bytes:
-    parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d " % status, reason or _reason(status)]
-    parts.append(b"\r\n")
+    line = None if reason else _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))
+    parts = [line]
     _add_fields(parts, headers)
     parts.append(_framing_line(content_length, chunked))
     if close:
@@ -65,9 +67,9 @@ def _reason(status: int) -> bytes:
     return REASONS.get(status, b"Unknown")
 
 
-# "HTTP/1.1 200 " and friends, built once.
+# "HTTP/1.1 200 OK\r\n" and friends (with the standard reason), built once.
 _STATUS_LINES: Final[dict[int, bytes]] = {
-    status: b"HTTP/1.1 %d " % status for status in range(100, 600)
+    status: b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)) for status in range(100, 600)
 }
 
 

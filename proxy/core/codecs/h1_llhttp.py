@@ -43,7 +43,15 @@ _VERSIONS: Final = ("1.1", "1.0")
 # twice a proxied request). When a message's first line is known to start at the start
 # of a read, the version is read from those bytes instead; anything else asks httptools.
 _REQUEST_LINE_END: Final = b" HTTP/1.1\r\n"
+_GET: Final = b"GET"
+_GET_: Final = b"GET "
 _STATUS_LINE_START: Final = b"HTTP/1.1 "
+
+
+def _holds_at(data: bytes, offset: int, expected: bytes) -> bool:
+    """`data.startswith(expected, offset)`: compiled, a slice and a compare, where the
+    two-argument startswith is a Python-level method call (about 500 instructions)."""
+    return data[offset : offset + len(expected)] == expected
 
 
 def _keep_alive(version: str, headers: Headers, connection: bytes) -> bool:
@@ -156,6 +164,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
     """Server side: parses pipelined requests, frames responses for this client's version."""
 
     __slots__ = (
+        "_connection_named",
         "_content_length",
         "_events",
         "_expect_continue",
@@ -192,6 +201,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._expect_continue = False
         self._upgrade: bytes | None = None
         self._fields = 0
+        self._connection_named = False  # Connection or Proxy-Connection: ask llhttp
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._headers: Headers = []
@@ -280,6 +290,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._expect_continue = False
         self._upgrade = None
         self._fields = 0
+        self._connection_named = False
 
     def on_url(self, url: bytes) -> None:
         self._target += url
@@ -306,6 +317,8 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._head_size += len(name) + len(value) + 4
         # Everything a proxy must know about the message is picked out in this one pass.
         if kind < _CONTENT_LENGTH:
+            if kind == HOP_BY_HOP_FIELDS:
+                self._connection_named = True  # Proxy-Connection among them: llhttp reads it
             self._fields |= kind
             self._headers.append((name, value))
         elif kind == _CONTENT_LENGTH:
@@ -319,7 +332,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 self._framing_error = True
             self._request_chunked = True
         elif kind == _CONNECTION and value in PLAIN_CONNECTION_VALUES:
-            pass  # lifted into keep_alive (llhttp's should_keep_alive reads it)
+            self._connection_named = True  # lifted into keep_alive: llhttp reads it
         else:
             if kind == _HOST:
                 self._hosts += 1
@@ -328,6 +341,8 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             else:  # Upgrade, or a Connection naming more than keep-alive or close
                 if kind == _UPGRADE:
                     self._upgrade = value
+                else:
+                    self._connection_named = True
                 self._fields |= HOP_BY_HOP_FIELDS
             self._headers.append((name, value))
         if len(self._headers) > self._max_count:
@@ -345,20 +360,30 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         headers = self._headers
         content_length = self._content_length
         chunked = self._request_chunked
-        method = parser.get_method()
         line = self._line_read
         self._line_read = None
         # The request line is `method SP target SP HTTP/1.1 CRLF` at the read's start
         # exactly when these bytes are where that layout puts them (a target holds no
-        # SP, so no other layout lines them up); otherwise httptools says.
+        # SP, so no other layout lines them up); otherwise httptools says. A GET is
+        # read off the same bytes (httptools builds the method's bytes on each ask).
+        target_end = len(self._target) + 1
         if (
             line is not None
-            and line.startswith(_REQUEST_LINE_END, len(method) + 1 + len(self._target))
-            and line.startswith(method)
+            and line.startswith(_GET_)
+            and _holds_at(line, len(_GET) + target_end, _REQUEST_LINE_END)
         ):
+            method = _GET
             http_version = "1.1"
         else:
-            http_version = parser.get_http_version()
+            method = parser.get_method()
+            if (
+                line is not None
+                and _holds_at(line, len(method) + target_end, _REQUEST_LINE_END)
+                and line.startswith(method)
+            ):
+                http_version = "1.1"
+            else:
+                http_version = parser.get_http_version()
         if http_version not in _VERSIONS:
             raise _Oversized(400, "unsupported HTTP version")
         # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without
@@ -368,7 +393,10 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         version = b"1.1" if http_version == "1.1" else http_version.encode()
         # Whether this connection stays open is decided per answered request (in
         # send_response_head): a pipelined request parsed later must not change it.
-        keep_alive = parser.should_keep_alive()
+        if http_version == "1.1" and not self._connection_named:
+            keep_alive = True  # llhttp's rule when no Connection field could say close
+        else:
+            keep_alive = parser.should_keep_alive()
         upgrade = self._upgrade if self._upgrade is not None and parser.should_upgrade() else None
         expect_continue = self._expect_continue
         self._events.append(

@@ -18,11 +18,13 @@ from proxy.core.messages import RequestHead, ResponseHead
 from tests.proxy.codecs.helpers import CODECS, feed, request
 
 
-def _request(version: bytes, target: bytes = b"/", body: bytes = b"") -> bytes:
+def _request(
+    version: bytes, target: bytes = b"/", body: bytes = b"", method: bytes = b"POST"
+) -> bytes:
     # An HTTP/1.0 request asks to keep the connection, so that later ones are parsed.
     host = b"Host: a\r\n" if version == b"1.1" else b"Connection: keep-alive\r\n"
     length = b"Content-Length: %d\r\n" % len(body) if body else b""
-    return b"POST %s HTTP/%s\r\n%s%s\r\n%s" % (target, version, host, length, body)
+    return b"%s %s HTTP/%s\r\n%s%s\r\n%s" % (method, target, version, host, length, body)
 
 
 def _versions(codec_name: str, wire: bytes, cuts: list[int]) -> list[bytes]:
@@ -69,7 +71,10 @@ def test_every_cut_of_two_requests(codec: str) -> None:
         st.tuples(
             st.sampled_from([b"1.0", b"1.1"]),
             st.sampled_from([b"/", b"/a", b"/x?q=1"]),
-            st.sampled_from([b"", b"x", b"POST / HTTP/1.1\r\n", b" HTTP/1.1\r\n"]),
+            st.sampled_from(
+                [b"", b"x", b"POST / HTTP/1.1\r\n", b" HTTP/1.1\r\n", b"GET / HTTP/1.1\r\n"]
+            ),
+            st.sampled_from([b"GET", b"POST", b"PUT"]),
         ),
         min_size=1,
         max_size=5,
@@ -78,11 +83,16 @@ def test_every_cut_of_two_requests(codec: str) -> None:
     st.sampled_from(CODECS),
 )
 def test_versions_whatever_the_reads(
-    messages: list[tuple[bytes, bytes, bytes]], cuts: list[int], codec: str
+    messages: list[tuple[bytes, bytes, bytes, bytes]], cuts: list[int], codec: str
 ) -> None:
-    wire = b"".join(_request(version, target, body) for version, target, body in messages)
-    expected = [version for version, _, _ in messages]
-    assert _versions(codec, wire, [cut for cut in cuts if cut < len(wire)]) == expected
+    # The method too (a GET and its version are read off the line's bytes), and
+    # keep-alive (decided without llhttp when no Connection field could say close).
+    wire = b"".join(_request(*message) for message in messages)
+    events = feed(server_codec(codec), wire, [cut for cut in cuts if cut < len(wire)])
+    heads = [event for event in events if isinstance(event, RequestHead)]
+    assert [(head.method, head.http_version, head.keep_alive) for head in heads] == [
+        (method, version, True) for version, _, _, method in messages
+    ]
 
 
 @pytest.mark.parametrize("codec", CODECS)
