@@ -78,4 +78,5 @@ def span_id(context: bytes) -> str:
 
 
 def _cut(batch: bytes, length: int) -> list[bytes]:
-    return [batch[start : start + length] for start in range(0, len(batch), length)]
+    # range(_BATCH) compiles to a native loop; a range with a variable step does not.
+    return [batch[index * length : (index + 1) * length] for index in range(_BATCH)]

@@ -42,11 +42,22 @@ logger = logging.getLogger("pilotfish")
 _random: Final = random.random  # sampling draws (reseeded per forked worker)
 
 
+_FIRST_TRIED: Final = 3
+
+
 def histogram_slot(bounds: tuple[float, ...], value: float) -> int:
     """bisect_left(bounds, value), compiled: the bucket a value counts in. Three a
-    request; the C bisect's call and argument parsing cost more than the search."""
-    low = 0
+    request; the C bisect's call and argument parsing cost more than the search.
+
+    Most values land in the first few buckets (empty bodies, sub-millisecond
+    durations), so those are tried in order before the binary search.
+    """
     high = len(bounds)
+    low = 0
+    while low < _FIRST_TRIED and low < high:
+        if value <= bounds[low]:
+            return low
+        low += 1
     while low < high:
         middle = (low + high) >> 1
         if bounds[middle] < value:
