@@ -81,6 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "codec",
         "destination",
+        "idle",
         "idle_since",
         "pool",
         "received_any",
@@ -89,9 +90,17 @@ class UpstreamConnection(asyncio.Protocol):
         "user",
     )
 
-    def __init__(self, pool: UpstreamPool, destination: Destination, codec: ClientCodec) -> None:
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        destination: Destination,
+        codec: ClientCodec,
+        idle: list[UpstreamConnection] | None = None,
+    ) -> None:
         self.pool = pool
         self.destination = destination
+        # The pool's idle list for this destination: released into without a lookup.
+        self.idle: list[UpstreamConnection] = [] if idle is None else idle
         self.codec = codec
         self.stats = pool.stats
         self.transport: asyncio.Transport | None = None
@@ -282,16 +291,13 @@ class UpstreamPool:
             user.upstream_ready(connection, True)
             return
         connection.idle_since = self.loop.time()
-        idle = self.idle.get(connection.destination)
-        if idle is None:  # not setdefault: that would build a list every time
-            idle = self.idle[connection.destination] = []
-        idle.append(connection)
+        connection.idle.append(connection)
 
     def forget(self, connection: UpstreamConnection) -> None:
         """The connection closed: stop counting it, and open one for a waiter if any."""
         destination = connection.destination
         self.open_count[destination] = self.open_count.get(destination, 1) - 1
-        idle = self.idle.get(destination)
+        idle = connection.idle
         if idle and connection in idle:
             idle.remove(connection)
         queue = self.pending.get(destination)
@@ -320,7 +326,10 @@ class UpstreamPool:
     async def _connect(
         self, destination: Destination, user: UpstreamUser, source: str | None
     ) -> None:
-        connection = UpstreamConnection(self, destination, self.codec_factory())
+        idle = self.idle.get(destination)
+        if idle is None:
+            idle = self.idle[destination] = []
+        connection = UpstreamConnection(self, destination, self.codec_factory(), idle)
         connection.user = user
         reason = await connect(
             self.loop, connection, destination, source, self.connect_timeout, self.stats

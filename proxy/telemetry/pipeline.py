@@ -173,6 +173,9 @@ class Telemetry:
         self.request_bytes_at = layout.request_bytes
         self.response_bytes_at = layout.response_bytes
         self.http: dict[tuple[Any, ...], list[float]] = {}
+        # The series request_done counted in last (series are never removed).
+        self.last_key: tuple[Any, ...] = ()
+        self.last_values: list[float] = []
         self.http_labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
         self.tcp: dict[tuple[Any, ...], list[float]] = {}
         self.tcp_labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
@@ -282,9 +285,19 @@ class Telemetry:
         if content_type is not None and content_type.startswith(_GRPC):
             grpc_status = self._grpc_status(exchange)
         key = (downstream.listener_name, host, status, flags, grpc_status)
-        values = self.http.get(key)
-        if values is None:
-            key, values = self._new_http_series(key, downstream)
+        if key == self.last_key:
+            # The series the previous request counted in (a tuple compare: its items
+            # are mostly the same objects), before hashing the key for the dict.
+            key = self.last_key
+            values = self.last_values
+        else:
+            found = self.http.get(key)
+            if found is None:
+                key, values = self._new_http_series(key, downstream)
+            else:
+                values = found
+            self.last_key = key
+            self.last_values = values
         elapsed_ms = (now - exchange.start) * 1000.0
         received = exchange.bytes_received
         sent = exchange.bytes_sent
