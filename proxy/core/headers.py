@@ -5,9 +5,9 @@ Pure functions over neutral header lists; the request id generator is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
+from proxy.core.ids import new_request_id
 from proxy.core.messages import (
     ANY_FIELDS,
     FORWARDING_FIELDS,
@@ -99,7 +99,6 @@ def forward_request_headers(
     headers: Headers,
     client_address: bytes,
     scheme: bytes,
-    new_request_id: Callable[[], bytes],
     upgrade: bool = False,
     fields: int = ANY_FIELDS,
 ) -> tuple[Headers, bytes]:
@@ -107,19 +106,24 @@ def forward_request_headers(
 
     X-Forwarded-For gets the client's address appended (RFC 7239's older cousin, as
     Envoy does); X-Forwarded-Proto is set when absent; X-Request-Id is kept when the
-    caller sent one (so it survives every hop) and generated otherwise. `fields` is
-    what the codec noted (messages.HOP_BY_HOP_FIELDS...): what it rules out is not
-    looked for.
+    caller sent one (so it survives every hop) and generated otherwise
+    (proxy.core.ids). `fields` is what the codec noted (messages.HOP_BY_HOP_FIELDS...):
+    what it rules out is not looked for.
     """
     forwarded = forwardable(headers, fields, upgrade)
-    if forwarded is headers:
-        forwarded = list(headers)  # the request keeps its own list; this one grows
     if not fields & FORWARDING_FIELDS:
         request_id = new_request_id()
-        forwarded.append((b"x-forwarded-for", client_address))
-        forwarded.append((b"x-forwarded-proto", scheme))
-        forwarded.append((b"x-request-id", request_id))
+        added = [
+            (b"x-forwarded-for", client_address),
+            (b"x-forwarded-proto", scheme),
+            (b"x-request-id", request_id),
+        ]
+        if forwarded is headers:  # the request keeps its own list
+            return headers + added, request_id
+        forwarded += added
         return forwarded, request_id
+    if forwarded is headers:
+        forwarded = list(headers)  # the request keeps its own list; this one grows
     request_id = b""
     xff_index = -1
     has_proto = False

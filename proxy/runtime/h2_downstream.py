@@ -340,7 +340,7 @@ class H2Downstream:
             self.local_reply(exchange, 404, flags.NO_ROUTE, "route_not_found")
             return
         headers, exchange.request_id = forward_request_headers(
-            request.headers, connection.client_address, connection.scheme, worker.new_request_id
+            request.headers, connection.client_address, connection.scheme
         )
         exchange.upstream_head = RequestHead(
             stream_id,

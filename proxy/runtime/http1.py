@@ -137,7 +137,6 @@ class Http1ConnectionManager:
             request.headers,
             self.client_address,
             self.scheme,
-            worker.new_request_id,
             request.upgrade is not None,
             request.fields,
         )

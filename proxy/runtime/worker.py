@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from proxy.core.codecs import client_codec, server_codec
 from proxy.core.codecs.base import ClientCodec, CodecLimits, ServerCodec
-from proxy.core.ids import new_request_id
 from proxy.runtime.deadlines import DeadlineQueue
 from proxy.runtime.upstream import Destination, UpstreamPool
 
@@ -51,7 +50,6 @@ class Worker:
         codec = config.codec
         self.new_server_codec: Callable[[], ServerCodec] = lambda: server_codec(codec, limits)
         self.new_client_codec: Callable[[], ClientCodec] = lambda: client_codec(codec)
-        self.new_request_id = new_request_id
         self.random = random.random  # retry back-off draws
         # Listeners whose requests the retry policy covers: the caller's side only, as in
         # Istio (retries belong to the client's outbound route; inbound delivers once).
