@@ -57,9 +57,10 @@ def _holds_at(data: bytes, offset: int, expected: bytes) -> bool:
 def _keep_alive(version: str, headers: Headers, connection: bytes) -> bool:
     """llhttp's keep-alive rule for a message that does not need EOF to end.
 
-    `connection` is the plain Connection value the codec lifted out of `headers`.
+    `connection` is the plain Connection values the codec lifted out of `headers`,
+    comma-joined.
     """
-    tokens: list[bytes] = [connection.lower()]
+    tokens = [token.lower() for token in connection.split(b",")]
     for name, value in headers:
         if name == b"connection":
             tokens += [token.strip(b" \t").lower() for token in value.split(b",")]
@@ -523,7 +524,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._content_length: int | None = None
         self._chunked = False
         self._bad_framing = False
-        self._connection = b""  # a plain Connection value, lifted out of the headers
+        self._connection = b""  # plain Connection values lifted out of the headers, joined
         # The first bytes of the response to the request outstanding (None until they
         # come, b"" once a head was read): see _STATUS_LINE_START.
         self._first_bytes: bytes | None = None
@@ -654,7 +655,8 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
                 self._bad_framing = True
             self._chunked = True
         elif kind == _CONNECTION and value in PLAIN_CONNECTION_VALUES:
-            self._connection = value  # lifted into keep_alive
+            # Lifted into keep_alive; all of them kept for the HEAD rule (_keep_alive).
+            self._connection = self._connection + b"," + value if self._connection else value
         else:
             if kind in (_UPGRADE, _CONNECTION):
                 self._fields |= HOP_BY_HOP_FIELDS

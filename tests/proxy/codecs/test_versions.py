@@ -121,3 +121,64 @@ def test_response_versions_on_a_reused_connection(codec: str) -> None:
         reason = b"HTTP/%s 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
         events = client.receive(reason % version)
         assert [e.http_version for e in events if isinstance(e, ResponseHead)] == [version]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"1.0", b"1.1"]),
+            st.sampled_from([200, 204, 301, 404, 503]),
+            st.sampled_from([b"Content-Length: 2\r\n", b"Transfer-Encoding: chunked\r\n"]),
+            st.lists(
+                st.sampled_from([b"Connection: keep-alive\r\n", b"Connection: Close\r\n"]),
+                max_size=2,
+            ).map(b"".join),
+            st.booleans(),  # a 100 Continue first
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.integers(min_value=1, max_value=200), max_size=4),
+)
+def test_response_status_and_keep_alive_whatever_the_reads(
+    responses: list[tuple[bytes, int, bytes, bytes, bool]], cuts: list[int]
+) -> None:
+    # The llhttp client codec reads a first head's status off its line and decides
+    # keep-alive itself for a delimited HTTP/1.1 body without Connection fields; the
+    # h11 codec, its oracle, must agree on every head, however the reads fall.
+    for version, status, framing, connection, interim in responses:
+        body = (
+            b"" if status == 204 else (b"2\r\nok\r\n0\r\n\r\n" if b"chunked" in framing else b"ok")
+        )
+        framing = b"" if status == 204 else framing
+        wire = b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b""
+        wire += b"HTTP/%s %d X\r\n%s%s\r\n%s" % (version, status, framing, connection, body)
+        heads = {}
+        for codec in CODECS:
+            client = client_codec(codec)
+            client.send_request_head(request())
+            events = feed(client, wire, [cut for cut in cuts if cut < len(wire)])
+            heads[codec] = [
+                (e.status, e.http_version, e.keep_alive)
+                for e in events
+                if isinstance(e, ResponseHead)
+            ]
+        assert heads["llhttp"] == heads["h11"]
+        assert [status for status, _, _ in heads["llhttp"]] == [100] * interim + [status]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_head_response_with_two_connection_fields(codec: str) -> None:
+    # A response to HEAD has no body whatever it declares; whether the connection stays
+    # open is llhttp's rule over every Connection field (the codec lifts plain ones).
+    for version, fields, kept in (
+        (b"1.1", b"Connection: keep-alive\r\nConnection: close\r\n", False),
+        (b"1.1", b"Connection: close\r\nConnection: keep-alive\r\n", False),
+        (b"1.0", b"Connection: keep-alive\r\n", True),
+        (b"1.0", b"Connection: close\r\n", False),
+    ):
+        client = client_codec(codec)
+        client.send_request_head(request(b"HEAD"))
+        head = client.receive(b"HTTP/" + version + b" 200 OK\r\n" + fields + b"\r\n")[0]
+        assert isinstance(head, ResponseHead) and head.keep_alive is kept, (fields, kept)
