@@ -42,6 +42,8 @@ HOT_PATH = (
     "proxy.runtime.upstream",
     "proxy.runtime.worker",
     "proxy.telemetry.pipeline",
+    "proxy.telemetry.otlp",
+    "proxy.telemetry.tracing",
     "proxy.runtime.h2_downstream",
     "proxy.runtime.h2_upstream",
     "proxy.core.codecs.h2_huffman",

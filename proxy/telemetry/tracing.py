@@ -19,6 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping
+from typing import Final
 
 from proxy import __version__
 from proxy.config import env as env_names
@@ -44,8 +45,8 @@ _BSP = {
 class SpanKind:
     """trace.proto's span kinds the proxy emits."""
 
-    SERVER = otlp.SPAN_KIND_SERVER
-    CLIENT = otlp.SPAN_KIND_CLIENT
+    SERVER: Final = otlp.SPAN_KIND_SERVER
+    CLIENT: Final = otlp.SPAN_KIND_CLIENT
 
 
 class Sampler:
