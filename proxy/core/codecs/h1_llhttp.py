@@ -121,6 +121,9 @@ def _field(name: bytes) -> tuple[bytes, int]:
     return known
 
 
+_FIELDS_REMEMBERED: Final = 64  # per connection; later fields of a long head go by _field
+
+
 class _FieldNames:
     """The field names of a connection's previous message, in order, as `_field` saw them.
 
@@ -155,9 +158,6 @@ class _FieldNames:
         if position < _FIELDS_REMEMBERED:
             entries.append((name, lowered, kind))
         return lowered, kind
-
-
-_FIELDS_REMEMBERED: Final = 64  # per connection; later fields of a long head go by _field
 
 
 def _declared_length(value: bytes, known: int | None) -> int:
