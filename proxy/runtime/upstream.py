@@ -95,12 +95,12 @@ class UpstreamConnection(asyncio.Protocol):
         pool: UpstreamPool,
         destination: Destination,
         codec: ClientCodec,
-        idle: list[UpstreamConnection] | None = None,
+        idle: list[UpstreamConnection],
     ) -> None:
         self.pool = pool
         self.destination = destination
         # The pool's idle list for this destination: released into without a lookup.
-        self.idle: list[UpstreamConnection] = [] if idle is None else idle
+        self.idle = idle
         self.codec = codec
         self.stats = pool.stats
         self.transport: asyncio.Transport | None = None
