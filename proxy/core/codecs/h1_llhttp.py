@@ -44,7 +44,7 @@ _VERSIONS: Final = ("1.1", "1.0")
 # of a read, the version is read from those bytes instead; anything else asks httptools.
 _REQUEST_LINE_END: Final = b" HTTP/1.1\r\n"
 _GET: Final = b"GET"
-_GET_: Final = b"GET "
+_GET_SP: Final = b"GET "
 _STATUS_LINE_START: Final = b"HTTP/1.1 "
 
 
@@ -160,30 +160,30 @@ class _FieldNames:
         return lowered, kind
 
 
-def _declared_length(value: bytes, known: int | None) -> int:
-    """A Content-Length value, or -1 when it is not a number or differs from a repeat's.
+def _framing_field(
+    kind: int, value: bytes, length: int | None, chunked: bool
+) -> tuple[int | None, bool, bool]:
+    """A Content-Length or Transfer-Encoding field taken into the message's framing.
 
-    llhttp has refused anything but digits around optional whitespace, and _trim took
-    the trailing whitespace off; the digits are read in a compiled loop (strip and
-    isdigit were Python-level method calls, about 700 instructions a message).
+    Returns (length, chunked, refused). Refused: a length that is not a number or
+    differs from a repeat's, or a coding other than one plain `chunked` (llhttp lets
+    `gzip, chunked` by, and re-framing the body would drop the coding). llhttp has
+    refused a length with anything but digits around optional whitespace, and _trim
+    took the trailing whitespace off, so the digits are read in a compiled loop
+    (strip and isdigit were Python-level method calls, about 700 instructions).
     """
-    if not value:
-        return -1
-    length = 0
+    if kind == _TRANSFER_ENCODING:
+        return length, True, chunked or value.strip().lower() != b"chunked"
+    declared = 0 if value else -1
     for index in range(len(value)):
         digit = value[index] - 48
         if not 0 <= digit <= 9:
-            return -1
-        length = length * 10 + digit
-    return length if known is None or known == length else -1
-
-
-def _only_chunked(value: bytes, seen: bool) -> bool:
-    """Whether a Transfer-Encoding is one plain `chunked`, the first of the message.
-
-    llhttp lets `gzip, chunked` by, and re-framing the body would drop the coding.
-    """
-    return not seen and value.strip().lower() == b"chunked"
+            declared = -1
+            break
+        declared = declared * 10 + digit
+    if declared < 0 or (length is not None and length != declared):
+        return length, chunked, True
+    return declared, chunked, False
 
 
 def _trim(value: bytes) -> bytes:
@@ -373,16 +373,12 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 self._connection_named = True  # Proxy-Connection among them: llhttp reads it
             self._fields |= kind
             self._headers.append((name, value))
-        elif kind == _CONTENT_LENGTH:
-            length = _declared_length(value, self._content_length)
-            if length < 0:
+        elif kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
+            self._content_length, self._request_chunked, refused = _framing_field(
+                kind, value, self._content_length, self._request_chunked
+            )
+            if refused:
                 self._framing_error = True
-            else:
-                self._content_length = length
-        elif kind == _TRANSFER_ENCODING:
-            if not _only_chunked(value, self._request_chunked):
-                self._framing_error = True
-            self._request_chunked = True
         elif kind == _CONNECTION and value in PLAIN_CONNECTION_VALUES:
             self._connection_named = True  # lifted into keep_alive: llhttp reads it
         else:
@@ -421,7 +417,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         target_end = len(self._target) + 1
         if (
             line is not None
-            and line.startswith(_GET_)
+            and line.startswith(_GET_SP)
             and _holds_at(line, len(_GET) + target_end, _REQUEST_LINE_END)
         ):
             method = _GET
@@ -480,7 +476,6 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
     """Client side: frames a request upstream, parses the response (1xx and 101 included)."""
 
     __slots__ = (
-        "_bad_framing",
         "_carry",
         "_chunked",
         "_close_delimited",
@@ -491,6 +486,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         "_fields",
         "_final_head",
         "_first_bytes",
+        "_framing_error",
         "_head_request",
         "_headers",
         "_in_body",
@@ -523,7 +519,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._fields = 0
         self._content_length: int | None = None
         self._chunked = False
-        self._bad_framing = False
+        self._framing_error = False
         self._connection = b""  # plain Connection values lifted out of the headers, joined
         # The first bytes of the response to the request outstanding (None until they
         # come, b"" once a head was read): see _STATUS_LINE_START.
@@ -631,7 +627,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._fields = 0
         self._content_length = None
         self._chunked = False
-        self._bad_framing = False
+        self._framing_error = False
         self._connection = b""
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -644,16 +640,12 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         elif kind < _CONTENT_LENGTH:
             self._fields |= kind
             self._headers.append((name, value))
-        elif kind == _CONTENT_LENGTH:
-            length = _declared_length(value, self._content_length)
-            if length < 0:
-                self._bad_framing = True
-            else:
-                self._content_length = length
-        elif kind == _TRANSFER_ENCODING:
-            if not _only_chunked(value, self._chunked):
-                self._bad_framing = True
-            self._chunked = True
+        elif kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
+            self._content_length, self._chunked, refused = _framing_field(
+                kind, value, self._content_length, self._chunked
+            )
+            if refused:
+                self._framing_error = True
         elif kind == _CONNECTION and value in PLAIN_CONNECTION_VALUES:
             # Lifted into keep_alive; all of them kept for the HEAD rule (_keep_alive).
             self._connection = self._connection + b"," + value if self._connection else value
@@ -680,7 +672,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         headers = self._headers
         content_length = self._content_length
         chunked = self._chunked
-        if self._bad_framing:
+        if self._framing_error:
             raise ValueError("invalid or conflicting content-length / transfer-encoding")
         if status == 101:
             _check_switch(self._upgrade_proposed, self._request_headers, headers)
