@@ -18,16 +18,10 @@ import grpc
 import pytest
 
 from tests.h2.h2only import H2OnlyServer
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "pilotfish.test.Echo"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:

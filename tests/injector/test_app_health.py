@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -27,6 +26,7 @@ from proxy.admin.app_health import (
     parse_app_probers,
     run_probe,
 )
+from tests.ports import free_port
 
 
 async def start_http_server() -> tuple[asyncio.Server, int, list[str]]:
@@ -51,10 +51,7 @@ async def start_http_server() -> tuple[asyncio.Server, int, list[str]]:
 
 
 def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    return free_port()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from injector import cli
 from tests.injector.conftest import MESH, REPO, TEMPLATE
 from tests.injector.reviews import admission_review, app_pod
 from tests.injector.webhook_harness import ServiceConnection
+from tests.ports import free_port
 
 CASES = Path(__file__).parent / "testdata" / "inject"
 
@@ -84,13 +84,6 @@ def test_inject_fails_on_a_bad_annotation_and_a_missing_file() -> None:
     assert "/nonexistent/mesh.yaml" in broken.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_serve_answers_reviews_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert (
         cli.main(
@@ -106,7 +99,7 @@ def test_serve_answers_reviews_and_stops_on_sigterm(tmp_path: Path) -> None:
         )
         == 0
     )
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,

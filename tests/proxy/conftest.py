@@ -17,15 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from tests.proxy import upstream_app
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(admin_port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

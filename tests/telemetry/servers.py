@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -31,13 +33,6 @@ def need(binary: str) -> str:
     if found is None:
         pytest.skip(f"{binary} is not installed (Debian package needed)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
