@@ -17,30 +17,39 @@ FRAMING_HEADERS: Final = frozenset((b"content-length", b"transfer-encoding"))
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
-def _add_fields(parts: list[bytes], headers: Headers) -> None:
-    # Pieces for one join: half the cost of a `b"%s: %s\r\n"` format per field.
+# A head is built by appending each field to one bytes object with %-formatting, which
+# mypyc turns into one allocation and a copy per field (no list, no join): about 30%
+# fewer instructions than joining four pieces per field. Past _BLOCK_BYTES the head so
+# far is set aside, so a head with many fields still costs copies linear in its size.
+_BLOCK_BYTES: Final = 2048
+
+
+def _with_fields(block: bytes, headers: Headers) -> bytes:
+    """`block` followed by `name: value\r\n` for each header, in order."""
+    set_aside: list[bytes] | None = None
     for name, value in headers:
-        parts.append(name)
-        parts.append(b": ")
-        parts.append(value)
-        parts.append(b"\r\n")
+        if len(block) > _BLOCK_BYTES:
+            if set_aside is None:
+                set_aside = []
+            set_aside.append(block)
+            block = b""
+        block = b"%s%s: %s\r\n" % (block, name, value)
+    if set_aside is not None:
+        set_aside.append(block)
+        return b"".join(set_aside)
+    return block
 
 
 def header_block(headers: Headers) -> bytes:
-    """`name: value\\r\\n` for each header, in order (no terminating blank line)."""
-    parts: list[bytes] = []
-    _add_fields(parts, headers)
-    return b"".join(parts)
+    """`name: value\r\n` for each header, in order (no terminating blank line)."""
+    return _with_fields(b"", headers)
 
 
 def request_head(
     method: bytes, target: bytes, headers: Headers, content_length: int | None, chunked: bool
 ) -> bytes:
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    _add_fields(parts, headers)
-    parts.append(_framing_line(content_length, chunked))
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    block = _with_fields(b"%s %s HTTP/1.1\r\n" % (method, target), headers)
+    return b"%s%s\r\n" % (block, _framing_line(content_length, chunked))
 
 
 def response_head(
@@ -54,13 +63,10 @@ def response_head(
     line = None if reason else _STATUS_LINES.get(status)
     if line is None:
         line = b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))
-    parts = [line]
-    _add_fields(parts, headers)
-    parts.append(_framing_line(content_length, chunked))
+    block = _with_fields(line, headers)
     if close:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+        return b"%s%sconnection: close\r\n\r\n" % (block, _framing_line(content_length, chunked))
+    return b"%s%s\r\n" % (block, _framing_line(content_length, chunked))
 
 
 def _reason(status: int) -> bytes:

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from proxy.core.codecs import client_codec, server_codec
+from proxy.core.codecs import client_codec, h1_framing, server_codec
 from proxy.core.messages import RequestHead
 from tests.proxy.codecs.helpers import request, response
 
@@ -72,3 +72,22 @@ def test_framing_decisions() -> None:
     parser, head = _parsed("h11", REQUESTS["get-1.1"])
     out = parser.send_response_head(response(content_length=1, keep_alive=False), head)  # type: ignore[attr-defined]
     assert out.endswith(b"content-length: 1\r\nconnection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 60, 400])
+def test_heads_of_any_size_are_written_field_by_field(count: int) -> None:
+    """Heads past the serializer's block size (h1_framing._BLOCK_BYTES) lose and repeat nothing."""
+    headers = [(b"x-field-%d" % i, b"v" * (i % 97)) for i in range(count)]
+    fields = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    assert h1_framing.header_block(headers) == fields
+    assert h1_framing.request_head(b"PUT", b"/t", headers, 3, False) == (
+        b"PUT /t HTTP/1.1\r\n" + fields + b"content-length: 3\r\n\r\n"
+    )
+    assert h1_framing.response_head(404, b"", headers, None, True, True) == (
+        b"HTTP/1.1 404 Not Found\r\n"
+        + fields
+        + b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    assert h1_framing.response_head(299, b"Odd", headers, 0, False, False) == (
+        b"HTTP/1.1 299 Odd\r\n" + fields + b"content-length: 0\r\n\r\n"
+    )
