@@ -12,6 +12,7 @@ from mypy_extensions import mypyc_attr
 
 from proxy.core.messages import Event, RequestHead, ResponseHead
 from proxy.runtime import pause
+from proxy.runtime.upstream import UpstreamUser
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # HTTP/2's H2Exchange
-class Exchange:
+class Exchange(UpstreamUser):
     """One request/response pair in flight: its upstream, and what logs and metrics need."""
 
     __slots__ = (

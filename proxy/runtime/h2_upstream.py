@@ -30,23 +30,18 @@ from proxy.core.codecs.h2 import (
     StreamReset,
 )
 from proxy.core.messages import Data, EndOfMessage, Event, RequestHead
-from proxy.runtime.upstream import PendingRequests, connect
+from proxy.runtime.upstream import PendingRequests, UpstreamUser, connect
 from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
     from proxy.runtime.exchange import Exchange
-    from proxy.runtime.upstream import (
-        Destination,
-        Upstream,
-        UpstreamPool,
-        UpstreamUser,
-    )
+    from proxy.runtime.upstream import Destination, Upstream, UpstreamPool
     from proxy.telemetry.observer import ConnectionFacts, RequestObserver
 
 
 # A request waiting for a stream: (who, source address, may it go to HTTP/1.1 instead).
-_Waiter = tuple["UpstreamUser", "str | None", bool]
+_Waiter = tuple[UpstreamUser, "str | None", bool]
 # How long a destination that failed the h2c handshake is sent HTTP/1.1 without trying.
 HTTP1_ONLY_MEMORY: Final = 60.0
 
@@ -319,7 +314,7 @@ class H2UpstreamStream(ClientCodec):
         return f"<H2UpstreamStream {self.stream_id} on {self.connection!r}>"
 
 
-class _Retry:
+class _Retry(UpstreamUser):
     """Stands in the pool's queue for a refused stream; gives it the connection it gets."""
 
     __slots__ = ("stream",)

@@ -14,6 +14,7 @@ import pytest
 from proxy.config.model import ProxyConfig
 from proxy.core.messages import EndOfMessage, Event, RequestHead
 from proxy.runtime.h2_upstream import H2UpstreamConnection, H2UpstreamPool
+from proxy.runtime.upstream import UpstreamUser
 from proxy.telemetry.stats import new_stats
 
 
@@ -40,7 +41,7 @@ class Transport:
         pass
 
 
-class User:
+class User(UpstreamUser):
     """An exchange stand-in: sends one request, releases its stream at the end."""
 
     def __init__(self) -> None:
