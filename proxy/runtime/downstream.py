@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
 from proxy.core import flags
@@ -95,13 +96,13 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         if local:
             self.local_address = f"{local[0]}:{local[1]}"
         self.destination, self.source = self.resolve(transport)
-        self.last_activity = worker.loop.time()
+        self.last_activity = monotonic()
         self.sniff_timer = worker.loop.call_later(worker.config.timeouts.sniff, self._sniff_timeout)
 
     def data_received(self, data: bytes) -> None:
         self.stats[S.DOWNSTREAM_CX_RX_BYTES] = self.stats[S.DOWNSTREAM_CX_RX_BYTES] + len(data)
         if self.mode is _HTTP1:
-            self.last_activity = self.worker.loop.time()
+            self.last_activity = monotonic()
             assert self.codec is not None
             self._dispatch(self.codec.receive(data))
         elif self.h2 is not None:
@@ -133,7 +134,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
                 self.stats[S.DOWNSTREAM_RQ_RX_RESET] = self.stats[S.DOWNSTREAM_RQ_RX_RESET] + 1
                 exchange.flags.append(flags.DOWNSTREAM_CONNECTION_TERMINATION)
             self._abort_upstream(exchange)
-            self._finish(exchange, self.worker.loop.time())
+            self._finish(exchange, monotonic())
         if self.codec is not None:
             self.codec.release()
         self.transport = None
@@ -203,7 +204,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         if protocol is Protocol.HTTP1:
             self.stats[S.DOWNSTREAM_CX_HTTP1_TOTAL] = self.stats[S.DOWNSTREAM_CX_HTTP1_TOTAL] + 1
             self.codec = self.worker.new_server_codec()
-            self.last_activity = self.worker.loop.time()  # the first request's start
+            self.last_activity = monotonic()  # the first request's start
             self._dispatch(self.codec.receive(first_bytes))
         elif protocol is Protocol.HTTP2:
             self.stats[S.DOWNSTREAM_CX_HTTP2_TOTAL] = self.stats[S.DOWNSTREAM_CX_HTTP2_TOTAL] + 1

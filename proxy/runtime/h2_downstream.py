@@ -13,6 +13,7 @@ upstream took it, response DATA only once the client's window and socket took it
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
 from proxy.core import flags, retry
@@ -170,8 +171,7 @@ class H2Downstream:
     # -- from the connection ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        loop = self.worker.loop
-        now = loop.time()
+        now = monotonic()
         self.connection.last_activity = now
         streams = self.streams
         codec = self.codec
@@ -367,7 +367,7 @@ class H2Downstream:
 
     def on_upstream_ready(self, exchange: H2Exchange, upstream: Upstream, reused: bool) -> None:
         self.stats[S.UPSTREAM_RQ_TOTAL] = self.stats[S.UPSTREAM_RQ_TOTAL] + 1
-        if exchange.attach(upstream, reused, self.worker.loop.time()):
+        if exchange.attach(upstream, reused, monotonic()):
             self._arm_route_timeout(exchange)
         if exchange.owed and not exchange.upstream_blocked:
             self.codec.acknowledge(exchange.stream_id, exchange.owed)
@@ -630,7 +630,7 @@ class H2Downstream:
             stats[S.DOWNSTREAM_RQ_1XX + status // 100 - 1] += 1
         observer = self.worker.observer
         if observer is not None:
-            self.flusher.report(observer, self.connection, exchange, self.worker.loop.time())
+            self.flusher.report(observer, self.connection, exchange, monotonic())
 
     def _abort_upstream(self, exchange: H2Exchange) -> None:
         upstream = exchange.upstream

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING, Final
 
 from proxy.core import flags, retry
@@ -207,13 +208,13 @@ class Http1ConnectionManager:
 
     def _request_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
         if exchange.end_request(trailers):
-            self._arm_route_timeout(exchange, self.worker.loop.time())
+            self._arm_route_timeout(exchange, monotonic())
 
     # -- HTTP/1: the upstream side -------------------------------------------------------
 
     def on_upstream_ready(self, exchange: Exchange, upstream: Upstream, reused: bool) -> None:
         self.stats[S.UPSTREAM_RQ_TOTAL] = self.stats[S.UPSTREAM_RQ_TOTAL] + 1
-        now = self.worker.loop.time()
+        now = monotonic()
         if exchange.attach(upstream, reused, now):
             self._arm_route_timeout(exchange, now)
         self.resume_reading(pause.NOT_CONNECTED)
@@ -249,7 +250,7 @@ class Http1ConnectionManager:
     def on_upstream_events(self, exchange: Exchange, events: list[Event]) -> None:
         codec = self.codec
         assert codec is not None
-        self.last_activity = self.worker.loop.time()
+        self.last_activity = monotonic()
         out: list[bytes] = []
         for event in events:
             kind = type(event)
@@ -341,7 +342,7 @@ class Http1ConnectionManager:
             return
         if exchange.upgraded and exchange.response_started:
             exchange.response_complete = True
-            self._response_done(exchange, self.worker.loop.time())
+            self._response_done(exchange, monotonic())
             return
         self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] = (
             self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] + 1
@@ -386,7 +387,7 @@ class Http1ConnectionManager:
         # Part of a response went out: closing is the only honest signal (no fake end).
         exchange.flags.append(flag)
         exchange.details = details
-        self._finish(exchange, self.worker.loop.time())
+        self._finish(exchange, monotonic())
         if self.transport is not None:
             self.transport.abort()
 
@@ -488,14 +489,14 @@ class Http1ConnectionManager:
     def _protocol_error(self, exchange: Exchange | None, error: ProtocolError) -> None:
         self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] = self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] + 1
         if exchange is None:
-            exchange = Exchange(_connection(self), _UNPARSED_REQUEST, self.worker.loop.time())
+            exchange = Exchange(_connection(self), _UNPARSED_REQUEST, monotonic())
             self.exchange = exchange
             self.stats[S.DOWNSTREAM_RQ_TOTAL] = self.stats[S.DOWNSTREAM_RQ_TOTAL] + 1
             self.stats[S.DOWNSTREAM_RQ_ACTIVE] = self.stats[S.DOWNSTREAM_RQ_ACTIVE] + 1
         if exchange.response_started:
             exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
             self._abort_upstream(exchange)
-            self._finish(exchange, self.worker.loop.time())
+            self._finish(exchange, monotonic())
             self._close()
             return
         self._abort_upstream(exchange)
@@ -531,7 +532,7 @@ class Http1ConnectionManager:
         if not exchange.request_complete:
             self.close_after = True
         self._abort_upstream(exchange)
-        self._finish(exchange, self.worker.loop.time())
+        self._finish(exchange, monotonic())
         self._next_or_close()
 
     def stream_idle_for(self, now: float) -> float:
@@ -549,7 +550,7 @@ class Http1ConnectionManager:
         if exchange.response_started:
             exchange.flags.append(flags.STREAM_IDLE_TIMEOUT)
             self._abort_upstream(exchange)
-            self._finish(exchange, self.worker.loop.time())
+            self._finish(exchange, monotonic())
             if self.transport is not None:
                 self.transport.abort()
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from proxy.runtime import pause
@@ -53,7 +54,7 @@ class TcpRelay:
         self.downstream_done = False
         self.upstream_done = False
         self.closed = False
-        self.start = worker.loop.time()
+        self.start = monotonic()
         self.received = 0
         self.sent = 0
         self.stats[S.TCP_DOWNSTREAM_CX_TOTAL] = self.stats[S.TCP_DOWNSTREAM_CX_TOTAL] + 1
@@ -114,7 +115,7 @@ class TcpRelay:
         if not self.closed:
             observer = self.worker.observer
             if observer is not None:
-                observer.tcp_done(self, self.worker.loop.time())
+                observer.tcp_done(self, monotonic())
         self.closed = True
         if self.upstream is not None:
             self.upstream.close()
@@ -151,7 +152,7 @@ class TcpRelay:
         if not self.closed:
             observer = self.worker.observer
             if observer is not None:
-                observer.tcp_done(self, self.worker.loop.time())
+                observer.tcp_done(self, monotonic())
         self.closed = True
         transport = self.downstream.transport
         if transport is not None:

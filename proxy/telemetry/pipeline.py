@@ -195,8 +195,10 @@ class Telemetry:
         self._last_start = -1.0
         self._last_timestamp = ""
         self.started = time.time()
-        # loop.time() is monotonic; wall time = loop time + offset (re-read on each tick).
-        self.wall_offset = time.time() - loop.time()
+        # Exchanges are timed on time.monotonic(), not loop.time(): uvloop's clock counts
+        # whole milliseconds, which would round every sub-millisecond request to 0 or 1 ms.
+        # Wall time = monotonic time + offset (re-read on each tick).
+        self.wall_offset = time.time() - time.monotonic()
         self._tick_handle: asyncio.TimerHandle | None = loop.call_later(FLUSH_INTERVAL, self._tick)
         self._publisher: asyncio.AbstractServer | None = None
 
@@ -211,7 +213,7 @@ class Telemetry:
                 logger.warning("worker %d cannot publish its telemetry: %s", self.index, error)
 
     def _tick(self) -> None:
-        self.wall_offset = time.time() - self.loop.time()
+        self.wall_offset = time.time() - time.monotonic()
         if self.access_log is not None:
             self.access_log.flush()
         self._tick_handle = self.loop.call_later(FLUSH_INTERVAL, self._tick)
