@@ -555,7 +555,7 @@ class H2Downstream:
         if exchange.grpc or exchange in self.timed:
             return
         loop = self.worker.loop
-        deadline = loop.time() + self.worker.config.timeouts.route
+        deadline = loop.time() + self.worker.route_timeout
         self.timed[exchange] = deadline
         if self.route_timer is None:
             self.route_timer = loop.call_at(deadline, self._route_timeouts)

@@ -395,7 +395,7 @@ class Http1ConnectionManager:
         if not exchange.timed and not exchange.upgraded:
             exchange.timed = True
             worker = self.worker
-            worker.route_deadlines.add(exchange, now + worker.config.timeouts.route)
+            worker.route_deadlines.add(exchange, now + worker.route_timeout)
 
     def _cancel_route_timeout(self, exchange: Exchange) -> None:
         if exchange.timed:

@@ -67,6 +67,9 @@ class Worker:
         self._h2_pool: H2UpstreamPool | None = None
         self.connections: set[DownstreamConnection] = set()
         self.route_deadlines = DeadlineQueue(loop, _route_timeout)
+        # Read once per request; the config's dataclasses are interpreted (two
+        # Python-level attribute reads from compiled code).
+        self.route_timeout = config.timeouts.route
         self.draining = False
         self.drained = loop.create_future()
 

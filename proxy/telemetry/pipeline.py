@@ -68,6 +68,7 @@ def histogram_slot(bounds: tuple[float, ...], value: float) -> int:
 
 
 _TRACE_HEADERS: Final = tc.TRACE_HEADERS
+_TRACEPARENT: Final = tc.TRACEPARENT  # a static in the compiled build, not a module lookup
 _GRPC: Final = b"application/grpc"
 _HOST: Final = b"host"
 _CONTENT_TYPE: Final = b"content-type"
@@ -246,7 +247,7 @@ class Telemetry:
             sampled = _random() < self.root_ratio
             exchange.telemetry = RequestState(host, content_type, context, "", sampled, None)
             if head is not None:
-                head.headers.append((tc.TRACEPARENT, context + (b"1" if sampled else b"0")))
+                head.headers.append((_TRACEPARENT, context + (b"1" if sampled else b"0")))
             return
         headers = dict(request.headers)
         parent = tc.extract(headers)
