@@ -76,6 +76,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         self.paused = 0
         self.write_paused = False
         self.close_after = False
+        self.idle_upstreams = None
         self.last_activity = 0.0
         self.h2: H2Downstream | None = None  # set once the HTTP/2 preface is seen
 

@@ -33,7 +33,7 @@ from proxy.telemetry import stats as S
 if TYPE_CHECKING:
     from proxy.core.codecs.base import ServerCodec
     from proxy.runtime.downstream import DownstreamConnection
-    from proxy.runtime.upstream import Destination, Upstream
+    from proxy.runtime.upstream import Destination, Upstream, UpstreamConnection
     from proxy.runtime.worker import Worker
 
 CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -45,12 +45,15 @@ class Http1ConnectionManager:
     """HTTP/1 request handling, mixed into DownstreamConnection (whose state it shares)."""
 
     # HTTP/1 state; the connection's own slots are on DownstreamConnection.
-    __slots__ = ("close_after", "codec", "exchange", "last_activity", "pending")
+    __slots__ = ("close_after", "codec", "exchange", "idle_upstreams", "last_activity", "pending")
     codec: ServerCodec | None
     exchange: Exchange | None
     pending: deque[Event]
     close_after: bool
     last_activity: float
+    # The HTTP/1 pool's idle list for this connection's destination, fetched on the first
+    # request: later ones skip the pool's lookup by (host, port), which hashes a tuple.
+    idle_upstreams: list[UpstreamConnection] | None
 
     # The connection's state this manager reads (declared on DownstreamConnection).
     worker: Worker
@@ -180,7 +183,11 @@ class Http1ConnectionManager:
             # and a destination that turns out not to speak h2c gets HTTP/1.1 instead.
             worker.h2_pool.acquire(destination, exchange, self.source, True)
         else:
-            worker.pool.acquire(destination, exchange, self.source)
+            pool = worker.pool
+            idle = self.idle_upstreams
+            if idle is None:
+                idle = self.idle_upstreams = pool.idle_list(destination)
+            pool.acquire(destination, exchange, self.source, idle)
 
     def _request_data(self, exchange: Exchange, data: bytes) -> None:
         worker = self.worker

@@ -274,9 +274,27 @@ class UpstreamPool:
         )
         self.closing = False
 
-    def acquire(self, destination: Destination, user: UpstreamUser, source: str | None) -> None:
-        """Give `user` a connection now (idle), later (new or queued), or a 503 UO."""
+    def idle_list(self, destination: Destination) -> list[UpstreamConnection]:
+        """The destination's idle connections: the one list the pool keeps for it."""
         idle = self.idle.get(destination)
+        if idle is None:
+            idle = self.idle[destination] = []
+        return idle
+
+    def acquire(
+        self,
+        destination: Destination,
+        user: UpstreamUser,
+        source: str | None,
+        idle: list[UpstreamConnection] | None = None,
+    ) -> None:
+        """Give `user` a connection now (idle), later (new or queued), or a 503 UO.
+
+        `idle` is `idle_list(destination)` when the caller keeps it (a downstream
+        connection does, for its one destination).
+        """
+        if idle is None:
+            idle = self.idle.get(destination)
         while idle:
             connection = idle.pop()
             if connection.transport is not None and not connection.transport.is_closing():
@@ -299,7 +317,9 @@ class UpstreamPool:
             connection.close()
             return
         connection.received_any = False
-        queue = self.pending.get(connection.destination)
+        # Nothing has ever queued unless the per-destination cap was reached: skip the
+        # lookup, which builds and hashes the (host, port) tuple.
+        queue = self.pending.get(connection.destination) if self.pending else None
         if queue:
             user, _ = queue.popleft()
             connection.user = user
@@ -342,10 +362,9 @@ class UpstreamPool:
     async def _connect(
         self, destination: Destination, user: UpstreamUser, source: str | None
     ) -> None:
-        idle = self.idle.get(destination)
-        if idle is None:
-            idle = self.idle[destination] = []
-        connection = UpstreamConnection(self, destination, self.codec_factory(), idle)
+        connection = UpstreamConnection(
+            self, destination, self.codec_factory(), self.idle_list(destination)
+        )
         connection.user = user
         reason = await connect(
             self.loop, connection, destination, source, self.connect_timeout, self.stats
