@@ -152,9 +152,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
             return
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
-            transport = exchange.upstream.transport
-            if transport is not None:
-                transport.pause_reading()
+            exchange.upstream.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -166,9 +164,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
             return
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
-            transport = exchange.upstream.transport
-            if transport is not None:
-                transport.resume_reading()
+            exchange.upstream.resume_reading()
 
     def pause_reading(self, reason: int) -> None:
         if not self.paused and self.transport is not None:

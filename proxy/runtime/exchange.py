@@ -171,7 +171,7 @@ class Exchange(UpstreamUser):
 
     def upstream_ready(self, connection: Upstream, reused: bool) -> None:
         if self.finished:
-            connection.pool.release(connection)
+            connection.release_to_pool()
         else:
             self.downstream.on_upstream_ready(self, connection, reused)
 

@@ -88,7 +88,7 @@ class H2Exchange(Exchange):
 
     def upstream_ready(self, connection: Upstream, reused: bool) -> None:
         if self.finished:
-            connection.pool.release(connection)
+            connection.release_to_pool()
         else:
             self.h2.on_upstream_ready(self, connection, reused)
 
@@ -580,15 +580,15 @@ class H2Downstream:
 
     def _pause_upstream(self, exchange: H2Exchange) -> None:
         upstream = exchange.upstream
-        if upstream is not None and upstream.transport is not None:
+        if upstream is not None:
             exchange.paused_upstream = True
-            upstream.transport.pause_reading()
+            upstream.pause_reading()
 
     def _resume_upstream(self, exchange: H2Exchange) -> None:
         exchange.paused_upstream = False
         upstream = exchange.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.resume_reading()
+        if upstream is not None:
+            upstream.resume_reading()
 
     # -- finishing --------------------------------------------------------------------
 
@@ -596,11 +596,11 @@ class H2Downstream:
         upstream = exchange.upstream
         if upstream is not None:
             exchange.upstream = None
-            if exchange.paused_upstream and upstream.transport is not None:
+            if exchange.paused_upstream:
                 exchange.paused_upstream = False
-                upstream.transport.resume_reading()
+                upstream.resume_reading()
             if exchange.request_complete:
-                upstream.pool.release(upstream)
+                upstream.release_to_pool()
             else:
                 # The server answered before the request ended: that upstream cannot be
                 # reused (HTTP/1) or its request half is cancelled (HTTP/2).

@@ -30,13 +30,13 @@ from proxy.core.codecs.h2 import (
     StreamReset,
 )
 from proxy.core.messages import Data, EndOfMessage, Event, RequestHead
-from proxy.runtime.upstream import PendingRequests, UpstreamUser, connect
+from proxy.runtime.upstream import PendingRequests, Upstream, UpstreamUser, connect
 from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
     from proxy.runtime.exchange import Exchange
-    from proxy.runtime.upstream import Destination, Upstream, UpstreamPool
+    from proxy.runtime.upstream import Destination, UpstreamPool
     from proxy.telemetry.observer import ConnectionFacts, RequestObserver
 
 
@@ -106,30 +106,7 @@ class Flushable(Protocol):
     def flush(self) -> None: ...
 
 
-class _StreamTransport:
-    """What an exchange pauses and resumes: the stream's acknowledgements, not the shared socket."""
-
-    __slots__ = ("stream",)
-
-    def __init__(self, stream: H2UpstreamStream) -> None:
-        self.stream = stream
-
-    def pause_reading(self) -> None:
-        self.stream.held = True
-
-    def resume_reading(self) -> None:
-        stream = self.stream
-        stream.held = False
-        if stream.owed and stream.stream_id:
-            stream.connection.codec.acknowledge(stream.stream_id, stream.owed)
-            stream.owed = 0
-            stream.connection.mark()
-
-    def is_closing(self) -> bool:
-        return self.stream.connection.transport is None
-
-
-class H2UpstreamStream(ClientCodec):
+class H2UpstreamStream(ClientCodec, Upstream):
     """One exchange on a shared HTTP/2 connection, with the face of an HTTP/1 upstream.
 
     It is its own client codec (a ClientCodec, so the compiled exchange calls it natively).
@@ -180,19 +157,27 @@ class H2UpstreamStream(ClientCodec):
         self.retried = False
         self.retrying = False  # refused, waiting in the pool for another connection
 
-    # `codec` and `transport` are properties, not attributes: an attribute naming the
-    # stream itself would make every stream a reference cycle, left for the cycle
-    # collector (about 15 objects a call, a 1 ms collection every few hundred calls).
+    # `codec` is a property, not an attribute: an attribute naming the stream itself
+    # would make every stream a reference cycle, left for the cycle collector (about 15
+    # objects a call, a 1 ms collection every few hundred calls).
 
     @property
     def codec(self) -> ClientCodec:
         """The exchange calls codec.send_*: this object is its own codec."""
         return self
 
-    @property
-    def transport(self) -> _StreamTransport:
-        """What the exchange pauses and resumes (rarely): made when asked for."""
-        return _StreamTransport(self)
+    # Backpressure from a slow client holds the stream's acknowledgements, not the
+    # shared socket.
+
+    def pause_reading(self) -> None:
+        self.held = True
+
+    def resume_reading(self) -> None:
+        self.held = False
+        if self.owed and self.stream_id:
+            self.connection.codec.acknowledge(self.stream_id, self.owed)
+            self.owed = 0
+            self.connection.mark()
 
     # -- the HTTP/1 codec face (bytes out are always empty: the connection writes) ----
 
@@ -297,6 +282,9 @@ class H2UpstreamStream(ClientCodec):
         self.reset_code = None
         connection.opening.append(self)
         connection.mark()
+
+    def release_to_pool(self) -> None:
+        self.pool.release(self)
 
     def close(self) -> None:
         self.abort()
@@ -525,7 +513,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         stream.user = None
         if user is not None:
             stream.received_any = True  # never retried on the HTTP/1 pool
-            user.upstream_lost(cast("Upstream", stream))
+            user.upstream_lost(stream)
 
     def _on_goaway(self, event: GoAway) -> None:
         self.goaway = True
@@ -682,7 +670,7 @@ class H2UpstreamPool:
         if reused:
             self.stats[S.UPSTREAM_CX_POOL_REUSE] = self.stats[S.UPSTREAM_CX_POOL_REUSE] + 1
         stream = H2UpstreamStream(connection, user)
-        user.upstream_ready(cast("Upstream", stream), reused)
+        user.upstream_ready(stream, reused)
 
     def cancel(self, user: UpstreamUser) -> None:
         self.pending.cancel(user)

@@ -225,8 +225,8 @@ class Http1ConnectionManager:
         if exchange.attach(upstream, reused, now):
             self._arm_route_timeout(exchange, now)
         self.resume_reading(pause.NOT_CONNECTED)
-        if self.write_paused and upstream.transport is not None:
-            upstream.transport.pause_reading()
+        if self.write_paused:
+            upstream.pause_reading()
 
     def on_upstream_failed(self, exchange: Exchange, status: int, flag: str, details: str) -> None:
         destination = self.destination
@@ -423,7 +423,7 @@ class Http1ConnectionManager:
         if upstream is not None:
             exchange.upstream = None
             if exchange.request_complete and not exchange.upgrade_requested:
-                upstream.pool.release(upstream)
+                upstream.release_to_pool()
             else:
                 # The server answered before reading the whole request: the rest of it
                 # would desynchronise both connections, so both are closed.

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from mypy_extensions import mypyc_attr
+from mypy_extensions import mypyc_attr, trait
 
 from proxy.core import flags
 from proxy.core.codecs.base import ClientCodec
@@ -27,38 +27,44 @@ if TYPE_CHECKING:
 Destination = tuple[str, int]
 
 
-class Pausable(Protocol):
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-
-class Releaser(Protocol):
-    def release(self, connection: Any) -> None: ...
-
-
-class Upstream(Protocol):
+@trait
+class Upstream:
     """What an exchange holds while it has an upstream: an HTTP/1 `UpstreamConnection`, or
     one stream of an HTTP/2 connection wearing the same face (`h2_upstream`).
 
-    A structural type, so the compiled hot path (see `proxy._compiled`) accepts both.
+    A mypyc trait rather than a Protocol: both classes implement it, so the compiled
+    exchange and connection managers reach its members through the method table; a
+    Protocol's are looked up by name (about five Python-level calls and attribute reads
+    a request).
     """
 
-    codec: ClientCodec
     user: UpstreamUser | None
     received_any: bool
 
     @property
-    def pool(self) -> Releaser: ...
+    def codec(self) -> ClientCodec:
+        """The client codec that frames this upstream's requests and parses its answers."""
+        raise NotImplementedError
 
-    @property
-    def transport(self) -> Pausable | None: ...
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
 
-    def write(self, data: bytes) -> None: ...
+    def pause_reading(self) -> None:
+        """Stop reading the answer for now: the client is not keeping up (backpressure)."""
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def resume_reading(self) -> None:
+        raise NotImplementedError
 
-    def abort(self) -> None: ...
+    def release_to_pool(self) -> None:
+        """The exchange is done with this upstream: its pool reuses, hands on or closes it."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests stand in for exchanges
@@ -91,7 +97,7 @@ class UpstreamUser:
         raise NotImplementedError
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(asyncio.Protocol, Upstream):
     """One HTTP/1.1 connection to an upstream server, driven by a client codec."""
 
     __slots__ = (
@@ -105,6 +111,7 @@ class UpstreamConnection(asyncio.Protocol):
         "transport",
         "user",
     )
+    codec: ClientCodec  # an attribute here, a read-only property on the trait
 
     def __init__(
         self,
@@ -168,6 +175,17 @@ class UpstreamConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.user is not None:
             self.user.upstream_resume_writing()
+
+    def release_to_pool(self) -> None:
+        self.pool.release(self)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None:
