@@ -10,6 +10,7 @@ the end or that the server marked close.
 from __future__ import annotations
 
 import asyncio
+from abc import ABCMeta, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -42,33 +43,37 @@ class Upstream:
     received_any: bool
 
     @property
+    @abstractmethod
     def codec(self) -> ClientCodec:
         """The client codec that frames this upstream's requests and parses its answers."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Send bytes the codec framed (an HTTP/2 stream's codec sends them itself)."""
 
+    @abstractmethod
     def pause_reading(self) -> None:
         """Stop reading the answer for now: the client is not keeping up (backpressure)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def resume_reading(self) -> None:
-        raise NotImplementedError
+        """Read the answer again."""
 
+    @abstractmethod
     def release_to_pool(self) -> None:
         """The exchange is done with this upstream: its pool reuses, hands on or closes it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection (an HTTP/2 stream: reset it)."""
 
+    @abstractmethod
     def abort(self) -> None:
-        raise NotImplementedError
+        """Drop the connection at once, unsent bytes included."""
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests stand in for exchanges
-class UpstreamUser:
+class UpstreamUser(metaclass=ABCMeta):
     """What an exchange waiting on the pool must accept (the downstream side implements it).
 
     A base class rather than a Protocol: the compiled hot path calls a class's methods
@@ -78,23 +83,29 @@ class UpstreamUser:
 
     __slots__ = ()
 
+    @abstractmethod
     def upstream_ready(self, connection: Upstream, reused: bool) -> None:
-        raise NotImplementedError
+        """The pool has a connection (or HTTP/2 stream) for this exchange."""
 
+    @abstractmethod
     def upstream_failed(self, status: int, flag: str, details: str) -> None:
-        raise NotImplementedError
+        """No connection: answer `status` with Envoy's response `flag`."""
 
+    @abstractmethod
     def upstream_events(self, events: list[Event]) -> None:
-        raise NotImplementedError
+        """What the upstream's codec parsed from its answer."""
 
+    @abstractmethod
     def upstream_lost(self, connection: Upstream) -> None:
-        raise NotImplementedError
+        """The connection closed under the exchange."""
 
+    @abstractmethod
     def upstream_pause_writing(self) -> None:
-        raise NotImplementedError
+        """The upstream is not keeping up: stop reading the client's request body."""
 
+    @abstractmethod
     def upstream_resume_writing(self) -> None:
-        raise NotImplementedError
+        """The upstream caught up."""
 
 
 class UpstreamConnection(asyncio.Protocol, Upstream):
