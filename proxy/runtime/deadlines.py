@@ -18,6 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable
+from typing import Final
+
+# uvloop's clock counts whole milliseconds and rounds a timer's delay to them, so a
+# deadline less than a step ahead of `loop.time()` (deadlines are set from the finer
+# time.monotonic()) would re-arm the timer for "now" again and again until the clock
+# ticks: hundreds of wake-ups. A deadline within a step counts as due.
+CLOCK_STEP: Final = 0.001
 
 
 class DeadlineQueue:
@@ -43,7 +50,7 @@ class DeadlineQueue:
     def _fire(self) -> None:
         self.timer = None
         entries = self.entries
-        now = self.loop.time()
+        now = self.loop.time() + CLOCK_STEP
         while entries:
             item, deadline = next(iter(entries.items()))
             if deadline > now:
