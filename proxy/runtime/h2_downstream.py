@@ -33,6 +33,7 @@ from proxy.core.headers import forward_request_headers, header_value, strip_hop_
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, RequestHead, ResponseHead
 from proxy.runtime import retrying
+from proxy.runtime.deadlines import CLOCK_STEP
 from proxy.runtime.exchange import Exchange
 from proxy.telemetry import stats as S
 
@@ -563,7 +564,7 @@ class H2Downstream:
     def _route_timeouts(self) -> None:
         self.route_timer = None
         loop = self.worker.loop
-        now = loop.time()
+        now = loop.time() + CLOCK_STEP  # see proxy.runtime.deadlines
         timed = self.timed
         while timed:
             exchange, deadline = next(iter(timed.items()))
