@@ -18,7 +18,6 @@ Needs valgrind (`apt-get install valgrind`).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,30 +25,22 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
+from bench import callgrind  # noqa: E402
 from bench.grpc_sequential import lone_calls  # noqa: E402
-
-
-def _control(*args: object) -> None:
-    subprocess.run(["callgrind_control", *map(str, args)], check=True, capture_output=True)
 
 
 def instructions_per_call(checkout: Path, calls: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                   f"--callgrind-out-file={out}"]  # fmt: skip
-        with lone_calls(checkout, wrapper, 240) as (sidecar, call):
+        with lone_calls(checkout, callgrind.wrapper(Path(tmp) / "callgrind.out"), 240) as (
+            sidecar,
+            call,
+        ):
             call(100, b"warm")
-            _control("-i", "on", sidecar.pid)
+            callgrind.control("-i", "on", sidecar.pid)
             call(calls, b"x" * 100)
-            _control("-i", "off", sidecar.pid)
-            _control("-d", sidecar.pid)
-        total = 0
-        for dump in Path(tmp).glob("callgrind.out*"):
-            for line in dump.read_text().splitlines():
-                if line.startswith(("totals:", "summary:")):
-                    total = max(total, int(line.split()[1]))
-    return total / calls
+            callgrind.control("-i", "off", sidecar.pid)
+            callgrind.control("-d", sidecar.pid)
+        return callgrind.total_instructions(Path(tmp)) / calls
 
 
 def main() -> None:

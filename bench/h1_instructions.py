@@ -22,14 +22,18 @@ from __future__ import annotations
 import argparse
 import http.client
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))
+
+from bench import callgrind  # noqa: E402
+from tests.h2.conftest import wait_port  # noqa: E402
+from tests.ports import free_port  # noqa: E402
+
 NGINX_CONF = """worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
@@ -46,41 +50,18 @@ CONNECTIONS = 4
 USER_AGENT = "h2load nghttp2/1.52.0"  # what the referee's fixed-rate load sends
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
-def _control(*args: object) -> None:
-    subprocess.run(["callgrind_control", *map(str, args)], check=True, capture_output=True)
-
-
 def instructions_per_request(checkout: Path, upstream: int, requests: int) -> float:
-    listen, admin = _free_port(), _free_port()
+    listen, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
         sidecar = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            [*callgrind.wrapper(Path(tmp) / "callgrind.out"),
              sys.executable, "-m", "proxy", "run", "--listen", f"127.0.0.1:{listen}",
              "--upstream", f"127.0.0.1:{upstream}", "--concurrency", "1",
              "--admin-port", str(admin)],
             cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            _wait_port(listen, 240)
+            wait_port(listen, 240)
             clients = [http.client.HTTPConnection("127.0.0.1", listen) for _ in range(CONNECTIONS)]
 
             def send(count: int) -> None:
@@ -92,21 +73,16 @@ def instructions_per_request(checkout: Path, upstream: int, requests: int) -> fl
                         raise RuntimeError(f"unexpected answer {response.status}")
 
             send(200)
-            _control("-i", "on", sidecar.pid)
+            callgrind.control("-i", "on", sidecar.pid)
             send(requests)
-            _control("-i", "off", sidecar.pid)
-            _control("-d", sidecar.pid)
+            callgrind.control("-i", "off", sidecar.pid)
+            callgrind.control("-d", sidecar.pid)
             for client in clients:
                 client.close()
         finally:
             sidecar.terminate()
             sidecar.wait(60)
-        total = 0
-        for dump in Path(tmp).glob("callgrind.out*"):
-            for line in dump.read_text().splitlines():
-                if line.startswith(("totals:", "summary:")):
-                    total = max(total, int(line.split()[1]))
-    return total / requests
+        return callgrind.total_instructions(Path(tmp)) / requests
 
 
 def main() -> None:
@@ -117,12 +93,12 @@ def main() -> None:
     checkouts = [HERE] + ([Path(args.ab).resolve()] if args.ab else [])
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
         upstream = subprocess.Popen([nginx, "-p", tmp, "-c", str(conf)], stderr=subprocess.DEVNULL)
         try:
-            _wait_port(port, 10)
+            wait_port(port, 10)
             counts = []
             for checkout in checkouts:
                 counts.append(instructions_per_request(checkout, port, args.requests))
