@@ -59,5 +59,24 @@ class DeadlineQueue:
             del entries[item]
             self.on_expired(item)
 
+    def __contains__(self, item: Hashable) -> bool:
+        return item in self.entries
+
     def __len__(self) -> int:
         return len(self.entries)
+
+    def close(self) -> None:
+        """Stop the timer and forget the entries and the callback.
+
+        The callback is often a bound method of the queue's owner, which holds the queue:
+        dropping it breaks that cycle, so refcounting frees both at once.
+        """
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.entries.clear()
+        self.on_expired = _ignore
+
+
+def _ignore(item: Hashable) -> None:
+    """What a closed queue calls (nothing expires after close)."""

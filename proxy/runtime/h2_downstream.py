@@ -12,7 +12,7 @@ upstream took it, response DATA only once the client's window and socket took it
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Hashable
 from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
@@ -33,7 +33,7 @@ from proxy.core.headers import forward_request_headers, header_value, strip_hop_
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, RequestHead, ResponseHead
 from proxy.runtime import retrying
-from proxy.runtime.deadlines import CLOCK_STEP
+from proxy.runtime.deadlines import DeadlineQueue
 from proxy.runtime.exchange import Exchange
 from proxy.telemetry import stats as S
 
@@ -129,7 +129,7 @@ class H2Downstream:
         "flusher",
         "goaway_last",
         "keeps_bodies",
-        "route_timer",
+        "route_deadlines",
         "stats",
         "streams",
         "timed",
@@ -161,10 +161,9 @@ class H2Downstream:
         self.closed = False
         self.goaway_last = 0
         self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] = self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] + 1
-        # Route timeouts: one timer per connection over exchanges in deadline order (they
-        # all get the same timeout, so insertion order is deadline order).
-        self.timed: dict[H2Exchange, float] = {}
-        self.route_timer: asyncio.TimerHandle | None = None
+        # Route timeouts: one timer per connection over its exchanges (they all get the
+        # same timeout, so the order they were set in is deadline order).
+        self.route_deadlines = DeadlineQueue(worker.loop, self._route_timeout)
         self.data_received(first_bytes)
         if worker.draining:
             self.drain()  # accepted just before the listener closed: GOAWAY at once
@@ -249,9 +248,7 @@ class H2Downstream:
         self.closed = True
         self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] = self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] - 1
         self._fail_all(flags.DOWNSTREAM_CONNECTION_TERMINATION)
-        if self.route_timer is not None:
-            self.route_timer.cancel()
-            self.route_timer = None
+        self.route_deadlines.close()
         # Break the reference cycles (the connection and this object; h2's connection and
         # its own dispatch table) so refcounting frees the HTTP/2 state now: the worker's
         # collector runs its full passes rarely, and a long-lived connection's state is
@@ -553,30 +550,18 @@ class H2Downstream:
     def _arm_route_timeout(self, exchange: H2Exchange) -> None:
         # gRPC streams carry their own deadline (grpc-timeout) and may stream for hours;
         # Istio disables the route timeout for them too.
-        if exchange.grpc or exchange in self.timed:
+        if exchange.grpc or exchange in self.route_deadlines:
             return
-        loop = self.worker.loop
-        deadline = loop.time() + self.worker.route_timeout
-        self.timed[exchange] = deadline
-        if self.route_timer is None:
-            self.route_timer = loop.call_at(deadline, self._route_timeouts)
+        worker = self.worker
+        self.route_deadlines.add(exchange, worker.loop.time() + worker.route_timeout)
 
-    def _route_timeouts(self) -> None:
-        self.route_timer = None
-        loop = self.worker.loop
-        now = loop.time() + CLOCK_STEP  # see proxy.runtime.deadlines
-        timed = self.timed
-        while timed:
-            exchange, deadline = next(iter(timed.items()))
-            if deadline > now:
-                self.route_timer = loop.call_at(deadline, self._route_timeouts)
-                break
-            del timed[exchange]
-            if not exchange.finished:
-                self.stats[S.UPSTREAM_RQ_TIMEOUT] = self.stats[S.UPSTREAM_RQ_TIMEOUT] + 1
-                self._upstream_broke(
-                    exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504, CANCEL
-                )
+    def _route_timeout(self, item: Hashable) -> None:
+        exchange = cast(H2Exchange, item)
+        if not exchange.finished:
+            self.stats[S.UPSTREAM_RQ_TIMEOUT] = self.stats[S.UPSTREAM_RQ_TIMEOUT] + 1
+            self._upstream_broke(
+                exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504, CANCEL
+            )
         self.mark()
 
     def _pause_upstream(self, exchange: H2Exchange) -> None:
@@ -618,8 +603,7 @@ class H2Downstream:
             destination = self.connection.destination
             assert destination is not None
             retrying.release(self.worker, exchange, destination)
-        if self.timed:
-            self.timed.pop(exchange, None)
+        self.route_deadlines.remove(exchange)
         self.streams.pop(exchange.stream_id, None)
         if exchange.owed:
             self.codec.acknowledge(exchange.stream_id, exchange.owed)
