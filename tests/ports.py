@@ -25,21 +25,16 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-_LOW = max(1024, _ephemeral_low() - _SPAN)
-_HIGH = _LOW + min(_SPAN, _ephemeral_low() - _LOW)
+_HIGH = _ephemeral_low()
+_LOW = max(1024, _HIGH - _SPAN)
 # Start where the process id points, so two pytest runs at once rarely probe the same ports.
-_candidates = itertools.cycle(
-    [
-        *range(_LOW + os.getpid() % (_HIGH - _LOW), _HIGH),
-        *range(_LOW, _LOW + os.getpid() % (_HIGH - _LOW)),
-    ]
-)
+_next = itertools.count(os.getpid())
 
 
 def free_port() -> int:
     """A loopback TCP port that nothing is bound to, outside the ephemeral range."""
     for _ in range(_HIGH - _LOW):
-        port = next(_candidates)
+        port = _LOW + next(_next) % (_HIGH - _LOW)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
