@@ -15,6 +15,7 @@ Needs valgrind and nginx (`apt-get install valgrind nginx`).
 
     python3 bench/h1_instructions.py                         # this checkout
     python3 bench/h1_instructions.py --ab ../other-checkout  # and another, built in place
+    python3 bench/h1_instructions.py --keep /tmp/cg            # and keep the dump to annotate
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ CONNECTIONS = 4
 USER_AGENT = "h2load nghttp2/1.52.0"  # what the referee's fixed-rate load sends
 
 
-def instructions_per_request(checkout: Path, upstream: int, requests: int) -> float:
+def instructions_per_request(
+    checkout: Path, upstream: int, requests: int, keep: Path | None = None
+) -> float:
     listen, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         sidecar = subprocess.Popen(
@@ -82,6 +85,10 @@ def instructions_per_request(checkout: Path, upstream: int, requests: int) -> fl
         finally:
             sidecar.terminate()
             sidecar.wait(60)
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for dump in Path(tmp).glob("callgrind.out*"):
+                shutil.copy(dump, keep / dump.name)
         return callgrind.total_instructions(Path(tmp)) / requests
 
 
@@ -89,6 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--ab", metavar="CHECKOUT", help="also measure this other checkout")
+    parser.add_argument(
+        "--keep", metavar="DIR", type=Path,
+        help="copy this checkout's callgrind dumps here (for callgrind_annotate)",
+    )  # fmt: skip
     args = parser.parse_args()
     checkouts = [HERE] + ([Path(args.ab).resolve()] if args.ab else [])
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -101,7 +112,8 @@ def main() -> None:
             wait_port(port, 10)
             counts = []
             for checkout in checkouts:
-                counts.append(instructions_per_request(checkout, port, args.requests))
+                keep = args.keep if checkout == HERE else None
+                counts.append(instructions_per_request(checkout, port, args.requests, keep))
                 print(f"{checkout}: {counts[-1]:,.0f} instructions per request", flush=True)
         finally:
             upstream.terminate()

@@ -41,6 +41,7 @@ HOT_PATH = (
     "proxy.runtime.downstream",
     "proxy.runtime.upstream",
     "proxy.runtime.worker",
+    "proxy.telemetry.stats",
     "proxy.telemetry.pipeline",
     "proxy.telemetry.otlp",
     "proxy.telemetry.tracing",

@@ -18,7 +18,6 @@ from proxy.core.sniff import Protocol, sniff
 from proxy.runtime.http1 import Http1ConnectionManager
 from proxy.runtime.listeners import Resolver
 from proxy.runtime.tcp_proxy import TcpRelay
-from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.core.codecs.base import ServerCodec
@@ -87,8 +86,8 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         self.transport = transport
         worker = self.worker
         transport.set_write_buffer_limits(worker.config.limits.buffer_high_water)
-        self.stats[S.DOWNSTREAM_CX_TOTAL] = self.stats[S.DOWNSTREAM_CX_TOTAL] + 1
-        self.stats[S.DOWNSTREAM_CX_ACTIVE] = self.stats[S.DOWNSTREAM_CX_ACTIVE] + 1
+        self.stats.downstream_cx_total += 1
+        self.stats.downstream_cx_active += 1
         worker.connections.add(self)
         peer = transport.get_extra_info("peername")
         if peer:
@@ -101,7 +100,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         self.sniff_timer = worker.loop.call_later(worker.config.timeouts.sniff, self._sniff_timeout)
 
     def data_received(self, data: bytes) -> None:
-        self.stats[S.DOWNSTREAM_CX_RX_BYTES] = self.stats[S.DOWNSTREAM_CX_RX_BYTES] + len(data)
+        self.stats.downstream_cx_rx_bytes_total += len(data)
         if self.mode is _HTTP1:
             self.last_activity = monotonic()
             assert self.codec is not None
@@ -122,7 +121,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.stats[S.DOWNSTREAM_CX_ACTIVE] = self.stats[S.DOWNSTREAM_CX_ACTIVE] - 1
+        self.stats.downstream_cx_active -= 1
         if self.sniff_timer is not None:
             self.sniff_timer.cancel()
         if self.relay is not None:
@@ -132,7 +131,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None and not exchange.finished:
             if not exchange.upgraded:  # closing a tunnel is how tunnels end
-                self.stats[S.DOWNSTREAM_RQ_RX_RESET] = self.stats[S.DOWNSTREAM_RQ_RX_RESET] + 1
+                self.stats.downstream_rq_rx_reset += 1
                 exchange.flags.append(flags.DOWNSTREAM_CONNECTION_TERMINATION)
             self._abort_upstream(exchange)
             self._finish(exchange, monotonic())
@@ -199,17 +198,17 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         self.sniff_buffer = b""
         self.mode = protocol
         if protocol is Protocol.HTTP1:
-            self.stats[S.DOWNSTREAM_CX_HTTP1_TOTAL] = self.stats[S.DOWNSTREAM_CX_HTTP1_TOTAL] + 1
+            self.stats.downstream_cx_http1_total += 1
             self.codec = self.worker.new_server_codec()
             self.last_activity = monotonic()  # the first request's start
             self._dispatch(self.codec.receive(first_bytes))
         elif protocol is Protocol.HTTP2:
-            self.stats[S.DOWNSTREAM_CX_HTTP2_TOTAL] = self.stats[S.DOWNSTREAM_CX_HTTP2_TOTAL] + 1
+            self.stats.downstream_cx_http2_total += 1
             from proxy.runtime.h2_downstream import H2Downstream  # h2 loads on first use
 
             self.h2 = H2Downstream(self.worker, self, first_bytes)
         else:
-            self.stats[S.DOWNSTREAM_CX_TCP_TOTAL] = self.stats[S.DOWNSTREAM_CX_TCP_TOTAL] + 1
+            self.stats.downstream_cx_tcp_total += 1
             assert self.transport is not None
             if self.destination is None:
                 self._close()
@@ -221,7 +220,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and data:
-            self.stats[S.DOWNSTREAM_CX_TX_BYTES] = self.stats[S.DOWNSTREAM_CX_TX_BYTES] + len(data)
+            self.stats.downstream_cx_tx_bytes_total += len(data)
             transport.write(data)
 
     def _close(self) -> None:
@@ -235,13 +234,13 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
             self.h2.drain()
             return
         if self.relay is None and (self.exchange is None or self.exchange.finished):
-            self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] = self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] + 1
+            self.stats.downstream_cx_drain_close += 1
             self._close()
 
     def idle_timeout(self) -> None:
         """Envoy's idle_timeout: nothing in flight for that long, so the connection closes
         (an HTTP/2 one with GOAWAY first, so the client knows no stream was lost)."""
-        self.stats[S.DOWNSTREAM_CX_IDLE_TIMEOUT] = self.stats[S.DOWNSTREAM_CX_IDLE_TIMEOUT] + 1
+        self.stats.downstream_cx_idle_timeout += 1
         self.close_after = True
         if self.h2 is not None:
             self.h2.drain()

@@ -35,7 +35,6 @@ from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, Reques
 from proxy.runtime import retrying
 from proxy.runtime.deadlines import DeadlineQueue
 from proxy.runtime.exchange import Exchange
-from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
@@ -160,7 +159,7 @@ class H2Downstream:
         self.draining = False
         self.closed = False
         self.goaway_last = 0
-        self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] = self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] + 1
+        self.stats.downstream_cx_http2_active += 1
         # Route timeouts: one timer per connection over its exchanges (they all get the
         # same timeout, so the order they were set in is deadline order).
         self.route_deadlines = DeadlineQueue(worker.loop, self._route_timeout)
@@ -210,13 +209,11 @@ class H2Downstream:
             elif kind is StreamReset:
                 assert isinstance(event, StreamReset)
                 if event.remote:
-                    self.stats[S.HTTP2_RX_RESET] = self.stats[S.HTTP2_RX_RESET] + 1
+                    self.stats.http2_rx_reset += 1
                 exchange = streams.get(event.stream_id)
                 if exchange is not None:
                     if event.remote:
-                        self.stats[S.DOWNSTREAM_RQ_RX_RESET] = (
-                            self.stats[S.DOWNSTREAM_RQ_RX_RESET] + 1
-                        )
+                        self.stats.downstream_rq_rx_reset += 1
                         exchange.flags.append(flags.DOWNSTREAM_RESET)
                     else:  # the codec reset it: the client broke the stream's protocol
                         exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
@@ -231,12 +228,10 @@ class H2Downstream:
                 assert isinstance(event, GoAway)
                 if event.local:
                     # We ended the connection (protocol error or abuse): write GOAWAY, close.
-                    self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] = (
-                        self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] + 1
-                    )
-                    self.stats[S.HTTP2_GOAWAY_SENT] = self.stats[S.HTTP2_GOAWAY_SENT] + 1
+                    self.stats.downstream_cx_protocol_error += 1
+                    self.stats.http2_goaway_sent += 1
                     if event.error_code == ENHANCE_YOUR_CALM:
-                        self.stats[S.HTTP2_FLOOD_CLOSE] = self.stats[S.HTTP2_FLOOD_CLOSE] + 1
+                        self.stats.http2_flood_close += 1
                     self._fail_all(flags.DOWNSTREAM_PROTOCOL_ERROR)
                     self.flush()
                     self._close()
@@ -246,7 +241,7 @@ class H2Downstream:
 
     def connection_lost(self) -> None:
         self.closed = True
-        self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] = self.stats[S.DOWNSTREAM_CX_HTTP2_ACTIVE] - 1
+        self.stats.downstream_cx_http2_active -= 1
         self._fail_all(flags.DOWNSTREAM_CONNECTION_TERMINATION)
         self.route_deadlines.close()
         # Break the reference cycles (the connection and this object; h2's connection and
@@ -259,7 +254,7 @@ class H2Downstream:
     def _fail_all(self, flag: str) -> None:
         for exchange in list(self.streams.values()):
             if not exchange.finished:
-                self.stats[S.DOWNSTREAM_RQ_RX_RESET] = self.stats[S.DOWNSTREAM_RQ_RX_RESET] + 1
+                self.stats.downstream_rq_rx_reset += 1
                 exchange.flags.append(flag)
                 self._abort_upstream(exchange)
                 self._finish(exchange)
@@ -286,8 +281,8 @@ class H2Downstream:
             self.draining = True
             self.goaway_last = self.codec.highest_stream_id
             self.codec.drain()
-            self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] = self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] + 1
-            self.stats[S.HTTP2_GOAWAY_SENT] = self.stats[S.HTTP2_GOAWAY_SENT] + 1
+            self.stats.downstream_cx_drain_close += 1
+            self.stats.http2_goaway_sent += 1
         self.mark()
 
     def idle_for(self, now: float) -> float:
@@ -321,17 +316,15 @@ class H2Downstream:
             self.codec.reset(stream_id, REFUSED_STREAM)  # after our GOAWAY: retry elsewhere
             return
         if len(self.streams) >= self.codec.limits.max_concurrent_streams:
-            self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] = (
-                self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] + 1
-            )
+            self.stats.downstream_cx_protocol_error += 1
             self.codec.reset(stream_id, REFUSED_STREAM)  # over SETTINGS_MAX_CONCURRENT_STREAMS
             return
         worker = self.worker
         connection = self.connection
         exchange = H2Exchange(self, request, now)
         self.streams[stream_id] = exchange
-        self.stats[S.DOWNSTREAM_RQ_TOTAL] = self.stats[S.DOWNSTREAM_RQ_TOTAL] + 1
-        self.stats[S.DOWNSTREAM_RQ_ACTIVE] = self.stats[S.DOWNSTREAM_RQ_ACTIVE] + 1
+        self.stats.downstream_rq_total += 1
+        self.stats.downstream_rq_active += 1
         exchange.grpc = grpc = is_grpc(request.headers)
         destination = connection.destination
         if destination is None or request.method == b"CONNECT":
@@ -364,7 +357,7 @@ class H2Downstream:
     # -- the upstream side ----------------------------------------------------------------
 
     def on_upstream_ready(self, exchange: H2Exchange, upstream: Upstream, reused: bool) -> None:
-        self.stats[S.UPSTREAM_RQ_TOTAL] = self.stats[S.UPSTREAM_RQ_TOTAL] + 1
+        self.stats.upstream_rq_total += 1
         if exchange.attach(upstream, reused, monotonic()):
             self._arm_route_timeout(exchange)
         if exchange.owed and not exchange.upstream_blocked:
@@ -408,9 +401,7 @@ class H2Downstream:
         grpc_status = header_value(head.headers, b"grpc-status") if exchange.grpc else None
         if not retry.retriable(head.status, grpc_status):
             if exchange.retries:
-                self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] = (
-                    self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] + 1
-                )
+                self.stats.upstream_rq_retry_success += 1
             return False
         upstream = exchange.upstream
         decision = self._retry(exchange, True)
@@ -475,9 +466,7 @@ class H2Downstream:
                 break
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
-                self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] = (
-                    self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] + 1
-                )
+                self.stats.upstream_cx_protocol_error += 1
                 if head is not None:
                     codec.send_response(stream_id, head, False)
                     head = None
@@ -494,9 +483,7 @@ class H2Downstream:
         if events and type(events[0]) is EndOfMessage:
             self.on_upstream_events(exchange, events)  # a close-delimited body ended
             return
-        self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] = (
-            self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] + 1
-        )
+        self.stats.upstream_cx_destroy_remote_with_active_rq += 1
         reset_code = cast("int | None", getattr(upstream, "reset_code", None))
         if (
             reset_code is None
@@ -511,7 +498,7 @@ class H2Downstream:
             # A pooled HTTP/1 connection the server had closed: the request never got there.
             exchange.retried = True
             exchange.upstream = None
-            self.stats[S.UPSTREAM_RQ_RETRY] = self.stats[S.UPSTREAM_RQ_RETRY] + 1
+            self.stats.upstream_rq_retry += 1
             self.worker.pool.acquire(self.connection.destination, exchange, self.connection.source)
             return
         exchange.upstream = None
@@ -558,7 +545,7 @@ class H2Downstream:
     def _route_timeout(self, item: Hashable) -> None:
         exchange = cast(H2Exchange, item)
         if not exchange.finished:
-            self.stats[S.UPSTREAM_RQ_TIMEOUT] = self.stats[S.UPSTREAM_RQ_TIMEOUT] + 1
+            self.stats.upstream_rq_timeout += 1
             self._upstream_broke(
                 exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504, CANCEL
             )
@@ -609,10 +596,10 @@ class H2Downstream:
             self.codec.acknowledge(exchange.stream_id, exchange.owed)
             exchange.owed = 0
         stats = self.stats
-        stats[S.DOWNSTREAM_RQ_ACTIVE] = stats[S.DOWNSTREAM_RQ_ACTIVE] - 1
+        stats.downstream_rq_active -= 1
         status = exchange.status
         if 100 <= status < 600:
-            stats[S.DOWNSTREAM_RQ_1XX + status // 100 - 1] += 1
+            stats.count_status(status)
         observer = self.worker.observer
         if observer is not None:
             self.flusher.report(observer, self.connection, exchange, monotonic())
@@ -674,15 +661,13 @@ class H2Downstream:
     def flush(self) -> None:
         codec = self.codec
         if codec.tx_resets or codec.malformed:
-            self.stats[S.HTTP2_TX_RESET] = self.stats[S.HTTP2_TX_RESET] + codec.tx_resets
-            self.stats[S.HTTP2_RX_MESSAGING_ERROR] = (
-                self.stats[S.HTTP2_RX_MESSAGING_ERROR] + codec.malformed
-            )
+            self.stats.http2_tx_reset += codec.tx_resets
+            self.stats.http2_rx_messaging_error += codec.malformed
             codec.tx_resets = codec.malformed = 0
         data = codec.data_to_send()
         transport = self.connection.transport
         if data and transport is not None:
-            self.stats[S.DOWNSTREAM_CX_TX_BYTES] = self.stats[S.DOWNSTREAM_CX_TX_BYTES] + len(data)
+            self.stats.downstream_cx_tx_bytes_total += len(data)
             transport.write(data)
         if self.draining and not self.streams and transport is not None and not self.codec.queued:
             transport.close()

@@ -366,8 +366,8 @@ class H2UpstreamConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(self.pool.high_water)
-        self.stats[S.UPSTREAM_CX_TOTAL] = self.stats[S.UPSTREAM_CX_TOTAL] + 1
-        self.stats[S.UPSTREAM_CX_ACTIVE] = self.stats[S.UPSTREAM_CX_ACTIVE] + 1
+        self.stats.upstream_cx_total += 1
+        self.stats.upstream_cx_active += 1
         # A server that never sends SETTINGS (not HTTP/2, or stuck) must not hold the
         # requests waiting for this connection: after the connect timeout it is given up.
         self.handshake_timer = self.pool.loop.call_later(
@@ -386,7 +386,7 @@ class H2UpstreamConnection(asyncio.Protocol):
     def flush(self) -> None:
         codec = self.codec
         if codec.tx_resets:
-            self.stats[S.HTTP2_TX_RESET] = self.stats[S.HTTP2_TX_RESET] + codec.tx_resets
+            self.stats.http2_tx_reset += codec.tx_resets
             codec.tx_resets = 0
         opening = self.opening
         if opening and self.transport is not None:
@@ -401,11 +401,11 @@ class H2UpstreamConnection(asyncio.Protocol):
                     self._lost(stream, not stream.stream_id)
         data = self.codec.data_to_send()
         if data and self.transport is not None:
-            self.stats[S.UPSTREAM_CX_TX_BYTES] = self.stats[S.UPSTREAM_CX_TX_BYTES] + len(data)
+            self.stats.upstream_cx_tx_bytes_total += len(data)
             self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
-        self.stats[S.UPSTREAM_CX_RX_BYTES] = self.stats[S.UPSTREAM_CX_RX_BYTES] + len(data)
+        self.stats.upstream_cx_rx_bytes_total += len(data)
         events = self.codec.receive(data, self.pool.loop.time())
         streams = self.streams
         batch: list[Event] = []
@@ -423,7 +423,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             elif kind is StreamReset:
                 assert isinstance(event, StreamReset)
                 if event.remote:
-                    self.stats[S.HTTP2_RX_RESET] = self.stats[S.HTTP2_RX_RESET] + 1
+                    self.stats.http2_rx_reset += 1
                 self._deliver(batch_stream, batch)
                 batch, batch_stream = [], None
                 stream = streams.get(event.stream_id)
@@ -456,9 +456,7 @@ class H2UpstreamConnection(asyncio.Protocol):
                 )
                 if not self.ready:
                     self.ready = True
-                    self.stats[S.UPSTREAM_CX_HTTP2_TOTAL] = (
-                        self.stats[S.UPSTREAM_CX_HTTP2_TOTAL] + 1
-                    )  # the server speaks h2c
+                    self.stats.upstream_cx_http2_total += 1  # the server speaks h2c
                     if self.handshake_timer is not None:
                         self.handshake_timer.cancel()
                         self.handshake_timer = None
@@ -549,7 +547,7 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.stats[S.UPSTREAM_CX_ACTIVE] = self.stats[S.UPSTREAM_CX_ACTIVE] - 1
+        self.stats.upstream_cx_active -= 1
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
             self.handshake_timer = None
@@ -559,9 +557,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.pool.retire(self)
         for stream in list(self.streams.values()) + self.opening:
             if stream.user is not None:
-                self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] = (
-                    self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] + 1
-                )
+                self.stats.upstream_cx_destroy_remote_with_active_rq += 1
             self._lost(stream, not stream.stream_id)  # not yet sent: safe to send elsewhere
         self.opening = []
         self.codec.release()  # frees h2's state now, not at the next full collection
@@ -602,7 +598,7 @@ class H2UpstreamPool:
         self,
         loop: asyncio.AbstractEventLoop,
         config: ProxyConfig,
-        stats: list[int],
+        stats: S.Stats,
         http1: UpstreamPool | None = None,
     ) -> None:
         self.loop = loop
@@ -668,7 +664,7 @@ class H2UpstreamPool:
     def _hand_out(self, connection: H2UpstreamConnection, user: UpstreamUser, reused: bool) -> None:
         connection.active += 1
         if reused:
-            self.stats[S.UPSTREAM_CX_POOL_REUSE] = self.stats[S.UPSTREAM_CX_POOL_REUSE] + 1
+            self.stats.upstream_cx_pool_reuse += 1
         stream = H2UpstreamStream(connection, user)
         user.upstream_ready(stream, reused)
 
@@ -683,7 +679,7 @@ class H2UpstreamPool:
         if stream.retried or stream.user is None or stream.replay is None:
             return False
         stream.retried = True
-        self.stats[S.UPSTREAM_RQ_RETRY] = self.stats[S.UPSTREAM_RQ_RETRY] + 1
+        self.stats.upstream_rq_retry += 1
         stream.finished = True  # holds no slot while it waits
         connection.stream_done(stream)
         stream.retrying = True
@@ -768,7 +764,7 @@ class H2UpstreamPool:
         """Closed before its SETTINGS (an upstream that does not speak h2c, say)."""
         destination = connection.destination
         self.connecting[destination] -= 1
-        self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] = self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] + 1
+        self.stats.upstream_cx_protocol_error += 1
         # Remembered for a while, so the next requests go straight to HTTP/1.1.
         self.http1_only[destination] = self.loop.time() + HTTP1_ONLY_MEMORY
         queue = self.pending.pop(destination, None)
@@ -798,7 +794,7 @@ class H2UpstreamPool:
         deadline = now - idle_timeout
         for connections in list(self.connections.values()):
             for connection in [c for c in connections if c.active <= 0 and c.idle_since < deadline]:
-                self.stats[S.UPSTREAM_CX_IDLE_TIMEOUT] = self.stats[S.UPSTREAM_CX_IDLE_TIMEOUT] + 1
+                self.stats.upstream_cx_idle_timeout += 1
                 self.retire(connection)
                 connection.close()
 

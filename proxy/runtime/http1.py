@@ -57,7 +57,7 @@ class Http1ConnectionManager:
 
     # The connection's state this manager reads (declared on DownstreamConnection).
     worker: Worker
-    stats: list[int]
+    stats: S.Stats
     transport: asyncio.Transport | None
     destination: Destination | None
     source: str | None
@@ -129,8 +129,8 @@ class Http1ConnectionManager:
         # (or, for a request that waited behind another, a moment since).
         exchange = Exchange(_connection(self), request, self.last_activity)
         self.exchange = exchange
-        self.stats[S.DOWNSTREAM_RQ_TOTAL] = self.stats[S.DOWNSTREAM_RQ_TOTAL] + 1
-        self.stats[S.DOWNSTREAM_RQ_ACTIVE] = self.stats[S.DOWNSTREAM_RQ_ACTIVE] + 1
+        self.stats.downstream_rq_total += 1
+        self.stats.downstream_rq_active += 1
         if worker.draining:
             self.close_after = True
         destination = self.destination
@@ -220,7 +220,7 @@ class Http1ConnectionManager:
     # -- HTTP/1: the upstream side -------------------------------------------------------
 
     def on_upstream_ready(self, exchange: Exchange, upstream: Upstream, reused: bool) -> None:
-        self.stats[S.UPSTREAM_RQ_TOTAL] = self.stats[S.UPSTREAM_RQ_TOTAL] + 1
+        self.stats.upstream_rq_total += 1
         now = monotonic()
         if exchange.attach(upstream, reused, now):
             self._arm_route_timeout(exchange, now)
@@ -292,9 +292,7 @@ class Http1ConnectionManager:
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
                 self._write(b"".join(out))
-                self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] = (
-                    self.stats[S.UPSTREAM_CX_PROTOCOL_ERROR] + 1
-                )
+                self.stats.upstream_cx_protocol_error += 1
                 self._upstream_broke(exchange, flags.UPSTREAM_PROTOCOL_ERROR, event.reason, 502)
                 return
         if out:
@@ -323,7 +321,7 @@ class Http1ConnectionManager:
             if decision != retry.NOT_RETRIABLE:
                 exchange.flags.append(retry.FLAG_FOR[decision])
         elif exchange.retries:
-            self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] = self.stats[S.UPSTREAM_RQ_RETRY_SUCCESS] + 1
+            self.stats.upstream_rq_retry_success += 1
         exchange.status = status
         exchange.response_started = True
         if status == 101:
@@ -351,9 +349,7 @@ class Http1ConnectionManager:
             exchange.response_complete = True
             self._response_done(exchange, monotonic())
             return
-        self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] = (
-            self.stats[S.UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ] + 1
-        )
+        self.stats.upstream_cx_destroy_remote_with_active_rq += 1
         if (
             exchange.reused
             and not upstream.received_any
@@ -367,7 +363,7 @@ class Http1ConnectionManager:
             # never reached it, so sending it again on a fresh connection is safe.
             exchange.retried = True
             exchange.upstream = None
-            self.stats[S.UPSTREAM_RQ_RETRY] = self.stats[S.UPSTREAM_RQ_RETRY] + 1
+            self.stats.upstream_rq_retry += 1
             assert self.destination is not None
             self._acquire(exchange, self.destination)
             return
@@ -413,7 +409,7 @@ class Http1ConnectionManager:
         exchange.timed = False  # the queue has already dropped it
         if exchange.finished:
             return
-        self.stats[S.UPSTREAM_RQ_TIMEOUT] = self.stats[S.UPSTREAM_RQ_TIMEOUT] + 1
+        self.stats.upstream_rq_timeout += 1
         self._upstream_broke(exchange, flags.UPSTREAM_REQUEST_TIMEOUT, "response_timeout", 504)
 
     # -- HTTP/1: finishing -------------------------------------------------------------
@@ -443,11 +439,10 @@ class Http1ConnectionManager:
             assert self.destination is not None
             retrying.release(self.worker, exchange, self.destination)
         stats = self.stats
-        stats[S.DOWNSTREAM_RQ_ACTIVE] = stats[S.DOWNSTREAM_RQ_ACTIVE] - 1
+        stats.downstream_rq_active -= 1
         status = exchange.status
         if 100 <= status < 600:
-            counted = S.DOWNSTREAM_RQ_1XX + status // 100 - 1
-            stats[counted] = stats[counted] + 1
+            stats.count_status(status)
         observer = self.worker.observer
         if observer is not None:
             observer.request_done(_connection(self), exchange, now)
@@ -457,9 +452,7 @@ class Http1ConnectionManager:
         codec = self.codec
         if self.close_after or self.worker.draining or codec is None or not codec.keep_alive:
             if self.worker.draining:
-                self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] = (
-                    self.stats[S.DOWNSTREAM_CX_DRAIN_CLOSE] + 1
-                )
+                self.stats.downstream_cx_drain_close += 1
             self._close()
             return
         self._start_pending()
@@ -494,12 +487,12 @@ class Http1ConnectionManager:
             worker.h2_pool.cancel(exchange)
 
     def _protocol_error(self, exchange: Exchange | None, error: ProtocolError) -> None:
-        self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] = self.stats[S.DOWNSTREAM_CX_PROTOCOL_ERROR] + 1
+        self.stats.downstream_cx_protocol_error += 1
         if exchange is None:
             exchange = Exchange(_connection(self), _UNPARSED_REQUEST, monotonic())
             self.exchange = exchange
-            self.stats[S.DOWNSTREAM_RQ_TOTAL] = self.stats[S.DOWNSTREAM_RQ_TOTAL] + 1
-            self.stats[S.DOWNSTREAM_RQ_ACTIVE] = self.stats[S.DOWNSTREAM_RQ_ACTIVE] + 1
+            self.stats.downstream_rq_total += 1
+            self.stats.downstream_rq_active += 1
         if exchange.response_started:
             exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
             self._abort_upstream(exchange)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.core import flags, retry
-from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.runtime.exchange import Exchange
@@ -51,12 +50,12 @@ def try_again(
     )
     stats = worker.stats
     if decision == retry.LIMIT_EXCEEDED:
-        stats[S.UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED] = stats[S.UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED] + 1
+        stats.upstream_rq_retry_limit_exceeded += 1
     elif decision == retry.OVERFLOW:
-        stats[S.UPSTREAM_RQ_RETRY_OVERFLOW] = stats[S.UPSTREAM_RQ_RETRY_OVERFLOW] + 1
+        stats.upstream_rq_retry_overflow += 1
     if decision != retry.RETRY:
         return decision
-    stats[S.UPSTREAM_RQ_RETRY] = stats[S.UPSTREAM_RQ_RETRY] + 1
+    stats.upstream_rq_retry += 1
     active[destination] = active.get(destination, 0) + 1
     exchange.retry_active = True
     policy = worker.config.retries

@@ -7,7 +7,6 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from proxy.runtime import pause
-from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
@@ -57,11 +56,11 @@ class TcpRelay:
         self.start = monotonic()
         self.received = 0
         self.sent = 0
-        self.stats[S.TCP_DOWNSTREAM_CX_TOTAL] = self.stats[S.TCP_DOWNSTREAM_CX_TOTAL] + 1
+        self.stats.tcp_downstream_cx_total += 1
         if worker.observer is not None:
             worker.observer.tcp_start(self)
         self.received += len(first_bytes)
-        self.stats[S.TCP_RX_BYTES] = self.stats[S.TCP_RX_BYTES] + len(first_bytes)
+        self.stats.tcp_downstream_cx_rx_bytes_total += len(first_bytes)
         worker.loop.create_task(self._connect(destination, source))
 
     async def _connect(self, destination: Destination, source: str | None) -> None:
@@ -77,10 +76,10 @@ class TcpRelay:
                 self.worker.config.timeouts.connect,
             )
         except (TimeoutError, OSError):
-            self.stats[S.UPSTREAM_CX_CONNECT_FAIL] = self.stats[S.UPSTREAM_CX_CONNECT_FAIL] + 1
+            self.stats.upstream_cx_connect_fail += 1
             self._close_downstream()
             return
-        self.stats[S.UPSTREAM_CX_TOTAL] = self.stats[S.UPSTREAM_CX_TOTAL] + 1
+        self.stats.upstream_cx_total += 1
         if self.closed:
             transport.close()
             return
@@ -95,7 +94,7 @@ class TcpRelay:
     # downstream -> upstream
     def from_downstream(self, data: bytes) -> None:
         self.received += len(data)
-        self.stats[S.TCP_RX_BYTES] = self.stats[S.TCP_RX_BYTES] + len(data)
+        self.stats.tcp_downstream_cx_rx_bytes_total += len(data)
         if self.upstream is not None:
             self.upstream.write(data)
         else:
@@ -123,10 +122,10 @@ class TcpRelay:
     # upstream -> downstream
     def from_upstream(self, data: bytes) -> None:
         self.sent += len(data)
-        self.stats[S.TCP_TX_BYTES] = self.stats[S.TCP_TX_BYTES] + len(data)
+        self.stats.tcp_downstream_cx_tx_bytes_total += len(data)
         transport = self.downstream.transport
         if transport is not None:
-            self.stats[S.DOWNSTREAM_CX_TX_BYTES] = self.stats[S.DOWNSTREAM_CX_TX_BYTES] + len(data)
+            self.stats.downstream_cx_tx_bytes_total += len(data)
             transport.write(data)
 
     def upstream_eof(self) -> bool:

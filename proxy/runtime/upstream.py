@@ -146,12 +146,12 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.transport = transport
         transport.set_write_buffer_limits(self.pool.high_water)
-        self.stats[S.UPSTREAM_CX_TOTAL] = self.stats[S.UPSTREAM_CX_TOTAL] + 1
-        self.stats[S.UPSTREAM_CX_HTTP1_TOTAL] = self.stats[S.UPSTREAM_CX_HTTP1_TOTAL] + 1
-        self.stats[S.UPSTREAM_CX_ACTIVE] = self.stats[S.UPSTREAM_CX_ACTIVE] + 1
+        self.stats.upstream_cx_total += 1
+        self.stats.upstream_cx_http1_total += 1
+        self.stats.upstream_cx_active += 1
 
     def data_received(self, data: bytes) -> None:
-        self.stats[S.UPSTREAM_CX_RX_BYTES] = self.stats[S.UPSTREAM_CX_RX_BYTES] + len(data)
+        self.stats.upstream_cx_rx_bytes_total += len(data)
         self.received_any = True
         user = self.user
         if user is None:
@@ -163,14 +163,14 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
 
     def write(self, data: bytes) -> None:
         if data and self.transport is not None:
-            self.stats[S.UPSTREAM_CX_TX_BYTES] = self.stats[S.UPSTREAM_CX_TX_BYTES] + len(data)
+            self.stats.upstream_cx_tx_bytes_total += len(data)
             self.transport.write(data)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: HTTP/1 has no half-close
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.stats[S.UPSTREAM_CX_ACTIVE] = self.stats[S.UPSTREAM_CX_ACTIVE] - 1
+        self.stats.upstream_cx_active -= 1
         self.pool.forget(self)
         user = self.user
         self.user = None
@@ -222,7 +222,7 @@ class PendingRequests(dict[Destination, deque[Waiter]]):
     HTTP/2) queue, refuse (503 UO) and cancel through this one place.
     """
 
-    def __init__(self, limit: int, stats: list[int]) -> None:
+    def __init__(self, limit: int, stats: S.Stats) -> None:
         super().__init__()
         self.limit = limit
         self.stats = stats
@@ -231,9 +231,7 @@ class PendingRequests(dict[Destination, deque[Waiter]]):
         """Queue `waiter` and return its queue, or refuse it (503 UO) when the queue is full."""
         queue = self.setdefault(destination, deque())
         if len(queue) >= self.limit:
-            self.stats[S.UPSTREAM_RQ_PENDING_OVERFLOW] = (
-                self.stats[S.UPSTREAM_RQ_PENDING_OVERFLOW] + 1
-            )
+            self.stats.upstream_rq_pending_overflow += 1
             waiter[0].upstream_failed(503, flags.UPSTREAM_OVERFLOW, "upstream_pool_overflow")
             return None
         queue.append(waiter)
@@ -254,7 +252,7 @@ async def connect(
     destination: Destination,
     source: str | None,
     timeout: float,
-    stats: list[int],
+    stats: S.Stats,
 ) -> str | None:
     """Open a TCP connection to `destination` for `protocol` (from `source` when given).
 
@@ -270,9 +268,9 @@ async def connect(
             timeout,
         )
     except (TimeoutError, OSError) as error:
-        stats[S.UPSTREAM_CX_CONNECT_FAIL] = stats[S.UPSTREAM_CX_CONNECT_FAIL] + 1
+        stats.upstream_cx_connect_fail += 1
         if isinstance(error, asyncio.TimeoutError):
-            stats[S.UPSTREAM_CX_CONNECT_TIMEOUT] = stats[S.UPSTREAM_CX_CONNECT_TIMEOUT] + 1
+            stats.upstream_cx_connect_timeout += 1
             return "timeout"
         return error.strerror or type(error).__name__
     return None
@@ -285,7 +283,7 @@ class UpstreamPool:
         self,
         loop: asyncio.AbstractEventLoop,
         config: ProxyConfig,
-        stats: list[int],
+        stats: S.Stats,
         codec_factory: Callable[[], ClientCodec],
     ) -> None:
         self.loop = loop
@@ -328,7 +326,7 @@ class UpstreamPool:
             connection = idle.pop()
             if connection.transport is not None and not connection.transport.is_closing():
                 connection.user = user
-                self.stats[S.UPSTREAM_CX_POOL_REUSE] = self.stats[S.UPSTREAM_CX_POOL_REUSE] + 1
+                self.stats.upstream_cx_pool_reuse += 1
                 user.upstream_ready(connection, True)
                 return
         if self.open_count.get(destination, 0) < self.max_connections:
@@ -352,7 +350,7 @@ class UpstreamPool:
         if queue:
             user, _ = queue.popleft()
             connection.user = user
-            self.stats[S.UPSTREAM_CX_POOL_REUSE] = self.stats[S.UPSTREAM_CX_POOL_REUSE] + 1
+            self.stats.upstream_cx_pool_reuse += 1
             user.upstream_ready(connection, True)
             return
         connection.idle_since = self.loop.time()
@@ -375,7 +373,7 @@ class UpstreamPool:
         deadline = now - self.idle_timeout
         for connections in self.idle.values():
             for connection in [c for c in connections if c.idle_since < deadline]:
-                self.stats[S.UPSTREAM_CX_IDLE_TIMEOUT] = self.stats[S.UPSTREAM_CX_IDLE_TIMEOUT] + 1
+                self.stats.upstream_cx_idle_timeout += 1
                 connection.close()
 
     def close_idle(self) -> None:

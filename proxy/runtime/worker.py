@@ -11,6 +11,7 @@ from proxy.core.codecs import client_codec, server_codec
 from proxy.core.codecs.base import ClientCodec, CodecLimits, ServerCodec
 from proxy.runtime.deadlines import DeadlineQueue
 from proxy.runtime.upstream import Destination, UpstreamPool
+from proxy.telemetry.stats import Stats
 
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
@@ -30,7 +31,7 @@ class Worker:
         self,
         loop: asyncio.AbstractEventLoop,
         config: ProxyConfig,
-        stats: list[int],
+        stats: Stats,
         observer: Telemetry | None = None,
         index: int = 0,
     ) -> None:

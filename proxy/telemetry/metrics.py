@@ -238,7 +238,7 @@ class Snapshot:
         # Every worker of a proxy reads the same env, so all snapshots share boundaries.
         self.buckets: tuple[float, ...] = BUCKETS
         # The proxy's own stats (proxy.telemetry.stats), summed like everything else.
-        self.stats: list[int] = S.new_stats()
+        self.stats: list[int] = [0] * len(S.NAMES)
 
     def add(self, other: Snapshot) -> None:
         for table, mine in ((other.http, self.http), (other.tcp, self.tcp)):

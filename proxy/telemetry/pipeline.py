@@ -141,7 +141,7 @@ class Telemetry:
         config: ProxyConfig,
         index: int,
         environ: Mapping[str, str],
-        stats: list[int] | None = None,
+        stats: proxy_stats.Stats | None = None,
         main_pid: int | None = None,
         tracer: Tracer | None = None,
     ) -> None:
@@ -648,7 +648,7 @@ class Telemetry:
             counters["pilotfish_access_log_dropped_lines"] = self.access_log.dropped
         snapshot.counters = counters
         snapshot.process = process_stats(self.started)
-        snapshot.stats = list(self.stats)
+        snapshot.stats = self.stats.values()
         return snapshot
 
     def count(self, name: str, value: float = 1) -> None:

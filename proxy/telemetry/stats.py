@@ -1,23 +1,19 @@
 """The proxy's own stats in Envoy's vocabulary, declared once, summed across worker processes.
 
-Every counter and gauge is declared here at start-up (Envoy's ALL_*_STATS idea) and
-gets a fixed index. Each worker counts into its own plain list (`new_stats()`); the hot
-path does `stats[INDEX] = stats[INDEX] + 1` (no locks, no lookups by name, nothing
-shared), spelled out because mypyc compiles `stats[INDEX] += 1` on a list item to a
-generic PyNumber_InPlaceAdd on boxed ints (about 270 instructions; the spelled-out
-form is a native integer add, about 100). The admin
-(worker 0) sums every worker's list when it is read, over the same gather as the
-Prometheus metrics (`proxy.telemetry.gather`), so a read counts everything that finished
-before it.
+Every counter and gauge is declared here at start-up (Envoy's ALL_*_STATS idea). Each
+worker counts into its own `Stats` (`new_stats()`), one native attribute per stat: the
+hot path does `stats.upstream_rq_total += 1` (no locks, no lookups by name, nothing
+shared). The admin (worker 0) sums every worker's `values()` when it is read, over the
+same gather as the Prometheus metrics (`proxy.telemetry.gather`), so a read counts
+everything that finished before it.
 
 Why not a table in shared memory, which the admin could read without asking: each
 increment of a memoryview of int64 unpacks and packs a C integer, about 600
-instructions, and an HTTP/1 request makes ten of them (7% of its CPU).
+instructions, and an HTTP/1 request makes ten of them (7% of its CPU). A plain list of
+ints cost about 160 an increment (the boxed int taken out, added to, put back).
 """
 
 from __future__ import annotations
-
-from typing import Final
 
 # (name, kind, help). Gauges are per-worker values that sum to the process total.
 DECLARED: tuple[tuple[str, str, str], ...] = (
@@ -81,57 +77,84 @@ DECLARED: tuple[tuple[str, str, str], ...] = (
 NAMES = tuple(name for name, _, _ in DECLARED)
 INDEX = {name: index for index, name in enumerate(NAMES)}
 
-# Indices as literal constants: the compiled hot path builds them into its code (as
-# `INDEX[...]` lookups, each use was a module attribute read, about 250 instructions).
-# Each line names its stat; tests/telemetry/test_stats_indices.py checks them against
-# DECLARED.
-DOWNSTREAM_CX_TOTAL: Final = 0  # downstream_cx_total
-DOWNSTREAM_CX_ACTIVE: Final = 1  # downstream_cx_active
-DOWNSTREAM_CX_HTTP1_TOTAL: Final = 2  # downstream_cx_http1_total
-DOWNSTREAM_CX_HTTP2_TOTAL: Final = 3  # downstream_cx_http2_total
-DOWNSTREAM_CX_TCP_TOTAL: Final = 4  # downstream_cx_tcp_total
-DOWNSTREAM_CX_PROTOCOL_ERROR: Final = 5  # downstream_cx_protocol_error
-DOWNSTREAM_CX_DRAIN_CLOSE: Final = 6  # downstream_cx_drain_close
-DOWNSTREAM_CX_IDLE_TIMEOUT: Final = 7  # downstream_cx_idle_timeout
-DOWNSTREAM_RQ_TOTAL: Final = 8  # downstream_rq_total
-DOWNSTREAM_RQ_ACTIVE: Final = 9  # downstream_rq_active
-DOWNSTREAM_RQ_1XX: Final = 10  # downstream_rq_1xx (2xx..5xx follow in order)
-DOWNSTREAM_RQ_RX_RESET: Final = 15  # downstream_rq_rx_reset
-DOWNSTREAM_CX_RX_BYTES: Final = 16  # downstream_cx_rx_bytes_total
-DOWNSTREAM_CX_TX_BYTES: Final = 17  # downstream_cx_tx_bytes_total
-UPSTREAM_CX_TOTAL: Final = 18  # upstream_cx_total
-UPSTREAM_CX_HTTP1_TOTAL: Final = 19  # upstream_cx_http1_total
-UPSTREAM_CX_HTTP2_TOTAL: Final = 20  # upstream_cx_http2_total
-UPSTREAM_CX_ACTIVE: Final = 21  # upstream_cx_active
-UPSTREAM_CX_CONNECT_FAIL: Final = 22  # upstream_cx_connect_fail
-UPSTREAM_CX_CONNECT_TIMEOUT: Final = 23  # upstream_cx_connect_timeout
-UPSTREAM_CX_IDLE_TIMEOUT: Final = 24  # upstream_cx_idle_timeout
-UPSTREAM_CX_DESTROY_REMOTE_WITH_ACTIVE_RQ: Final = 25  # upstream_cx_destroy_remote_with_active_rq
-UPSTREAM_CX_PROTOCOL_ERROR: Final = 26  # upstream_cx_protocol_error
-UPSTREAM_CX_POOL_REUSE: Final = 27  # upstream_cx_pool_reuse
-UPSTREAM_RQ_TOTAL: Final = 28  # upstream_rq_total
-UPSTREAM_RQ_TIMEOUT: Final = 29  # upstream_rq_timeout
-UPSTREAM_RQ_PENDING_OVERFLOW: Final = 30  # upstream_rq_pending_overflow
-UPSTREAM_RQ_RETRY: Final = 31  # upstream_rq_retry
-UPSTREAM_RQ_RETRY_SUCCESS: Final = 32  # upstream_rq_retry_success
-UPSTREAM_RQ_RETRY_OVERFLOW: Final = 33  # upstream_rq_retry_overflow
-UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED: Final = 34  # upstream_rq_retry_limit_exceeded
-UPSTREAM_CX_RX_BYTES: Final = 35  # upstream_cx_rx_bytes_total
-UPSTREAM_CX_TX_BYTES: Final = 36  # upstream_cx_tx_bytes_total
-TCP_DOWNSTREAM_CX_TOTAL: Final = 37  # tcp_downstream_cx_total
-TCP_RX_BYTES: Final = 38  # tcp_downstream_cx_rx_bytes_total
-TCP_TX_BYTES: Final = 39  # tcp_downstream_cx_tx_bytes_total
-DOWNSTREAM_CX_HTTP2_ACTIVE: Final = 40  # downstream_cx_http2_active
-HTTP2_RX_RESET: Final = 41  # http2_rx_reset
-HTTP2_TX_RESET: Final = 42  # http2_tx_reset
-HTTP2_GOAWAY_SENT: Final = 43  # http2_goaway_sent
-HTTP2_RX_MESSAGING_ERROR: Final = 44  # http2_rx_messaging_error
-HTTP2_FLOOD_CLOSE: Final = 45  # http2_flood_close
+
+class Stats:
+    """One worker's counters and gauges, all zero to start, one attribute per DECLARED name.
+
+    Native attributes in the compiled build: `stats.upstream_rq_total += 1` is an
+    integer add in place (a list item was a boxed int taken out and put back, about
+    160 instructions, ten times a request). tests/telemetry/test_stats_indices.py checks
+    the attributes against DECLARED.
+    """
+
+    downstream_cx_total: int = 0
+    downstream_cx_active: int = 0
+    downstream_cx_http1_total: int = 0
+    downstream_cx_http2_total: int = 0
+    downstream_cx_tcp_total: int = 0
+    downstream_cx_protocol_error: int = 0
+    downstream_cx_drain_close: int = 0
+    downstream_cx_idle_timeout: int = 0
+    downstream_rq_total: int = 0
+    downstream_rq_active: int = 0
+    downstream_rq_1xx: int = 0
+    downstream_rq_2xx: int = 0
+    downstream_rq_3xx: int = 0
+    downstream_rq_4xx: int = 0
+    downstream_rq_5xx: int = 0
+    downstream_rq_rx_reset: int = 0
+    downstream_cx_rx_bytes_total: int = 0
+    downstream_cx_tx_bytes_total: int = 0
+    upstream_cx_total: int = 0
+    upstream_cx_http1_total: int = 0
+    upstream_cx_http2_total: int = 0
+    upstream_cx_active: int = 0
+    upstream_cx_connect_fail: int = 0
+    upstream_cx_connect_timeout: int = 0
+    upstream_cx_idle_timeout: int = 0
+    upstream_cx_destroy_remote_with_active_rq: int = 0
+    upstream_cx_protocol_error: int = 0
+    upstream_cx_pool_reuse: int = 0
+    upstream_rq_total: int = 0
+    upstream_rq_timeout: int = 0
+    upstream_rq_pending_overflow: int = 0
+    upstream_rq_retry: int = 0
+    upstream_rq_retry_success: int = 0
+    upstream_rq_retry_overflow: int = 0
+    upstream_rq_retry_limit_exceeded: int = 0
+    upstream_cx_rx_bytes_total: int = 0
+    upstream_cx_tx_bytes_total: int = 0
+    tcp_downstream_cx_total: int = 0
+    tcp_downstream_cx_rx_bytes_total: int = 0
+    tcp_downstream_cx_tx_bytes_total: int = 0
+    downstream_cx_http2_active: int = 0
+    http2_rx_reset: int = 0
+    http2_tx_reset: int = 0
+    http2_goaway_sent: int = 0
+    http2_rx_messaging_error: int = 0
+    http2_flood_close: int = 0
+
+    def count_status(self, status: int) -> None:
+        """downstream_rq_1xx .. downstream_rq_5xx for a status in 100..599."""
+        if status < 200:
+            self.downstream_rq_1xx += 1
+        elif status < 300:
+            self.downstream_rq_2xx += 1
+        elif status < 400:
+            self.downstream_rq_3xx += 1
+        elif status < 500:
+            self.downstream_rq_4xx += 1
+        else:
+            self.downstream_rq_5xx += 1
+
+    def values(self) -> list[int]:
+        """Every value, in DECLARED order (read at a scrape, not per request)."""
+        return [getattr(self, name) for name in NAMES]
 
 
-def new_stats() -> list[int]:
-    """One worker's counters and gauges, all zero, indexed by the constants above."""
-    return [0] * len(NAMES)
+def new_stats() -> Stats:
+    """One worker's counters and gauges, all zero."""
+    return Stats()
 
 
 def named(values: list[int]) -> dict[str, int]:
