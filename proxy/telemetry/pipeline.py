@@ -2,8 +2,9 @@
 
 Per request this costs a few microseconds by design: one dict of the request
 headers, a cached series lookup and list increments, three bucket searches, and (when the
-access log is on) one hand-formatted line appended to a list. Trace ids are plain
-random bits; only a sampled request is encoded as a span (`otlp.py`).
+access log is on) one hand-formatted line appended to a list. Trace ids are slices of
+a batch of random hex digits (`proxy.core.ids`); only a sampled request is encoded as a
+span (`otlp.py`).
 """
 
 from __future__ import annotations

@@ -67,6 +67,13 @@ def _keep_alive(version: str, headers: Headers, connection: bytes) -> bool:
     return b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
 
 
+def _keeps_alive(connection: bytes) -> bool:
+    """Whether the plain Connection values lifted from an HTTP/1.1 response leave it
+    kept alive: none, or keep-alive (compared, not hashed into a set: the value is new
+    bytes on every response)."""
+    return not connection or connection == b"keep-alive" or connection == b"Keep-Alive"
+
+
 def _check_switch(proposed: bool, request_headers: Headers, headers: Headers) -> None:
     """Refuse a 101 unless the request proposed an upgrade and the response names one.
 
@@ -656,7 +663,8 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        status = parser.get_status_code()
+        # Typed, so the comparisons below are native (httptools' result is Any to mypyc).
+        status: int = parser.get_status_code()
         # A response is parsed from the first byte that came after its request (one
         # request is outstanding at a time), so the first head's version is in those.
         first = self._first_bytes
@@ -676,7 +684,16 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             raise ValueError("invalid or conflicting content-length / transfer-encoding")
         if status == 101:
             _check_switch(self._upgrade_proposed, self._request_headers, headers)
-        keep_alive = parser.should_keep_alive()
+        if (
+            http_version == "1.1"
+            and (content_length is not None or chunked)
+            and status >= 200
+            and not self._fields & HOP_BY_HOP_FIELDS
+            and _keeps_alive(self._connection)
+        ):
+            keep_alive = True  # llhttp's rule when no Connection field could say close
+        else:
+            keep_alive = parser.should_keep_alive()
         if self._head_request and content_length is None and not chunked and status >= 200:
             # llhttp does not know the request was HEAD, so it thinks this response
             # is read to EOF and cannot be kept alive; it has no body at all.

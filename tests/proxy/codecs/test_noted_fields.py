@@ -9,6 +9,7 @@ as without them, and both codecs lift `Connection: keep-alive`/`close` alike.
 
 from __future__ import annotations
 
+import httptools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -177,3 +178,35 @@ def test_a_connection_remembering_its_field_names_parses_as_a_fresh_codec(
         ]
         if not (server.keep_alive and client.reusable):
             return  # a Connection: close ends both connections
+
+
+class _Heads:
+    """An httptools protocol that keeps llhttp's own keep-alive answer for each head."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.keep_alive: list[bool] = []
+
+    def on_headers_complete(self) -> None:
+        self.keep_alive.append(self.parser.should_keep_alive())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    FIELD_LISTS,
+    st.sampled_from([b"1.1", b"1.0"]),
+    st.sampled_from([200, 204, 304, 404, 503]),
+    st.sampled_from([b"Content-Length: 2\r\n", b"Transfer-Encoding: chunked\r\n", b""]),
+)
+def test_a_response_is_kept_alive_exactly_when_llhttp_says(
+    fields: list[tuple[bytes, bytes]], version: bytes, status: int, framing: bytes
+) -> None:
+    # The llhttp client codec answers the common case (HTTP/1.1, framed, no Connection
+    # field but keep-alive) without asking httptools; it must agree with llhttp's rule.
+    data = b"HTTP/%s %d X\r\n%s%s\r\n" % (version, status, wire(fields), framing)
+    client = client_codec("llhttp")
+    client.send_request_head(request())
+    heads = [event for event in client.receive(data) if isinstance(event, ResponseHead)]
+    oracle = _Heads()
+    oracle.parser.feed_data(data)
+    assert [head.keep_alive for head in heads] == oracle.keep_alive
