@@ -74,7 +74,7 @@ def test_framing_decisions() -> None:
     assert out.endswith(b"content-length: 1\r\nconnection: close\r\n\r\n")
 
 
-@pytest.mark.parametrize("count", [0, 1, 7, 60, 400])
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 60, 400])
 def test_heads_of_any_size_are_written_field_by_field(count: int) -> None:
     """Heads past the serializer's block size (h1_framing._BLOCK_BYTES) lose and repeat nothing."""
     headers = [(b"x-field-%d" % i, b"v" * (i % 97)) for i in range(count)]
@@ -91,3 +91,12 @@ def test_heads_of_any_size_are_written_field_by_field(count: int) -> None:
     assert h1_framing.response_head(299, b"Odd", headers, 0, False, False) == (
         b"HTTP/1.1 299 Odd\r\n" + fields + b"content-length: 0\r\n\r\n"
     )
+
+
+@pytest.mark.parametrize("length", [0, 1, 12, 4095, 4096, 10**12])
+def test_content_length_lines_are_right_when_remembered(length: int) -> None:
+    """Small lengths' lines are kept after the first use (h1_framing._length_lines)."""
+    for _ in range(2):
+        assert h1_framing.request_head(b"POST", b"/", [], length, False) == (
+            b"POST / HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % length
+        )
