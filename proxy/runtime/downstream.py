@@ -8,8 +8,8 @@ live here; HTTP/1's request flow is `proxy.runtime.http1`, HTTP/2's is
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
 from proxy.core import flags
@@ -18,6 +18,8 @@ from proxy.core.sniff import Protocol, sniff
 from proxy.runtime.http1 import Http1ConnectionManager
 from proxy.runtime.listeners import Resolver
 from proxy.runtime.tcp_proxy import TcpRelay
+
+monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 
 if TYPE_CHECKING:
     from proxy.core.codecs.base import ServerCodec

@@ -12,8 +12,8 @@ upstream took it, response DATA only once the client's window and socket took it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable
-from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
 from proxy.core import flags, retry
@@ -35,6 +35,8 @@ from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, Reques
 from proxy.runtime import retrying
 from proxy.runtime.deadlines import DeadlineQueue
 from proxy.runtime.exchange import Exchange
+
+monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection

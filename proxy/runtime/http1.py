@@ -10,8 +10,8 @@ a `DownstreamConnection` (which it is mixed into) once sniffing has said HTTP/1.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from time import monotonic
 from typing import TYPE_CHECKING, Final
 
 from proxy.core import flags, retry
@@ -29,6 +29,10 @@ from proxy.core.messages import (
 from proxy.runtime import pause, retrying
 from proxy.runtime.exchange import Exchange
 from proxy.telemetry import stats as S
+
+# A Final alias is a C static in the compiled build; a name imported from time is a
+# module-dict lookup at every call (about 130 instructions, four a request).
+monotonic: Final = time.monotonic
 
 if TYPE_CHECKING:
     from proxy.core.codecs.base import ServerCodec

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 from proxy.admin import server as admin_server
@@ -168,12 +169,12 @@ class WorkerProcess:
     async def _sweep(self) -> None:
         worker = self.worker
         assert worker is not None
-        loop = asyncio.get_running_loop()
         # 0 turns it off, as Envoy's idle_timeout: 0s does.
         idle_limit = self.config.timeouts.downstream_idle or float("inf")
         while True:
             await asyncio.sleep(DRAIN_SWEEP_INTERVAL if worker.draining else SWEEP_INTERVAL)
-            now = loop.time()
+            # The clock requests and pooled connections are timed on (not uvloop's, in ms).
+            now = time.monotonic()
             limit = DRAIN_IDLE_GRACE if worker.draining else idle_limit
             # 0 turns it off, as Envoy's stream_idle_timeout: 0s does (long-lived streams).
             stream_idle = self.config.timeouts.stream_idle or float("inf")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from time import monotonic
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Final
 
 from proxy.runtime import pause
+
+monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection

@@ -10,10 +10,11 @@ the end or that the server marked close.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABCMeta, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from mypy_extensions import mypyc_attr, trait
 
@@ -21,6 +22,8 @@ from proxy.core import flags
 from proxy.core.codecs.base import ClientCodec
 from proxy.core.messages import Event
 from proxy.telemetry import stats as S
+
+monotonic: Final = time.monotonic  # a C static in the compiled build
 
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
@@ -353,7 +356,7 @@ class UpstreamPool:
             self.stats.upstream_cx_pool_reuse += 1
             user.upstream_ready(connection, True)
             return
-        connection.idle_since = self.loop.time()
+        connection.idle_since = monotonic()  # the clock the sweep reads (serve.py)
         connection.idle.append(connection)
 
     def forget(self, connection: UpstreamConnection) -> None:
