@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from mypy_extensions import mypyc_attr
 
-from proxy.core.messages import Event, RequestHead, ResponseHead
+from proxy.core.messages import NO_FIELDS, Event, RequestHead, ResponseHead
 from proxy.runtime import pause
 from proxy.runtime.upstream import UpstreamUser
 
@@ -72,7 +72,7 @@ class Exchange(UpstreamUser):
         # Request body received before an upstream connection was ready (unframed:
         # the upstream codec frames it once it exists, so its state stays true).
         self.upstream_buffer: list[bytes] = []
-        self.trailers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] = NO_FIELDS  # replaced, never added to
         # CONNECT and Upgrade requests may turn the connection into a byte tunnel; what
         # the client sends after one is held until the upstream's 101 (or 2xx to
         # CONNECT) says so, since after a refusal those bytes must never reach it.
@@ -102,7 +102,7 @@ class Exchange(UpstreamUser):
         # The response as the upstream sent it (headers after hop-by-hop removal), and
         # its trailers: telemetry reads grpc-status and friends from them.
         self.response: ResponseHead | None = None
-        self.response_trailers: list[tuple[bytes, bytes]] = []
+        self.response_trailers: list[tuple[bytes, bytes]] = NO_FIELDS
         # Per-request state a RequestObserver keeps (a span, say); None when unused.
         self.telemetry: object = None
         self.timed = False  # a route timeout is running (in the worker's deadline queue)

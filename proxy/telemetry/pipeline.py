@@ -44,6 +44,8 @@ _random: Final = random.random  # sampling draws (reseeded per forked worker)
 
 
 _FIRST_TRIED: Final = 3
+# Body sizes below this find their bucket in Telemetry.size_slots.
+_SIZE_SLOTS: Final = 4096
 
 
 def histogram_slot(bounds: tuple[float, ...], value: float) -> int:
@@ -174,10 +176,19 @@ class Telemetry:
         self.bounds = tuple(float(bound) for bound in layout.buckets)
         self.request_bytes_at = layout.request_bytes
         self.response_bytes_at = layout.response_bytes
+        # The bucket of each small body size, worked out once: sizes are whole numbers,
+        # and a list item costs less than the bucket search (two a request).
+        self.size_slots = [histogram_slot(self.bounds, size) for size in range(_SIZE_SLOTS)]
         self.http: dict[tuple[Any, ...], list[float]] = {}
-        # The series request_done counted in last (series are never removed).
+        # The series request_done counted in last (series are never removed), and the
+        # parts of its key (status -1: none yet).
         self.last_key: tuple[Any, ...] = ()
         self.last_values: list[float] = []
+        self.last_listener = ""
+        self.last_host: bytes | None = None
+        self.last_status = -1
+        self.last_flags = ""
+        self.last_grpc_status: str | None = None
         self.http_labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
         self.tcp: dict[tuple[Any, ...], list[float]] = {}
         self.tcp_labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
@@ -288,13 +299,20 @@ class Telemetry:
         grpc_status = None
         if content_type is not None and content_type.startswith(_GRPC):
             grpc_status = self._grpc_status(exchange)
-        key = (downstream.listener_name, host, status, flags, grpc_status)
-        if key == self.last_key:
-            # The series the previous request counted in (a tuple compare: its items
-            # are mostly the same objects), before hashing the key for the dict.
+        listener = downstream.listener_name
+        if (
+            status == self.last_status
+            and flags == self.last_flags
+            and host == self.last_host
+            and listener == self.last_listener
+            and grpc_status == self.last_grpc_status
+        ):
+            # The series the previous request counted in, found by comparing its parts
+            # (native compares, mostly of the same objects) before any key is built.
             key = self.last_key
             values = self.last_values
         else:
+            key = (listener, host, status, flags, grpc_status)
             found = self.http.get(key)
             if found is None:
                 key, values = self._new_http_series(key, downstream)
@@ -302,6 +320,11 @@ class Telemetry:
                 values = found
             self.last_key = key
             self.last_values = values
+            self.last_listener = listener
+            self.last_host = host
+            self.last_status = status
+            self.last_flags = flags
+            self.last_grpc_status = grpc_status
         elapsed_ms = (now - exchange.start) * 1000.0
         received = exchange.bytes_received
         sent = exchange.bytes_sent
@@ -313,9 +336,14 @@ class Telemetry:
         buckets = self.bounds
         slot = histogram_slot(buckets, elapsed_ms)
         values[4 + slot] = values[4 + slot] + 1
-        at = self.request_bytes_at + histogram_slot(buckets, received)
+        slots = self.size_slots
+        at = self.request_bytes_at + (
+            slots[received] if received < _SIZE_SLOTS else histogram_slot(buckets, received)
+        )
         values[at] = values[at] + 1
-        at = self.response_bytes_at + histogram_slot(buckets, sent)
+        at = self.response_bytes_at + (
+            slots[sent] if sent < _SIZE_SLOTS else histogram_slot(buckets, sent)
+        )
         values[at] = values[at] + 1
         if state is not None and state.sampled:
             self._record_span(downstream, exchange, state, now, key, slot, elapsed_ms)

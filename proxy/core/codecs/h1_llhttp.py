@@ -17,6 +17,7 @@ from proxy.core.headers import NOTED_FIELDS, PLAIN_CONNECTION_VALUES
 from proxy.core.messages import (
     H1_STREAM,
     HOP_BY_HOP_FIELDS,
+    NO_FIELDS,
     Data,
     EndOfMessage,
     Event,
@@ -263,7 +264,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._headers: Headers = []
-        self._trailers: Headers = []
+        self._trailers: Headers = NO_FIELDS
         self._target = b""
         self._head_bytes = 0
         self._head_done = True
@@ -337,7 +338,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._in_message = True
         self._names.begin()
         self._headers = []
-        self._trailers = []
+        self._trailers = NO_FIELDS
         self._target = b""
         self._head_done = False
         self._head_bytes = 0
@@ -366,6 +367,8 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 # RFC 9110 section 6.5.1: framing is decided by the head; a trailer that
                 # claims it is refused, as the h11 codec does.
                 raise _Oversized(400, "framing field in trailers")
+            if self._trailers is NO_FIELDS:
+                self._trailers = []
             self._trailers.append((name, value))
             self._head_size += len(name) + len(value) + 4
             if len(self._trailers) > self._max_count:
@@ -511,7 +514,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
         self._headers: Headers = []
-        self._trailers: Headers = []
+        self._trailers: Headers = NO_FIELDS
         self._head_request = False
         self._connect_request = False
         self._upgrade_proposed = False
@@ -630,7 +633,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             raise ValueError("response with no request outstanding")
         self._names.begin()
         self._headers = []
-        self._trailers = []
+        self._trailers = NO_FIELDS
         self._fields = 0
         self._content_length = None
         self._chunked = False
@@ -643,6 +646,8 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         if self._in_body:  # llhttp reports the chunked trailer section here
             if kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
                 raise ValueError("framing field in trailers")  # as the server side
+            if self._trailers is NO_FIELDS:
+                self._trailers = []
             self._trailers.append((name, value))
         elif kind < _CONTENT_LENGTH:
             self._fields |= kind

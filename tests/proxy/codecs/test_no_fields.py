@@ -11,7 +11,6 @@ import pytest
 
 from proxy.core.codecs import client_codec, server_codec
 from proxy.core.messages import NO_FIELDS, EndOfMessage
-from proxy.runtime.exchange import Exchange
 from tests.proxy.codecs.helpers import CODECS, request
 
 CHUNKED_REQUEST = (
@@ -48,8 +47,3 @@ def test_trailers_never_land_in_the_shared_empty_list(codec: str) -> None:
     assert _end(client.receive(PLAIN_RESPONSE)).trailers == []
     assert NO_FIELDS == [] and EndOfMessage(1).trailers == []
 
-
-def test_a_new_exchange_starts_with_no_trailers() -> None:
-    exchange = Exchange(None, request(), 0.0)  # type: ignore[arg-type]
-    assert exchange.trailers == [] and exchange.response_trailers == []
-    assert NO_FIELDS == []
