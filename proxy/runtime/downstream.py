@@ -134,7 +134,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         if exchange is not None and not exchange.finished:
             if not exchange.upgraded:  # closing a tunnel is how tunnels end
                 self.stats.downstream_rq_rx_reset += 1
-                exchange.flags.append(flags.DOWNSTREAM_CONNECTION_TERMINATION)
+                exchange.add_flag(flags.DOWNSTREAM_CONNECTION_TERMINATION)
             self._abort_upstream(exchange)
             self._finish(exchange, monotonic())
         if self.codec is not None:

@@ -6,7 +6,7 @@ when the exchange is over.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -17,6 +17,13 @@ from proxy.runtime.upstream import UpstreamUser
 if TYPE_CHECKING:
     from proxy.runtime.downstream import DownstreamConnection
     from proxy.runtime.upstream import Upstream
+
+
+# What an exchange holds of the request body or tunnel bytes while it has none: one
+# shared empty list, replaced at the first piece (hold_for_upstream, hold_for_tunnel),
+# not a list made and freed with every exchange. flags start as NO_FIELDS does.
+_NOTHING_HELD: Final[list[bytes]] = []
+_NO_FLAGS: Final[list[str]] = []
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # HTTP/2's H2Exchange
@@ -71,13 +78,13 @@ class Exchange(UpstreamUser):
         self.upstream: Upstream | None = None
         # Request body received before an upstream connection was ready (unframed:
         # the upstream codec frames it once it exists, so its state stays true).
-        self.upstream_buffer: list[bytes] = []
+        self.upstream_buffer: list[bytes] = _NOTHING_HELD
         self.trailers: list[tuple[bytes, bytes]] = NO_FIELDS  # replaced, never added to
         # CONNECT and Upgrade requests may turn the connection into a byte tunnel; what
         # the client sends after one is held until the upstream's 101 (or 2xx to
         # CONNECT) says so, since after a refusal those bytes must never reach it.
         self.upgrade_requested = request.upgrade is not None or request.method == b"CONNECT"
-        self.tunnel_pending: list[bytes] = []
+        self.tunnel_pending: list[bytes] = _NOTHING_HELD
         self.upstream_buffered = 0
         self.request_complete = False
         self.response_started = False
@@ -97,7 +104,7 @@ class Exchange(UpstreamUser):
         self.status = 0
         self.bytes_received = 0
         self.bytes_sent = 0
-        self.flags: list[str] = []
+        self.flags: list[str] = _NO_FLAGS  # Envoy response flags, in order: add_flag
         self.details = "via_upstream"
         # The response as the upstream sent it (headers after hop-by-hop removal), and
         # its trailers: telemetry reads grpc-status and friends from them.
@@ -123,12 +130,41 @@ class Exchange(UpstreamUser):
         out = [head]
         if self.upstream_buffer:
             out += [codec.send_data(piece) for piece in self.upstream_buffer]
-            self.upstream_buffer = []
+            self.upstream_buffer = _NOTHING_HELD
             self.upstream_buffered = 0
         if self.request_complete:
             out.append(codec.send_end(self.trailers))
         upstream.write(b"".join(out))
         return self.request_complete
+
+    def add_flag(self, flag: str) -> None:
+        """Note an Envoy response flag (proxy.core.flags) for the metrics and the log."""
+        if self.flags:
+            self.flags.append(flag)
+        else:
+            self.flags = [flag]
+
+    def hold_for_upstream(self, data: bytes) -> None:
+        """Keep a piece of request body until an upstream connection is ready (attach)."""
+        if self.upstream_buffer:
+            self.upstream_buffer.append(data)
+        else:
+            self.upstream_buffer = [data]
+
+    def hold_for_tunnel(self, data: bytes) -> int:
+        """Keep bytes sent after an Upgrade request until the upstream's answer; the
+        number of bytes held."""
+        if self.tunnel_pending:
+            self.tunnel_pending.append(data)
+        else:
+            self.tunnel_pending = [data]
+        return sum(map(len, self.tunnel_pending))
+
+    def release_tunnel(self) -> bytes:
+        """The bytes held for the tunnel, now it is open; none are held after."""
+        held = b"".join(self.tunnel_pending)
+        self.tunnel_pending = _NOTHING_HELD
+        return held
 
     def keep_for_retry(self, data: bytes, limit: int) -> None:
         """Hold a piece of the request body, so a retry can send it again (up to `limit`)."""
@@ -151,7 +187,7 @@ class Exchange(UpstreamUser):
     def rewind(self) -> None:
         """Forget the upstream attempt: the next `attach` sends the held request again."""
         self.upstream = None
-        self.upstream_buffer = list(self.replay) if self.replay else []
+        self.upstream_buffer = list(self.replay) if self.replay else _NOTHING_HELD
         self.upstream_buffered = max(self.replay_size, 0)
 
     def end_request(self, trailers: list[tuple[bytes, bytes]]) -> bool:

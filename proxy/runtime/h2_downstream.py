@@ -198,7 +198,7 @@ class H2Downstream:
                 elif exchange.upstream_head is None:
                     codec.acknowledge(event.stream_id, size)
                 else:
-                    exchange.upstream_buffer.append(event.data)
+                    exchange.hold_for_upstream(event.data)
                     exchange.owed += size
             elif kind is RequestHead:
                 assert isinstance(event, RequestHead)
@@ -216,9 +216,9 @@ class H2Downstream:
                 if exchange is not None:
                     if event.remote:
                         self.stats.downstream_rq_rx_reset += 1
-                        exchange.flags.append(flags.DOWNSTREAM_RESET)
+                        exchange.add_flag(flags.DOWNSTREAM_RESET)
                     else:  # the codec reset it: the client broke the stream's protocol
-                        exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
+                        exchange.add_flag(flags.DOWNSTREAM_PROTOCOL_ERROR)
                     self._abort_upstream(exchange)
                     self._finish(exchange)
             elif kind is SendDrained:
@@ -257,7 +257,7 @@ class H2Downstream:
         for exchange in list(self.streams.values()):
             if not exchange.finished:
                 self.stats.downstream_rq_rx_reset += 1
-                exchange.flags.append(flag)
+                exchange.add_flag(flag)
                 self._abort_upstream(exchange)
                 self._finish(exchange)
 
@@ -413,7 +413,7 @@ class H2Downstream:
                 upstream.abort()
             return True
         if decision != retry.NOT_RETRIABLE:
-            exchange.flags.append(retry.FLAG_FOR[decision])
+            exchange.add_flag(retry.FLAG_FOR[decision])
         return False
 
     def on_upstream_events(self, exchange: H2Exchange, events: list[Event]) -> None:
@@ -531,7 +531,7 @@ class H2Downstream:
             self.local_reply(exchange, status, flag, details)
             return
         # Part of the response went out: only a reset says it is incomplete.
-        exchange.flags.append(flag)
+        exchange.add_flag(flag)
         exchange.details = details
         self.codec.reset(exchange.stream_id, code)
         self._finish(exchange)
@@ -625,9 +625,9 @@ class H2Downstream:
         """
         codec = self.codec
         stream_id = exchange.stream_id
-        exchange.flags.append(flag)
+        exchange.add_flag(flag)
         if more:
-            exchange.flags.append(more)
+            exchange.add_flag(more)
         exchange.details = details
         exchange.response_started = True
         exchange.response_complete = True

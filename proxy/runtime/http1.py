@@ -203,7 +203,7 @@ class Http1ConnectionManager:
             return
         if exchange.upstream_head is None:
             return  # answered locally; the rest of the body is read and dropped
-        exchange.upstream_buffer.append(data)
+        exchange.hold_for_upstream(data)
         exchange.upstream_buffered += len(data)
         if exchange.upstream_buffered > self.worker.config.limits.buffer_high_water:
             self.pause_reading(pause.NOT_CONNECTED)
@@ -213,8 +213,7 @@ class Http1ConnectionManager:
         if exchange.upgraded and upstream is not None:
             upstream.write(data)
             return
-        exchange.tunnel_pending.append(data)
-        if sum(map(len, exchange.tunnel_pending)) > self.worker.config.limits.buffer_high_water:
+        if exchange.hold_for_tunnel(data) > self.worker.config.limits.buffer_high_water:
             self.pause_reading(pause.NOT_CONNECTED)
 
     def _request_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
@@ -290,8 +289,7 @@ class Http1ConnectionManager:
                     out.append(event.data)
                 upstream = exchange.upstream
                 if exchange.tunnel_pending and upstream is not None:
-                    upstream.write(b"".join(exchange.tunnel_pending))
-                    exchange.tunnel_pending = []
+                    upstream.write(exchange.release_tunnel())
                     self.resume_reading(pause.NOT_CONNECTED)
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
@@ -323,7 +321,7 @@ class Http1ConnectionManager:
                     upstream.abort()
                 return True
             if decision != retry.NOT_RETRIABLE:
-                exchange.flags.append(retry.FLAG_FOR[decision])
+                exchange.add_flag(retry.FLAG_FOR[decision])
         elif exchange.retries:
             self.stats.upstream_rq_retry_success += 1
         exchange.status = status
@@ -392,7 +390,7 @@ class Http1ConnectionManager:
             self._local_reply(exchange, status, flag, details, close=True)
             return
         # Part of a response went out: closing is the only honest signal (no fake end).
-        exchange.flags.append(flag)
+        exchange.add_flag(flag)
         exchange.details = details
         self._finish(exchange, monotonic())
         if self.transport is not None:
@@ -498,7 +496,7 @@ class Http1ConnectionManager:
             self.stats.downstream_rq_total += 1
             self.stats.downstream_rq_active += 1
         if exchange.response_started:
-            exchange.flags.append(flags.DOWNSTREAM_PROTOCOL_ERROR)
+            exchange.add_flag(flags.DOWNSTREAM_PROTOCOL_ERROR)
             self._abort_upstream(exchange)
             self._finish(exchange, monotonic())
             self._close()
@@ -517,9 +515,9 @@ class Http1ConnectionManager:
         """
         if close:
             self.close_after = True
-        exchange.flags.append(flag)
+        exchange.add_flag(flag)
         if more:
-            exchange.flags.append(more)
+            exchange.add_flag(more)
         exchange.details = details
         exchange.status = status
         exchange.response_started = True
@@ -552,7 +550,7 @@ class Http1ConnectionManager:
         if exchange is None or exchange.finished:
             return
         if exchange.response_started:
-            exchange.flags.append(flags.STREAM_IDLE_TIMEOUT)
+            exchange.add_flag(flags.STREAM_IDLE_TIMEOUT)
             self._abort_upstream(exchange)
             self._finish(exchange, monotonic())
             if self.transport is not None:
