@@ -198,9 +198,11 @@ def _trim(value: bytes) -> bytes:
     """The value without trailing SP/HTAB (RFC 9110 section 5.5), which llhttp keeps.
 
     Checks the last byte first: values rarely end in whitespace, and the check is
-    cheaper than calling `rstrip`.
+    cheaper than calling `rstrip`. The length, not the truth of `value`: mypyc tests a
+    bytes object's truth with a generic call.
     """
-    if value and value[-1] in (32, 9):
+    size = len(value)
+    if size and value[size - 1] in (32, 9):
         return value.rstrip(b" \t")
     return value
 
