@@ -40,13 +40,19 @@ RETRIABLE_GRPC_STATUSES: Final = frozenset((b"1", b"14"))
 
 
 def retriable(status: int, grpc_status: bytes | None) -> bool:
-    """Whether an answer (its HTTP status, and grpc-status when in the head) is retried."""
-    return status in RETRIABLE_STATUSES or grpc_status in RETRIABLE_GRPC_STATUSES
+    """Whether an answer (its HTTP status, and grpc-status when in the head) is retried.
+
+    The usual answer (a 2xx, no grpc-status) is settled by two native compares before
+    any set is hashed (a set lookup boxes the status, about 120 instructions each).
+    """
+    if status < 500 and grpc_status is None:
+        return False
+    return status in RETRIABLE_STATUSES or (
+        grpc_status is not None and grpc_status in RETRIABLE_GRPC_STATUSES
+    )
 
 
-def decide(
-    retries_done: int, attempts: int, replayable: bool, active: int, max_active: int
-) -> int:
+def decide(retries_done: int, attempts: int, replayable: bool, active: int, max_active: int) -> int:
     """Whether a failed attempt is tried again (one of the constants above)."""
     if attempts <= 0 or not replayable:
         return NOT_RETRIABLE

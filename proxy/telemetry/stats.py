@@ -83,7 +83,7 @@ class Stats:
 
     Native attributes in the compiled build: `stats.upstream_rq_total += 1` is an
     integer add in place (a list item was a boxed int taken out and put back, about
-    160 instructions, ten times a request). tests/telemetry/test_stats_indices.py checks
+    160 instructions, ten times a request). tests/telemetry/test_stats_attributes.py checks
     the attributes against DECLARED.
     """
 

@@ -199,7 +199,6 @@ def test_max_retries_circuit_breaker_passes_the_answer_with_uo(
         proxy.stop()
 
 
-
 def _config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "pilotfish.yaml"
     path.write_text(text)
@@ -215,6 +214,16 @@ def test_decisions() -> None:
     assert retry.decide(0, 0, True, 0, 3) == retry.NOT_RETRIABLE  # policy off
     assert retry.decide(0, 1, False, 0, 3) == retry.NOT_RETRIABLE  # cannot send it again
     assert retry.decide(0, 1, True, 3, 3) == retry.OVERFLOW
+
+
+def test_retriable_answers() -> None:
+    # Istio's defaults: 503, and gRPC's cancelled (1) and unavailable (14) in the head.
+    for status in (100, 200, 204, 301, 404, 429, 500, 502, 504, 599):
+        assert not retry.retriable(status, None), status
+        assert not retry.retriable(status, b"0") and not retry.retriable(status, b"2")
+        assert retry.retriable(status, b"14") and retry.retriable(status, b"1")
+    assert retry.retriable(503, None) and retry.retriable(503, b"0")
+    assert min(retry.RETRIABLE_STATUSES) >= 500  # retriable() skips the set below 500
 
 
 def test_backoff_is_fully_jittered_exponential_and_capped() -> None:

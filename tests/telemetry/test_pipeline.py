@@ -24,7 +24,9 @@ class FakeDownstream:
     local_address = "10.0.0.8:15001"
 
 
-def exchange(headers: list[tuple[bytes, bytes]], status: int = 200, flags: list[str] | None = None) -> Any:
+def exchange(
+    headers: list[tuple[bytes, bytes]], status: int = 200, flags: list[str] | None = None
+) -> Any:
     ex: Any = Exchange.__new__(Exchange)
     ex.request = RequestHead(1, b"GET", b"/api?q=1", headers)
     ex.upstream_head = RequestHead(1, b"GET", b"/api?q=1", list(headers))
@@ -49,18 +51,27 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def telemetry(loop: asyncio.AbstractEventLoop, log: Path, fmt: str, env: dict[str, str]) -> Telemetry:
+def telemetry(
+    loop: asyncio.AbstractEventLoop, log: Path, fmt: str, env: dict[str, str]
+) -> Telemetry:
     config = build(
         None,
         {},
-        {"listen": "127.0.0.1:1", "upstream": "127.0.0.1:2", "access_log.path": str(log), "access_log.format": fmt},
+        {
+            "listen": "127.0.0.1:1",
+            "upstream": "127.0.0.1:2",
+            "access_log.path": str(log),
+            "access_log.format": fmt,
+        },
     )
     return Telemetry(loop, config, 0, {"OTEL_TRACES_EXPORTER": "none", **env})
 
 
 def test_text_format_is_envoys_default(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
     observer = telemetry(loop, tmp_path / "access.log", "text", {})
-    ex = exchange([(b"host", b"reviews:9080"), (b"user-agent", b"curl/8"), (b"x-forwarded-for", b"1.2.3.4")])
+    ex = exchange(
+        [(b"host", b"reviews:9080"), (b"user-agent", b"curl/8"), (b"x-forwarded-for", b"1.2.3.4")]
+    )
     observer.request_start(FakeDownstream(), ex)  # type: ignore[arg-type]
     observer.request_done(FakeDownstream(), ex, 10.0123)  # type: ignore[arg-type]
     observer.close()
@@ -73,7 +84,9 @@ def test_text_format_is_envoys_default(loop: asyncio.AbstractEventLoop, tmp_path
 
 
 def test_json_escapes_and_local_replies(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
-    observer = telemetry(loop, tmp_path / "access.log", "json", {"OTEL_TRACES_SAMPLER": "always_on"})
+    observer = telemetry(
+        loop, tmp_path / "access.log", "json", {"OTEL_TRACES_SAMPLER": "always_on"}
+    )
     downstream: Any = FakeDownstream()
     nasty = exchange([(b"host", b"h"), (b"user-agent", b'evil"\\\n\x01\xff agent')])
     observer.request_start(downstream, nasty)
@@ -84,7 +97,9 @@ def test_json_escapes_and_local_replies(loop: asyncio.AbstractEventLoop, tmp_pat
     no_route.details = "route_not_found"
     observer.request_done(downstream, no_route, 10.003)
     observer.close()
-    first, second = (json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines())
+    first, second = (
+        json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()
+    )
     assert first["user_agent"] == 'evil"\\\n\x01\xff agent'
     assert len(first["trace_id"]) == 32 and len(first["span_id"]) == 16
     assert second["response_flags"] == "NR" and second["trace_id"] == ""
@@ -97,7 +112,9 @@ def test_json_escapes_and_local_replies(loop: asyncio.AbstractEventLoop, tmp_pat
     assert [e[0] for e in snapshot.exemplars.values()] == [first["trace_id"]]
 
 
-def test_trace_headers_replaced_not_duplicated(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+def test_trace_headers_replaced_not_duplicated(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
     observer = telemetry(loop, tmp_path / "access.log", "json", {})
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     ex = exchange([(b"host", b"h"), (b"traceparent", parent.encode()), (b"x-b3-sampled", b"1")])
@@ -112,7 +129,10 @@ def test_trace_headers_replaced_not_duplicated(loop: asyncio.AbstractEventLoop, 
 
 def test_stats_histogram_buckets_from_env(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
     observer = telemetry(
-        loop, tmp_path / "access.log", "json", {"PILOTFISH_STATS_HISTOGRAM_BUCKETS": '{"istiocustom": [2, 20]}'}
+        loop,
+        tmp_path / "access.log",
+        "json",
+        {"PILOTFISH_STATS_HISTOGRAM_BUCKETS": '{"istiocustom": [2, 20]}'},
     )
     ex = exchange([(b"host", b"h")])
     observer.request_start(FakeDownstream(), ex)  # type: ignore[arg-type]
@@ -124,7 +144,9 @@ def test_stats_histogram_buckets_from_env(loop: asyncio.AbstractEventLoop, tmp_p
     assert values[observer.layout.duration : observer.layout.duration + 3] == [0, 1, 0]
 
 
-def test_sdk_disabled_passes_context_through(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+def test_sdk_disabled_passes_context_through(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
     observer = telemetry(loop, tmp_path / "access.log", "json", {"OTEL_SDK_DISABLED": "true"})
     parent = (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
     ex = exchange([(b"host", b"h"), parent])
@@ -136,3 +158,35 @@ def test_sdk_disabled_passes_context_through(loop: asyncio.AbstractEventLoop, tm
     (line,) = (json.loads(text) for text in (tmp_path / "access.log").read_text().splitlines())
     assert line["trace_id"] == "" and line["span_id"] == ""
     assert not observer.snapshot().exemplars
+
+
+def test_counts_and_sums_stay_exact_across_series_and_snapshots(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    # The last series' count and sums wait in native floats until another series is
+    # counted or a snapshot is taken (Telemetry._flush_sums): none may be lost or doubled.
+    observer = telemetry(loop, tmp_path / "access.log", "json", {})
+    downstream: Any = FakeDownstream()
+
+    def served(status: int, count: int) -> None:
+        for _ in range(count):
+            ex = exchange([(b"host", b"h")], status=status)
+            observer.request_start(downstream, ex)
+            observer.request_done(downstream, ex, 10.004)  # 4 ms each
+
+    def totals() -> dict[str, list[float]]:
+        snapshot = observer.snapshot()
+        return {  # durations to the microsecond: (10.004 - 10.0) * 1000 is not exactly 4
+            labels[-2]: [values[0], round(values[1], 6), values[2], values[3]]
+            for labels, values in snapshot.http.items()
+        }
+
+    served(200, 3)
+    served(503, 2)
+    served(200, 1)
+    assert totals() == {"200": [4, 16.0, 20, 28], "503": [2, 8.0, 10, 14]}
+    assert totals() == {"200": [4, 16.0, 20, 28], "503": [2, 8.0, 10, 14]}  # read twice
+    served(200, 2)
+    served(503, 1)
+    assert totals() == {"200": [6, 24.0, 30, 42], "503": [3, 12.0, 15, 21]}
+    observer.close()
