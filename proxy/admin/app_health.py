@@ -140,7 +140,8 @@ def parse_app_probers(raw: str | None) -> dict[str, Prober]:
         parts = path.split("/")
         if len(parts) != 4 or parts[:2] != ["", "app-health"] or parts[3] not in PROBE_KINDS:
             raise ProberConfigError(
-                f"{path!r}: expected /app-health/<container>/{{livez,readyz,startupz}}")
+                f"{path!r}: expected /app-health/<container>/{{livez,readyz,startupz}}"
+            )
         probers[path] = _parse_one(path, spec)
     return probers
 
@@ -161,12 +162,19 @@ async def _http_probe(probe: HttpProbe) -> tuple[bool, str]:
         context.verify_mode = ssl.CERT_NONE
     reader, writer = await asyncio.open_connection(probe.host, probe.port, ssl=context)
     try:
-        headers = {"host": f"{probe.host}:{probe.port}", "user-agent": USER_AGENT,
-                   "accept": "*/*", "connection": "close"}
+        headers = {
+            "host": f"{probe.host}:{probe.port}",
+            "user-agent": USER_AGENT,
+            "accept": "*/*",
+            "connection": "close",
+        }
         for name, value in probe.headers:
             headers[name.lower()] = value  # the probe's own Host or User-Agent wins
-        head = f"GET {probe.path} HTTP/1.1\r\n" + "".join(
-            f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+        head = (
+            f"GET {probe.path} HTTP/1.1\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            + "\r\n"
+        )
         writer.write(head.encode("latin-1"))
         await writer.drain()
         status_line = await reader.readuntil(b"\r\n")
@@ -245,11 +253,18 @@ async def _grpc_probe(probe: GrpcProbe) -> tuple[bool, str]:
     try:
         connection.initiate_connection()
         stream_id = connection.get_next_available_stream_id()
-        connection.send_headers(stream_id, [
-            (":method", "POST"), (":scheme", "http"), (":path", GRPC_HEALTH_PATH),
-            (":authority", f"{probe.host}:{probe.port}"), ("content-type", "application/grpc"),
-            ("te", "trailers"), ("user-agent", USER_AGENT),
-        ])
+        connection.send_headers(
+            stream_id,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", GRPC_HEALTH_PATH),
+                (":authority", f"{probe.host}:{probe.port}"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("user-agent", USER_AGENT),
+            ],
+        )
         connection.send_data(stream_id, encode_health_request(probe.service), end_stream=True)
         writer.write(connection.data_to_send())
         await writer.drain()
@@ -265,8 +280,9 @@ async def _grpc_probe(probe: GrpcProbe) -> tuple[bool, str]:
             for event in connection.receive_data(data):
                 if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
                     headers = {
-                        (k.decode() if isinstance(k, bytes) else k):
-                        (v.decode() if isinstance(v, bytes) else v)
+                        (k.decode() if isinstance(k, bytes) else k): (
+                            v.decode() if isinstance(v, bytes) else v
+                        )
                         for k, v in event.headers
                     }
                     if headers.get(":status", "200") != "200":

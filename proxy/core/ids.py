@@ -22,10 +22,10 @@ _BATCH: Final = 64
 _DASHES: Final = b"-" * _BATCH
 _ZEROS: Final = b"0" * _BATCH
 _FOURS: Final = b"4" * _BATCH
-# RFC 9562 variant bits 10: the digit after the third dash is 8, 9, a or b.
 _HEX_DIGIT: Final = bytes.maketrans(
     bytes(range(256)), bytes(b"0123456789abcdef"[byte & 15] for byte in range(256))
 )
+# RFC 9562 variant bits 10: the digit after the third dash is 8, 9, a or b.
 _VARIANT_DIGIT: Final = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
 
 # RFC 9562 UUIDv4 text: version nibble 4, variant bits 10.

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # What an exchange holds of the request body or tunnel bytes while it has none: one
 # shared empty list, replaced at the first piece (hold_for_upstream, hold_for_tunnel),
-# not a list made and freed with every exchange. flags start as NO_FIELDS does.
+# not a list made and freed with every exchange; its response flags likewise (add_flag).
 _NOTHING_HELD: Final[list[bytes]] = []
 _NO_FLAGS: Final[list[str]] = []
 

@@ -38,21 +38,17 @@ def _with_fields(block: bytes, headers: Headers, end: bytes) -> bytes:
             set_aside.append(block)
             block = b""
         left = count - index
-        if left > 4:
+        if left >= 4:
             name1, value1 = headers[index]
             name2, value2 = headers[index + 1]
             name3, value3 = headers[index + 2]
             name4, value4 = headers[index + 3]
-            block = b"%s%s: %s\r\n%s: %s\r\n%s: %s\r\n%s: %s\r\n" % (
-                block, name1, value1, name2, value2, name3, value3, name4, value4
-            )  # fmt: skip
-            index += 4
-            continue
-        if left == 4:
-            name1, value1 = headers[index]
-            name2, value2 = headers[index + 1]
-            name3, value3 = headers[index + 2]
-            name4, value4 = headers[index + 3]
+            if left > 4:
+                block = b"%s%s: %s\r\n%s: %s\r\n%s: %s\r\n%s: %s\r\n" % (
+                    block, name1, value1, name2, value2, name3, value3, name4, value4
+                )  # fmt: skip
+                index += 4
+                continue
             block = b"%s%s: %s\r\n%s: %s\r\n%s: %s\r\n%s: %s\r\n%s" % (
                 block, name1, value1, name2, value2, name3, value3, name4, value4, end
             )  # fmt: skip
