@@ -50,8 +50,9 @@ _SIZE_SLOTS: Final = 4096
 
 
 def histogram_slot(bounds: tuple[float, ...], value: float) -> int:
-    """bisect_left(bounds, value), compiled: the bucket a value counts in. Three a
-    request; the C bisect's call and argument parsing cost more than the search.
+    """bisect_left(bounds, value), compiled: the bucket a value counts in. Once a
+    request for the duration (body sizes below _SIZE_SLOTS read Telemetry.size_slots,
+    made with it); the C bisect's call and argument parsing cost more than the search.
 
     Most values land in the first few buckets (empty bodies, sub-millisecond
     durations), so those are tried in order before the binary search.

@@ -75,7 +75,6 @@ DECLARED: tuple[tuple[str, str, str], ...] = (
 )
 
 NAMES = tuple(name for name, _, _ in DECLARED)
-INDEX = {name: index for index, name in enumerate(NAMES)}
 
 
 class Stats:

@@ -29,7 +29,7 @@ def test_a_new_worker_counts_from_zero() -> None:
     first, second = stats.new_stats(), stats.new_stats()
     first.upstream_rq_total += 3
     assert second.upstream_rq_total == 0
-    assert first.values()[stats.INDEX["upstream_rq_total"]] == 3
+    assert first.values()[stats.NAMES.index("upstream_rq_total")] == 3
 
 
 @pytest.mark.parametrize(
