@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Final
+from typing import Final, cast
 
 from proxy.core.codecs.base import ClientCodec, ServerCodec
 from proxy.core.messages import Headers, RequestHead, ResponseHead
@@ -26,11 +26,10 @@ LAST_CHUNK: Final = b"0\r\n\r\n"
 _BLOCK_BYTES: Final = 2048
 
 
-def _with_fields(block: bytes, headers: Headers, end: bytes) -> bytes:
-    """`block`, then `name: value\r\n` for each header in order, then `end`."""
+def _with_fields(block: bytes, headers: Headers, end: bytes, index: int = 0) -> bytes:
+    """`block`, then `name: value\r\n` for each header from `index` on, then `end`."""
     set_aside: list[bytes] | None = None
     count = len(headers)
-    index = 0
     while True:
         if len(block) > _BLOCK_BYTES:
             if set_aside is None:
@@ -75,16 +74,103 @@ def _with_fields(block: bytes, headers: Headers, end: bytes) -> bytes:
     return block
 
 
+# Longest header section kept by FieldLines: a bound on what a connection holds.
+_LINES_KEPT_BYTES: Final = 4096
+
+
+class FieldLines:
+    """The header lines of a connection's last head, kept to reuse the part that repeats.
+
+    A connection's messages mostly carry the same fields in the same order (a client's
+    Host, User-Agent, Accept; the X-Forwarded-* appended to them), and only the last
+    few differ (X-Request-Id, traceparent). The longest run from the first field that
+    repeated is kept as bytes: a head starting with it copies them once instead of
+    formatting each field. Fields are compared by identity first (the
+    llhttp codecs hand back a connection's repeated fields as the same pair objects), then by value.
+    The run shrinks to what the next head shares; a connection whose heads share no
+    first field twice in a row stops keeping any.
+    """
+
+    __slots__ = ("_fields", "_lines", "_misses")
+
+    def __init__(self) -> None:
+        self._fields: list[object] = []  # a copy: the head's list may change once sent
+        self._lines = b""
+        self._misses = 0
+
+    def request_head(self, method: bytes, target: bytes, headers: Headers, end: bytes) -> bytes:
+        """The request line, the header lines, `end`; reusing the kept run of lines."""
+        fields = self._fields
+        kept = len(fields)
+        limit = min(kept, len(headers))
+        # Read as objects: a typed pair would be unboxed, and a new tuple is never the same.
+        items = cast("list[object]", headers)
+        same = 0
+        while same < limit:
+            field = items[same]
+            kept_field = fields[same]
+            if field is not kept_field:
+                name, value = cast("tuple[bytes, bytes]", field)
+                kept_name, kept_value = cast("tuple[bytes, bytes]", kept_field)
+                if name != kept_name or value != kept_value:
+                    break
+            same += 1
+        if same:
+            self._misses = 0
+            lines = self._lines
+            if same < kept:  # only this much repeats: keep just that
+                size = 0
+                for name, value in headers[:same]:
+                    size += len(name) + len(value) + 4
+                lines = self._lines = lines[:size]
+                self._fields = fields[:same]
+            # One format for the usual rest (the ids the proxy adds) and the request line.
+            left = len(headers) - same
+            if left == 2:
+                name1, value1 = headers[same]
+                name2, value2 = headers[same + 1]
+                return b"%s %s HTTP/1.1\r\n%s%s: %s\r\n%s: %s\r\n%s" % (
+                    method, target, lines, name1, value1, name2, value2, end
+                )  # fmt: skip
+            if left == 1:
+                name1, value1 = headers[same]
+                return b"%s %s HTTP/1.1\r\n%s%s: %s\r\n%s" % (
+                    method, target, lines, name1, value1, end
+                )  # fmt: skip
+            block = b"%s %s HTTP/1.1\r\n%s" % (method, target, lines)
+            return _with_fields(block, headers, end, same)
+        line = b"%s %s HTTP/1.1\r\n" % (method, target)
+        head = _with_fields(line, headers, end)
+        if kept:
+            self._misses += 1
+        if self._misses < 2:
+            size = len(head) - len(line) - len(end)
+            if size <= _LINES_KEPT_BYTES:
+                self._fields = items[:]
+                self._lines = head[len(line) : len(line) + size]
+        elif kept:
+            self._fields = []
+            self._lines = b""
+        return head
+
+
 def header_block(headers: Headers) -> bytes:
     """`name: value\r\n` for each header, in order (no terminating blank line)."""
     return _with_fields(b"", headers, b"")
 
 
 def request_head(
-    method: bytes, target: bytes, headers: Headers, content_length: int | None, chunked: bool
+    method: bytes,
+    target: bytes,
+    headers: Headers,
+    content_length: int | None,
+    chunked: bool,
+    lines: FieldLines | None = None,
 ) -> bytes:
-    line = b"%s %s HTTP/1.1\r\n" % (method, target)
-    return _with_fields(line, headers, _head_end(content_length, chunked))
+    end = _head_end(content_length, chunked)
+    if lines is not None:
+        return lines.request_head(method, target, headers, end)
+    return _with_fields(b"%s %s HTTP/1.1\r\n" % (method, target), headers, end)
 
 
 def response_head(
@@ -219,9 +305,17 @@ class RequestFraming(ClientCodec):
     unbroken response that did not switch protocols.
     """
 
-    __slots__ = ("_complete", "_failed", "_keep_alive", "_request_chunked", "_upgraded")
+    __slots__ = (
+        "_complete",
+        "_failed",
+        "_field_lines",
+        "_keep_alive",
+        "_request_chunked",
+        "_upgraded",
+    )
 
     def __init__(self) -> None:
+        self._field_lines = FieldLines()
         self._request_chunked = False
         self._complete = True
         self._keep_alive = True

@@ -614,7 +614,12 @@ class H11ClientCodec(h1_framing.RequestFraming):
         connection.send(h11.EndOfMessage())
         self._connection = connection
         return h1_framing.request_head(
-            head.method, head.target, head.headers, head.content_length, head.chunked
+            head.method,
+            head.target,
+            head.headers,
+            head.content_length,
+            head.chunked,
+            self._field_lines,
         )
 
     # -- parsing -------------------------------------------------------------------

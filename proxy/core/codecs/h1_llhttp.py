@@ -7,7 +7,7 @@ into the neutral events of `proxy.core.messages` and frames outgoing messages wi
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import httptools
 
@@ -132,40 +132,64 @@ def _field(name: bytes) -> tuple[bytes, int]:
 _FIELDS_REMEMBERED: Final = 64  # per connection; later fields of a long head go by _field
 
 
-class _FieldNames:
-    """The field names of a connection's previous message, in order, as `_field` saw them.
+class _Field:
+    """A field as llhttp reported it, and what the codecs make of it.
 
-    Most peers send the same names in the same order on every message of a connection,
-    so the name at each position is first compared with the one before it there (a
-    memcmp) before `_field` hashes it: about 150 instructions a field instead of 500.
+    `pair` is (`name`, `value`) as the one tuple object the head's list holds: typed
+    `object` so the compiled code hands it on as it is (a `tuple[bytes, bytes]` value
+    is unboxed by mypyc and boxed into a new tuple wherever it is stored).
+    """
+
+    __slots__ = ("kind", "name", "pair", "sent_name", "sent_value", "value")
+
+    def __init__(self, sent_name: bytes, sent_value: bytes) -> None:
+        self.sent_name = sent_name
+        self.sent_value = sent_value
+        self.name, self.kind = _field(sent_name)
+        self.value = _trim(sent_value)
+        self.pair: object = (self.name, self.value)
+
+
+class _RepeatedFields:
+    """The fields of a connection's previous message, by position.
+
+    Most peers send the same fields in the same order on every message of a
+    connection, so the name and value at each position are first compared with the
+    ones before them there (a memcmp each) before `_field` hashes the name: about 150
+    instructions a field instead of 500. A field that repeats exactly is handed back
+    as the same pair object, which saves making and freeing a tuple and lets a head
+    built from it find its repeated start by identity (h1_framing.FieldLines).
     """
 
     __slots__ = ("_entries", "_position")
 
     def __init__(self) -> None:
-        self._entries: list[tuple[bytes, bytes, int]] = []  # (as sent, lower-cased, kind)
+        self._entries: list[_Field] = []
         self._position = 0
 
     def begin(self) -> None:
         """A new message: its first field is compared with the last message's first."""
         self._position = 0
 
-    def field(self, name: bytes) -> tuple[bytes, int]:
-        """`_field(name)`: the name lower-cased, and its kind."""
+    def field(self, name: bytes, value: bytes) -> _Field:
+        """The field at the next position (read at once: the next message reuses it)."""
         position = self._position
         self._position = position + 1
         entries = self._entries
         if position < len(entries):
             entry = entries[position]
-            if entry[0] == name:
-                return entry[1], entry[2]
-            lowered, kind = _field(name)
-            entries[position] = (name, lowered, kind)
-            return lowered, kind
-        lowered, kind = _field(name)
+            if entry.sent_name == name:
+                if entry.sent_value != value:
+                    entry.sent_value = value
+                    entry.value = _trim(value)
+                    entry.pair = (entry.name, entry.value)
+                return entry
+            entry = entries[position] = _Field(name, value)
+            return entry
+        entry = _Field(name, value)
         if position < _FIELDS_REMEMBERED:
-            entries.append((name, lowered, kind))
-        return lowered, kind
+            entries.append(entry)
+        return entry
 
 
 def _framing_field(
@@ -272,10 +296,10 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._upgrade: bytes | None = None
         self._fields = 0
         self._connection_named = False  # Connection or Proxy-Connection: ask llhttp
-        self._names = _FieldNames()
+        self._names = _RepeatedFields()
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
-        self._headers: Headers = []
+        self._headers: list[Any] = []  # field pairs, as _Field.pair
         self._trailers: Headers = NO_FIELDS
         self._target = b""
         self._head_bytes = 0
@@ -372,8 +396,10 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp has already refused CR, LF and NUL in values and whitespace before
         # the colon.
-        name, kind = self._names.field(name)
-        value = _trim(value)
+        field = self._names.field(name, value)
+        name = field.name
+        value = field.value
+        kind = field.kind
         if self._head_done:  # llhttp reports the chunked trailer section here
             if kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
                 # RFC 9110 section 6.5.1: framing is decided by the head; a trailer that
@@ -394,7 +420,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             if kind == HOP_BY_HOP_FIELDS:
                 self._connection_named = True  # Proxy-Connection among them: llhttp reads it
             self._fields |= kind
-            self._headers.append((name, value))
+            self._headers.append(field.pair)
         elif kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
             self._content_length, self._request_chunked, refused = _framing_field(
                 kind, value, self._content_length, self._request_chunked
@@ -414,7 +440,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 else:
                     self._connection_named = True
                 self._fields |= HOP_BY_HOP_FIELDS
-            self._headers.append((name, value))
+            self._headers.append(field.pair)
         if len(self._headers) > self._max_count:
             raise _Oversized(431, "too many request headers")
 
@@ -522,10 +548,10 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
 
     def __init__(self) -> None:
         super().__init__()
-        self._names = _FieldNames()
+        self._names = _RepeatedFields()
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
-        self._headers: Headers = []
+        self._headers: list[Any] = []  # field pairs, as _Field.pair
         self._trailers: Headers = NO_FIELDS
         self._head_request = False
         self._connect_request = False
@@ -561,7 +587,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._request_headers = head.headers
         self._first_bytes = None
         return h1_framing.request_head(
-            method, head.target, head.headers, head.content_length, head.chunked
+            method, head.target, head.headers, head.content_length, head.chunked, self._field_lines
         )
 
     # -- parsing -------------------------------------------------------------------
@@ -653,8 +679,10 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._connection = b""
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        name, kind = self._names.field(name)
-        value = _trim(value)
+        field = self._names.field(name, value)
+        name = field.name
+        value = field.value
+        kind = field.kind
         if self._in_body:  # llhttp reports the chunked trailer section here
             if kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
                 raise ValueError("framing field in trailers")  # as the server side
@@ -663,7 +691,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             self._trailers.append((name, value))
         elif kind < _CONTENT_LENGTH:
             self._fields |= kind
-            self._headers.append((name, value))
+            self._headers.append(field.pair)
         elif kind in (_CONTENT_LENGTH, _TRANSFER_ENCODING):
             self._content_length, self._chunked, refused = _framing_field(
                 kind, value, self._content_length, self._chunked
@@ -676,7 +704,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         else:
             if kind in (_UPGRADE, _CONNECTION):
                 self._fields |= HOP_BY_HOP_FIELDS
-            self._headers.append((name, value))
+            self._headers.append(field.pair)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
