@@ -5,7 +5,7 @@ Pure functions over neutral header lists; the request id generator is passed in.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from proxy.core.ids import new_request_id
 from proxy.core.messages import (
@@ -95,6 +95,36 @@ def forwardable(headers: Headers, fields: int, keep_upgrade: bool = False) -> He
     return headers
 
 
+class _ForwardedFields:
+    """The X-Forwarded-For and X-Forwarded-Proto fields added last, while they repeat.
+
+    Every request of a client (and, in a sidecar, most clients: the workload on
+    loopback) gets the same two, so the pairs are made once and handed on as the same
+    objects: typed `object`, as a `tuple[bytes, bytes]` would be unboxed by mypyc and
+    boxed into a new tuple wherever it is stored.
+    """
+
+    __slots__ = ("client_address", "for_field", "proto_field", "scheme")
+
+    def __init__(self) -> None:
+        self.client_address = b""
+        self.scheme = b""
+        self.for_field: object = (b"x-forwarded-for", b"")
+        self.proto_field: object = (b"x-forwarded-proto", b"")
+
+    def made_for(self, client_address: bytes, scheme: bytes) -> _ForwardedFields:
+        if client_address != self.client_address:
+            self.client_address = client_address
+            self.for_field = (b"x-forwarded-for", client_address)
+        if scheme != self.scheme:
+            self.scheme = scheme
+            self.proto_field = (b"x-forwarded-proto", scheme)
+        return self
+
+
+_FORWARDED_FIELDS: Final = _ForwardedFields()
+
+
 def forward_request_headers(
     headers: Headers,
     client_address: bytes,
@@ -113,14 +143,11 @@ def forward_request_headers(
     forwarded = forwardable(headers, fields, upgrade)
     if not fields & FORWARDING_FIELDS:
         request_id = new_request_id()
-        added = [
-            (b"x-forwarded-for", client_address),
-            (b"x-forwarded-proto", scheme),
-            (b"x-request-id", request_id),
-        ]
+        same = _FORWARDED_FIELDS.made_for(client_address, scheme)
+        added: list[object] = [same.for_field, same.proto_field, (b"x-request-id", request_id)]
         if forwarded is headers:  # the request keeps its own list
-            return headers + added, request_id
-        forwarded += added
+            return headers + cast(Headers, added), request_id
+        forwarded += cast(Headers, added)
         return forwarded, request_id
     if forwarded is headers:
         forwarded = list(headers)  # the request keeps its own list; this one grows

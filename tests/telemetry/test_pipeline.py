@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +192,33 @@ def test_counts_and_sums_stay_exact_across_series_and_snapshots(
     served(503, 1)
     assert totals() == {"200": [6, 24.0, 30, 42], "503": [3, 12.0, 15, 21]}
     observer.close()
+
+
+@pytest.mark.parametrize("ratio", ["0", "0.25", "1"])
+def test_new_traces_are_sampled_at_the_ratio_independently(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path, ratio: str
+) -> None:
+    # The countdown (tracing.roots_to_skip) must sample as a fresh draw per trace would:
+    # the share is the ratio, and a trace after a sampled one is no likelier sampled.
+    random.seed(7)
+    observer = telemetry(
+        loop,
+        tmp_path / "access.log",
+        "json",
+        {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio},
+    )
+    decisions = []
+    for _ in range(20_000):
+        ex = exchange([(b"host", b"h")])
+        observer.request_start(FakeDownstream(), ex)  # type: ignore[arg-type]
+        sent = dict(ex.upstream_head.headers)[b"traceparent"]
+        assert sent.endswith(b"-01") == ex.telemetry.sampled
+        decisions.append(ex.telemetry.sampled)
+    observer.close()
+    share = sum(decisions) / len(decisions)
+    if ratio in ("0", "1"):
+        assert share == float(ratio)
+        return
+    assert abs(share - 0.25) < 0.015  # about five standard deviations
+    after_sampled = [b for a, b in itertools.pairwise(decisions) if a]
+    assert abs(sum(after_sampled) / len(after_sampled) - 0.25) < 0.03
