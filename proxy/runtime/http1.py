@@ -261,6 +261,19 @@ class Http1ConnectionManager:
         codec = self.codec
         assert codec is not None
         self.last_activity = monotonic()
+        if len(events) == 3:
+            head, data, end = events
+            if type(head) is ResponseHead and type(data) is Data and type(end) is EndOfMessage:
+                # The usual answer, read at once: written with one concatenation (no
+                # list and join, about 450 instructions less).
+                framed = self._response_head_bytes(exchange, head)
+                if framed is None:
+                    return  # retrying: the rest of this answer is dropped with its connection
+                exchange.bytes_sent += len(data.data)
+                body = codec.send_data(data.data)
+                framed = framed + body if len(body) else framed
+                self._end_response(exchange, framed, end.trailers)
+                return
         out: list[bytes] = []
         for event in events:
             kind = type(event)
@@ -270,17 +283,15 @@ class Http1ConnectionManager:
                 out.append(codec.send_data(event.data))
             elif kind is ResponseHead:
                 assert isinstance(event, ResponseHead)
-                if self._on_response_head(exchange, event, out):
+                framed = self._response_head_bytes(exchange, event)
+                if framed is None:
                     if out:  # 1xx answers that came before it
                         self._write(b"".join(out))
                     return  # retrying: the rest of this answer is dropped with its connection
+                out.append(framed)
             elif kind is EndOfMessage:
                 assert isinstance(event, EndOfMessage)
-                exchange.response_trailers = event.trailers
-                out.append(codec.send_end(event.trailers))
-                exchange.response_complete = True
-                self._write(b"".join(out))
-                self._response_done(exchange, self.last_activity)  # read just now
+                self._end_response(exchange, b"".join(out), event.trailers)
                 return
             elif kind is Upgraded:
                 assert isinstance(event, Upgraded)
@@ -300,17 +311,29 @@ class Http1ConnectionManager:
         if out:
             self._write(b"".join(out))
 
-    def _on_response_head(self, exchange: Exchange, head: ResponseHead, out: list[bytes]) -> bool:
-        """Frame the response head into `out`; True instead if the request is retried."""
+    def _end_response(
+        self, exchange: Exchange, out: bytes, trailers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Write `out` and the response's end: the exchange is answered."""
+        codec = self.codec
+        assert codec is not None
+        exchange.response_trailers = trailers
+        end = codec.send_end(trailers)
+        exchange.response_complete = True
+        self._write(out + end if len(end) else out)
+        self._response_done(exchange, self.last_activity)  # read just now
+
+    def _response_head_bytes(self, exchange: Exchange, head: ResponseHead) -> bytes | None:
+        """The response head framed for the client (b"" for a 1xx it already has), or
+        None if the request is retried instead."""
         codec = self.codec
         assert codec is not None
         status = head.status
         if status < 200 and status != 101:
             if status == 100 and exchange.sent_continue:
-                return False  # the client already has its 100 Continue, from us
+                return b""  # the client already has its 100 Continue, from us
             head.headers = forwardable(head.headers, head.fields)
-            out.append(codec.send_response_head(head, exchange.request))
-            return False
+            return codec.send_response_head(head, exchange.request)
         if retry.retriable(status, None):
             upstream = exchange.upstream
             decision = self._retry(exchange, True)
@@ -319,7 +342,7 @@ class Http1ConnectionManager:
                     # Its answer is not read to the end: the connection goes with it.
                     upstream.user = None
                     upstream.abort()
-                return True
+                return None
             if decision != retry.NOT_RETRIABLE:
                 exchange.add_flag(retry.FLAG_FOR[decision])
         elif exchange.retries:
@@ -339,8 +362,7 @@ class Http1ConnectionManager:
             self.close_after = True
         head.keep_alive = not self.close_after and not self.worker.draining
         exchange.response = head
-        out.append(codec.send_response_head(head, exchange.request))
-        return False
+        return codec.send_response_head(head, exchange.request)
 
     def on_upstream_lost(self, exchange: Exchange, upstream: Upstream) -> None:
         events = upstream.codec.connection_closed()

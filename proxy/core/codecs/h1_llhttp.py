@@ -13,7 +13,7 @@ import httptools
 
 from proxy.core.codecs import h1_framing
 from proxy.core.codecs.base import CodecLimits
-from proxy.core.headers import NOTED_FIELDS, PLAIN_CONNECTION_VALUES
+from proxy.core.headers import NOTED_FIELDS, is_plain_connection_value
 from proxy.core.messages import (
     H1_STREAM,
     HOP_BY_HOP_FIELDS,
@@ -427,7 +427,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             )
             if refused:
                 self._framing_error = True
-        elif kind == _CONNECTION and value in PLAIN_CONNECTION_VALUES:
+        elif kind == _CONNECTION and is_plain_connection_value(value):
             self._connection_named = True  # lifted into keep_alive: llhttp reads it
         else:
             if kind == _HOST:
@@ -698,7 +698,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             )
             if refused:
                 self._framing_error = True
-        elif kind == _CONNECTION and value in PLAIN_CONNECTION_VALUES:
+        elif kind == _CONNECTION and is_plain_connection_value(value):
             # Lifted into keep_alive; all of them kept for the HEAD rule (_keep_alive).
             self._connection = self._connection + b"," + value if self._connection else value
         else:
