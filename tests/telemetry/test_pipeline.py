@@ -194,6 +194,48 @@ def test_counts_and_sums_stay_exact_across_series_and_snapshots(
     observer.close()
 
 
+def test_histogram_buckets_stay_exact_across_buckets_series_and_snapshots(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    # Bucket hits of the last series wait in native counters (_BucketTally) until another
+    # bucket or series is hit or a snapshot is taken: every request still lands in its
+    # buckets once. A model counts the same requests directly.
+    observer = telemetry(
+        loop,
+        tmp_path / "access.log",
+        "json",
+        {"PILOTFISH_STATS_HISTOGRAM_BUCKETS": '{"istiocustom": [2, 20]}'},
+    )
+    downstream: Any = FakeDownstream()
+    layout = observer.layout
+    rng = random.Random(11)
+    model: dict[str, list[int]] = {}
+    for step in range(400):
+        status = rng.choice([200, 200, 200, 404])
+        milliseconds = rng.choice([1, 1, 1, 5, 30])
+        ex = exchange([(b"host", b"h")], status=status)
+        ex.bytes_received = rng.choice([0, 0, 3, 5000])
+        ex.bytes_sent = rng.choice([7, 7, 25])
+        observer.request_start(downstream, ex)
+        observer.request_done(downstream, ex, 10.0 + milliseconds / 1000)
+        counts = model.setdefault(str(status), [0] * 9)
+        counts[[1, 5, 30].index(milliseconds)] += 1
+        counts[3 + (0 if ex.bytes_received < 2 else 1 if ex.bytes_received < 20 else 2)] += 1
+        counts[6 + (0 if ex.bytes_sent < 2 else 1 if ex.bytes_sent < 20 else 2)] += 1
+        if step % 97 == 0 or step == 399:
+            snapshot = observer.snapshot()
+            seen = {
+                labels[-2]: [
+                    *values[layout.duration : layout.duration + 3],
+                    *values[layout.request_bytes : layout.request_bytes + 3],
+                    *values[layout.response_bytes : layout.response_bytes + 3],
+                ]
+                for labels, values in snapshot.http.items()
+            }
+            assert seen == model, step
+    observer.close()
+
+
 @pytest.mark.parametrize("ratio", ["0", "0.25", "1"])
 def test_new_traces_are_sampled_at_the_ratio_independently(
     loop: asyncio.AbstractEventLoop, tmp_path: Path, ratio: str
