@@ -221,7 +221,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         transport = self.transport
-        if transport is not None and data:
+        if transport is not None and len(data):
             self.stats.downstream_cx_tx_bytes_total += len(data)
             transport.write(data)
 

@@ -198,7 +198,7 @@ class Exchange(UpstreamUser):
         if upstream is None:
             return False
         end = upstream.codec.send_end(trailers)
-        if end:  # nothing to send unless the request is chunked
+        if len(end):  # nothing to send unless the request is chunked
             upstream.write(end)
         return True
 

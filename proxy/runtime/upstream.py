@@ -165,7 +165,7 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
         user.upstream_events(self.codec.receive(data))
 
     def write(self, data: bytes) -> None:
-        if data and self.transport is not None:
+        if len(data) and self.transport is not None:
             self.stats.upstream_cx_tx_bytes_total += len(data)
             self.transport.write(data)
 

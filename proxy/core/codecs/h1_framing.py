@@ -181,7 +181,7 @@ def response_head(
     chunked: bool,
     close: bool,
 ) -> bytes:
-    line = None if reason else _STATUS_LINES.get(status)
+    line = None if len(reason) else _STATUS_LINES.get(status)
     if line is None:
         line = b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))
     if close:
@@ -234,7 +234,7 @@ def _head_end(content_length: int | None, chunked: bool) -> bytes:
         return b"\r\n"
     if 0 <= content_length < _LENGTH_ENDS_KEPT:
         end = _length_ends[content_length]
-        if not end:
+        if not len(end):
             end = _length_ends[content_length] = b"content-length: %d\r\n\r\n" % content_length
         return end
     return b"content-length: %d\r\n\r\n" % content_length

@@ -206,7 +206,7 @@ def _framing_field(
     """
     if kind == _TRANSFER_ENCODING:
         return length, True, chunked or value.strip().lower() != b"chunked"
-    declared = 0 if value else -1
+    declared = 0 if len(value) else -1
     for index in range(len(value)):
         digit = value[index] - 48
         if not 0 <= digit <= 9:
@@ -701,7 +701,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
                 self._framing_error = True
         elif kind == _CONNECTION and is_plain_connection_value(value):
             # Lifted into keep_alive; all of them kept for the HEAD rule (_keep_alive).
-            self._connection = self._connection + b"," + value if self._connection else value
+            self._connection = self._connection + b"," + value if len(self._connection) else value
         else:
             if kind in (_UPGRADE, _CONNECTION):
                 self._fields |= HOP_BY_HOP_FIELDS
