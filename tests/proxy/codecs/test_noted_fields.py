@@ -55,7 +55,17 @@ NAMES = [
     b"User-Agent",
     b"x-custom",
 ]
-VALUES = [b"keep-alive", b"close", b"Keep-Alive", b"Close", b"x-custom", b"close, x-custom", b"1"]
+VALUES = [
+    b"keep-alive",
+    b"close",
+    b"Keep-Alive",
+    b"Close",
+    b"x-custom",
+    b"close, x-custom",
+    b"1",
+    b"x-custom \t",
+    b"1 ",
+]
 FIELD_LISTS = st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=8)
 
 
@@ -155,9 +165,10 @@ def test_plain_connection_is_lifted_into_keep_alive() -> None:
 def test_a_connection_remembering_its_field_names_parses_as_a_fresh_codec(
     heads: list[list[tuple[bytes, bytes]]],
 ) -> None:
-    # The llhttp codecs compare each field name with the previous message's at the same
-    # place before looking it up (h1_llhttp._FieldNames): names that move, change case
-    # or change kind between messages must come out as a fresh codec makes them.
+    # The llhttp codecs compare each field, name and value, with the previous message's
+    # at the same place before looking it up (h1_llhttp._RepeatedFields): fields that
+    # move, change case, kind or value between messages must come out as a fresh codec
+    # makes them.
     server = server_codec("llhttp")
     client = client_codec("llhttp")
     for fields in heads:
