@@ -85,10 +85,10 @@ class FieldLines:
     Host, User-Agent, Accept; the X-Forwarded-* appended to them), and only the last
     few differ (X-Request-Id, traceparent). The longest run from the first field that
     repeated is kept as bytes: a head starting with it copies them once instead of
-    formatting each field. Fields are compared by identity first (the
-    llhttp codecs hand back a connection's repeated fields as the same pair objects), then by value.
-    The run shrinks to what the next head shares; a connection whose heads share no
-    first field twice in a row stops keeping any.
+    formatting each field. Fields are compared by identity first (the llhttp codecs hand
+    back a connection's repeated fields as the same pair objects), then by value. The
+    run shrinks to what the next head shares; a connection whose heads share no first
+    field twice in a row stops keeping any.
     """
 
     __slots__ = ("_fields", "_lines", "_misses")
