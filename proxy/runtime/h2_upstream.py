@@ -283,7 +283,7 @@ class H2UpstreamStream(ClientCodec, Upstream):
         connection.opening.append(self)
         connection.mark()
 
-    def release_to_pool(self) -> None:
+    def release_to_pool(self, now: float = -1.0) -> None:
         self.pool.release(self)
 
     def close(self) -> None:

@@ -443,7 +443,7 @@ class Http1ConnectionManager:
         if upstream is not None:
             exchange.upstream = None
             if exchange.request_complete and not exchange.upgrade_requested:
-                upstream.release_to_pool()
+                upstream.release_to_pool(now)
             else:
                 # The server answered before reading the whole request: the rest of it
                 # would desynchronise both connections, so both are closed.
@@ -469,7 +469,7 @@ class Http1ConnectionManager:
             stats.count_status(status)
         observer = self.worker.observer
         if observer is not None:
-            observer.request_done(_connection(self), exchange, now)
+            observer.request_done(_connection(self), exchange, now, self.listener_name)
 
     def _next_or_close(self) -> None:
         self.exchange = None

@@ -63,8 +63,11 @@ class Upstream:
         """Read the answer again."""
 
     @abstractmethod
-    def release_to_pool(self) -> None:
-        """The exchange is done with this upstream: its pool reuses, hands on or closes it."""
+    def release_to_pool(self, now: float = -1.0) -> None:
+        """The exchange is done with this upstream: its pool reuses, hands on or closes it.
+
+        `now`: the caller's time.monotonic() reading if it has one from this turn (else
+        the pool reads the clock)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -190,8 +193,8 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
         if self.user is not None:
             self.user.upstream_resume_writing()
 
-    def release_to_pool(self) -> None:
-        self.pool.release(self)
+    def release_to_pool(self, now: float = -1.0) -> None:
+        self.pool.release(self, now)
 
     def pause_reading(self) -> None:
         if self.transport is not None:
@@ -340,8 +343,10 @@ class UpstreamPool:
     def cancel(self, user: UpstreamUser) -> None:
         self.pending.cancel(user)
 
-    def release(self, connection: UpstreamConnection) -> None:
-        """An exchange is done with `connection`: reuse it, hand it on, or close it."""
+    def release(self, connection: UpstreamConnection, now: float = -1.0) -> None:
+        """An exchange is done with `connection`: reuse it, hand it on, or close it.
+
+        `now`: the caller's time.monotonic() reading, if it has a fresh one."""
         connection.user = None
         if not connection.codec.reusable or self.closing or connection.transport is None:
             connection.close()
@@ -356,7 +361,8 @@ class UpstreamPool:
             self.stats.upstream_cx_pool_reuse += 1
             user.upstream_ready(connection, True)
             return
-        connection.idle_since = monotonic()  # the clock the sweep reads (serve.py)
+        # The clock the sweep reads (serve.py).
+        connection.idle_since = now if now >= 0.0 else monotonic()
         connection.idle.append(connection)
 
     def forget(self, connection: UpstreamConnection) -> None:

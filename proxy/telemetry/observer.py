@@ -40,7 +40,13 @@ class RequestObserver(Protocol):
         """Before the request goes upstream: `exchange.upstream_head.headers` may be extended."""
         ...
 
-    def request_done(self, downstream: ConnectionFacts, exchange: Exchange, now: float) -> None: ...
+    def request_done(
+        self,
+        downstream: ConnectionFacts,
+        exchange: Exchange,
+        now: float,
+        listener: str | None = None,
+    ) -> None: ...
 
     def tcp_start(self, relay: TcpRelay) -> None:
         """An opaque TCP relay began (istio_tcp_connections_opened_total counts here)."""

@@ -331,7 +331,15 @@ class Telemetry:
                 state.trace_id, state.span_id, parent_span_id, sampled, style, tracestate
             )
 
-    def request_done(self, downstream: ConnectionFacts, exchange: Exchange, now: float) -> None:
+    def request_done(
+        self,
+        downstream: ConnectionFacts,
+        exchange: Exchange,
+        now: float,
+        listener: str | None = None,
+    ) -> None:
+        """`listener`: `downstream.listener_name`, when the caller can read it natively (a
+        read through the ConnectionFacts Protocol is a Python-level getattr)."""
         state = exchange.telemetry
         if type(state) is RequestState:
             host = state.host
@@ -345,7 +353,8 @@ class Telemetry:
         grpc_status = None
         if content_type is not None and content_type.startswith(_GRPC):
             grpc_status = self._grpc_status(exchange)
-        listener = downstream.listener_name
+        if listener is None:
+            listener = downstream.listener_name
         if (
             status == self.last_status
             and flags == self.last_flags
