@@ -24,7 +24,7 @@ import h11
 
 from proxy.core.codecs import h1_framing
 from proxy.core.codecs.base import CodecLimits
-from proxy.core.headers import PLAIN_CONNECTION_VALUES
+from proxy.core.headers import is_plain_connection_value
 from proxy.core.messages import (
     H1_STREAM,
     Data,
@@ -113,7 +113,7 @@ def _lifted(headers: Headers) -> Headers:
     return [
         pair
         for pair in headers
-        if pair[0] != b"connection" or pair[1] not in PLAIN_CONNECTION_VALUES
+        if pair[0] != b"connection" or not is_plain_connection_value(pair[1])
     ]
 
 

@@ -10,6 +10,7 @@ as without them, and both codecs lift `Connection: keep-alive`/`close` alike.
 from __future__ import annotations
 
 import httptools
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ from proxy.core.headers import (
     TRACE_CONTEXT_FIELDS,
     forward_request_headers,
     forwardable,
+    is_plain_connection_value,
     strip_hop_by_hop,
 )
 from proxy.core.messages import (
@@ -221,3 +223,12 @@ def test_a_response_is_kept_alive_exactly_when_llhttp_says(
     oracle = _Heads()
     oracle.parser.feed_data(data)
     assert [head.keep_alive for head in heads] == oracle.keep_alive
+
+
+@pytest.mark.parametrize(
+    "value", [*PLAIN_CONNECTION_VALUES, b"KEEP-ALIVE", b"close ", b"keep-alive, close", b""]
+)
+def test_the_plain_connection_test_is_the_declared_set(value: bytes) -> None:
+    # The codecs ask is_plain_connection_value (compares, for the compiled build); the
+    # set in proxy.core.headers is what it must agree with.
+    assert is_plain_connection_value(value) == (value in PLAIN_CONNECTION_VALUES)
