@@ -1,0 +1,168 @@
+"""Heads whose fields are read straight off the bytes, beside llhttp's quiet parser.
+
+The llhttp codecs parse a message whose head came whole in one read with a parser that
+reports no fields, and take the fields from the head's bytes themselves; anything else
+(a head split over reads, a 1xx, chunked framing with its trailers) goes to a parser
+that reports each field. Neither may change an event: the same responses give the same
+events however they are cut into reads, in any order on one connection, and the same
+as the h11 codec's.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.core.codecs import client_codec, server_codec
+from proxy.core.codecs.base import ClientCodec
+from proxy.core.messages import H1_STREAM, RequestHead, ResponseHead
+from tests.proxy.codecs.helpers import errors, feed, feed_bytewise, shape
+
+REQUEST = RequestHead(H1_STREAM, b"GET", b"/", [(b"host", b"a")])
+OK = b"HTTP/1.1 200 OK\r\nServer: t\r\nDate: %s\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _response(codec: ClientCodec, wire: bytes, whole: bool = True) -> list[object]:
+    codec.send_request_head(REQUEST)
+    return shape(codec.receive(wire) if whole else feed_bytewise(codec, wire))
+
+
+def _head(events: list[object]) -> ResponseHead:
+    head = events[0]
+    assert isinstance(head, ResponseHead)
+    return head
+
+
+def test_a_repeated_head_gives_equal_fields_in_a_list_of_its_own() -> None:
+    codec = client_codec("llhttp")
+    first = _head(_response(codec, OK % b"1"))
+    second = _head(_response(codec, OK % b"1"))
+    assert first.headers == second.headers == [(b"server", b"t"), (b"date", b"1")]
+    assert second.headers is not first.headers  # each head's list is its own to change
+    assert (second.content_length, second.keep_alive) == (2, True)
+
+
+def test_a_changed_line_is_read_again_and_the_others_kept() -> None:
+    codec = client_codec("llhttp")
+    first = _head(_response(codec, OK % b"1"))
+    second = _head(_response(codec, OK % b"2"))
+    assert second.headers == [(b"server", b"t"), (b"date", b"2")]
+    assert second.headers[0] is first.headers[0]
+    assert first.headers[1] == (b"date", b"1")
+
+
+def test_a_field_reported_in_between_is_not_mistaken_for_the_line_read_before() -> None:
+    """A field the field parser changes at a position must not keep that position's
+    old line: a later head with the old line would be given the changed value."""
+    codec = client_codec("llhttp")
+    assert _head(_response(codec, OK % b"1")).headers[1] == (b"date", b"1")
+    assert _head(_response(codec, OK % b"2", whole=False)).headers[1] == (b"date", b"2")
+    # Not the whole head read first (that one's facts are kept whole): its Date line.
+    third = OK.replace(b"Server: t", b"Server: u") % b"1"
+    assert _head(_response(codec, third)).headers == [(b"server", b"u"), (b"date", b"1")]
+
+
+def test_trailers_of_a_chunked_response_in_one_read_are_reported() -> None:
+    codec = client_codec("llhttp")
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n"
+    events = _response(codec, wire)
+    assert events[-1].trailers == [(b"x-t", b"1")]  # type: ignore[attr-defined]
+
+
+def test_a_head_llhttp_refuses_is_refused_whatever_its_lines_say() -> None:
+    codec = client_codec("llhttp")
+    # A bare LF inside a line: the split would see one line, llhttp sees a broken head.
+    wire = b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 0\r\n\r\n"
+    assert _response(codec, wire) == [("error", 502)]
+
+
+_FIELDS = st.lists(
+    st.sampled_from(
+        [b"Server: t", b"Date: 1", b"Date: 2", b"X-A:  v \t", b"x-a:v", b"Connection: keep-alive",
+         b"Cache-Control: no-cache", b"Keep-Alive: timeout=5"]
+    ),
+    max_size=5,
+)  # fmt: skip
+_FRAMING = st.sampled_from(["length", "chunked", "trailers"])
+
+
+@st.composite
+def _responses(draw: st.DrawFn) -> bytes:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" if draw(st.booleans()) else b""
+    status = draw(st.sampled_from([b"200 OK", b"404 Not Found"]))
+    lines = b"".join(line + b"\r\n" for line in draw(_FIELDS))
+    framing = draw(_FRAMING)
+    if framing == "length":
+        return interim + b"HTTP/1.1 %s\r\n%sContent-Length: 2\r\n\r\nok" % (status, lines)
+    trailer = b"X-T: 1\r\n" if framing == "trailers" else b""
+    return (
+        interim
+        + b"HTTP/1.1 %s\r\n%sTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n%s\r\n"
+        % (
+            status,
+            lines,
+            trailer,
+        )
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_responses(), st.booleans()), min_size=1, max_size=6))
+def test_responses_give_the_same_events_however_read(sequence: list[tuple[bytes, bool]]) -> None:
+    llhttp, whole_reads, h11 = client_codec("llhttp"), client_codec("llhttp"), client_codec("h11")
+    for wire, whole in sequence:
+        expected = _response(h11, wire)
+        assert _response(llhttp, wire, whole) == expected
+        assert _response(whole_reads, wire) == expected
+
+
+_REQUEST_FIELDS = st.lists(
+    st.sampled_from(
+        [b"User-Agent: t", b"Accept: */*", b"X-A:  v \t", b"x-a:v", b"Connection: keep-alive",
+         b"Expect: 100-continue", b"Cookie: a=1", b"Cookie: a=2"]
+    ),
+    max_size=4,
+)  # fmt: skip
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> bytes:
+    target = draw(st.sampled_from([b"/", b"/a?b=c"]))
+    lines = b"Host: a\r\n" + b"".join(line + b"\r\n" for line in draw(_REQUEST_FIELDS))
+    framing = draw(st.sampled_from(["none", "length", "chunked", "trailers"]))
+    if framing == "none":
+        return b"GET %s HTTP/1.1\r\n%s\r\n" % (target, lines)
+    if framing == "length":
+        return b"POST %s HTTP/1.1\r\n%sContent-Length: 5\r\n\r\nhello" % (target, lines)
+    trailer = b"X-T: 1\r\n" if framing == "trailers" else b""
+    return b"POST %s HTTP/1.1\r\n%sTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n%s\r\n" % (
+        target,
+        lines,
+        trailer,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_requests(), min_size=1, max_size=5), st.lists(st.integers(0, 400), max_size=4))
+def test_requests_give_the_same_events_however_read(requests: list[bytes], cuts: list[int]) -> None:
+    """Pipelined in one read, cut anywhere (a head split over reads, a body's end and the
+    next request in one read), one byte at a time: the events of h11's whole read."""
+    wire = b"".join(requests)
+    expected = shape(server_codec("h11").receive(wire))
+    assert shape(server_codec("llhttp").receive(wire)) == expected
+    assert shape(feed(server_codec("llhttp"), wire, cuts)) == expected
+    assert shape(feed_bytewise(server_codec("llhttp"), wire)) == expected
+    one_by_one = server_codec("llhttp")
+    assert shape([event for request in requests for event in one_by_one.receive(request)]) == (
+        expected
+    )
+
+
+def test_a_request_after_one_that_closes_is_refused_however_read() -> None:
+    wire = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    for after in (b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: a\r\n"):
+        codec = server_codec("llhttp")
+        events = codec.receive(wire)
+        assert errors(events) == []
+        assert errors(codec.receive(after)) == [400]
+        assert errors(server_codec("llhttp").receive(wire + after)) == [400]
