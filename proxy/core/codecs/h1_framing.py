@@ -249,7 +249,20 @@ class ResponseFraming(ServerCodec):
     connection stays open decided per answered request.
     """
 
-    __slots__ = ("_failed", "_keep_alive", "_response_chunked", "_response_close", "_upgraded")
+    __slots__ = (
+        "_failed",
+        "_keep_alive",
+        "_last_chunked",
+        "_last_close",
+        "_last_head",
+        "_last_headers",
+        "_last_length",
+        "_last_reason",
+        "_last_status",
+        "_response_chunked",
+        "_response_close",
+        "_upgraded",
+    )
 
     def __init__(self) -> None:
         self._failed = False
@@ -257,6 +270,14 @@ class ResponseFraming(ServerCodec):
         self._response_chunked = False
         self._response_close = False
         self._upgraded = False
+        # The last final head framed, and what it was framed from (_framed_head).
+        self._last_head = b""
+        self._last_status = 0
+        self._last_reason = b""
+        self._last_headers: Headers = []
+        self._last_length = -1
+        self._last_chunked = False
+        self._last_close = False
 
     @property
     def keep_alive(self) -> bool:
@@ -284,7 +305,43 @@ class ResponseFraming(ServerCodec):
                 close = True  # an HTTP/1.0 client reads a body of unknown length to EOF
         self._response_chunked = chunked
         self._response_close = close
-        return response_head(status, head.reason, head.headers, content_length, chunked, close)
+        return self._framed_head(status, head.reason, head.headers, content_length, chunked, close)
+
+    def _framed_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: Headers,
+        content_length: int | None,
+        chunked: bool,
+        close: bool,
+    ) -> bytes:
+        """response_head, or the bytes it gave last when all it is given is as then.
+
+        A connection's responses mostly come from one upstream with the same fields,
+        which the llhttp client codec hands on as equal lists of the same pair objects:
+        the compare is an identity check a field, where framing them again is a format
+        of every name and value (about 1,000 instructions).
+        """
+        length = -1 if content_length is None else content_length
+        if (
+            status == self._last_status
+            and length == self._last_length
+            and chunked == self._last_chunked
+            and close == self._last_close
+            and headers == self._last_headers
+            and reason == self._last_reason
+        ):
+            return self._last_head
+        framed = response_head(status, reason, headers, content_length, chunked, close)
+        self._last_head = framed
+        self._last_status = status
+        self._last_reason = reason
+        self._last_headers = headers[:]  # a copy: the head's own list is its holder's
+        self._last_length = length
+        self._last_chunked = chunked
+        self._last_close = close
+        return framed
 
     def send_data(self, data: bytes) -> bytes:
         return chunk(data) if self._response_chunked else data

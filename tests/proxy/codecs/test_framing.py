@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.core.codecs import client_codec, h1_framing, server_codec
-from proxy.core.messages import RequestHead
-from tests.proxy.codecs.helpers import request, response
+from proxy.core.messages import H1_STREAM, RequestHead, ResponseHead
+from tests.proxy.codecs.helpers import CODECS, request, response
 
 REQUESTS = {
     "get-1.1": b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -100,3 +102,55 @@ def test_content_length_lines_are_right_when_remembered(length: int) -> None:
         assert h1_framing.request_head(b"POST", b"/", [], length, False) == (
             b"POST / HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % length
         )
+
+
+_HEADS = st.lists(
+    st.tuples(
+        st.sampled_from([200, 404, 204]),
+        st.lists(
+            st.sampled_from([(b"server", b"t"), (b"date", b"1"), (b"date", b"2")]), max_size=3
+        ),
+        st.sampled_from([None, 0, 5]),
+        st.sampled_from([b"", b"Fine"]),
+        st.sampled_from(list(REQUESTS.values())[:5]),  # GET/HEAD, 1.0/1.1, keep-alive or close
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_HEADS)
+def test_a_connection_frames_each_response_head_as_a_fresh_one_would(
+    heads: list[tuple[int, list[tuple[bytes, bytes]], int | None, bytes, bytes]],
+) -> None:
+    """ResponseFraming gives back its last head's bytes when given the same again: never
+    for anything that would frame differently."""
+    for codec in CODECS:
+        connection = server_codec(codec, None)
+        for status, headers, length, reason, wire in heads:
+            request = server_codec(codec, None).receive(wire)[0]
+            assert isinstance(request, RequestHead)
+            head = ResponseHead(H1_STREAM, status, list(headers), reason, content_length=length)
+            framed = connection.send_response_head(head, request)
+            fresh = server_codec(codec, None).send_response_head(head, request)
+            assert framed == fresh
+
+
+def test_a_head_list_changed_after_framing_does_not_change_the_next_head() -> None:
+    connection = server_codec("llhttp", None)
+    request = server_codec("llhttp", None).receive(REQUESTS["get-1.1"])[0]
+    assert isinstance(request, RequestHead)
+    headers = [(b"server", b"t")]
+    first = connection.send_response_head(
+        ResponseHead(H1_STREAM, 200, headers, b"", content_length=0), request
+    )
+    headers.append((b"x-late", b"1"))  # the first head's own list, changed afterwards
+    again = connection.send_response_head(
+        ResponseHead(H1_STREAM, 200, [(b"server", b"t")], b"", content_length=0), request
+    )
+    assert again == first
+    changed = connection.send_response_head(
+        ResponseHead(H1_STREAM, 200, headers, b"", content_length=0), request
+    )
+    assert b"x-late: 1\r\n" in changed
