@@ -47,6 +47,8 @@ _REQUEST_LINE_END: Final = b" HTTP/1.1\r\n"
 _GET: Final = b"GET"
 _GET_SP: Final = b"GET "
 _STATUS_LINE_START: Final = b"HTTP/1.1 "
+_HTTP_11: Final = b" HTTP/1.1"
+_HTTP_10: Final = b" HTTP/1.0"
 
 
 def _holds_at(data: bytes, offset: int, expected: bytes) -> bool:
@@ -279,7 +281,9 @@ class _FieldCallbacks:
     header fields only to a protocol with an `on_header` (about 900 instructions a field
     between llhttp, httptools and the codec). The codecs have none, so a parser made on
     the codec itself reports no fields: it serves the messages whose fields were read off
-    the bytes, this one the others.
+    the bytes, this one the others. Nor does a codec have `on_message_begin`,
+    `on_message_complete` or `on_url` (about 300 instructions each): for the messages it
+    reads off the bytes it knows where they begin and end, and the target.
     """
 
     __slots__ = (
@@ -295,10 +299,10 @@ class _FieldCallbacks:
         self.on_body: object = codec.on_body
         self.on_header: object = codec.on_field
         self.on_headers_complete: object = codec.on_headers_complete
-        self.on_message_begin: object = codec.on_message_begin
-        self.on_message_complete: object = codec.on_message_complete
+        self.on_message_begin: object = codec.message_begin
+        self.on_message_complete: object = codec.message_complete
         # A response parser asks for on_status instead, which the client codec skips.
-        self.on_url: object = codec.on_url if isinstance(codec, LlhttpServerCodec) else None
+        self.on_url: object = codec.url if isinstance(codec, LlhttpServerCodec) else None
 
 
 # A codec's parser holds the codec's bound callbacks, so the pair is a reference cycle
@@ -337,6 +341,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         "_kept_headers",
         "_kept_hosts",
         "_kept_tail",
+        "_kept_target",
         "_limits",
         "_line_read",
         "_max_count",
@@ -346,7 +351,6 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         "_quiet_parser",
         "_read",
         "_read_fresh",
-        "_read_off",
         "_request_chunked",
         "_target",
         "_trailers",
@@ -377,7 +381,6 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._quiet_parser = httptools.HttpRequestParser(self)
         self._field_parser: Any = None
         self._parser = self._quiet_parser  # the one holding the message in progress
-        self._read_off = False  # the head being parsed was read by _read_head
         self._body_left = 0  # what is left of the quiet parser's request body
         # The last request closes the connection: llhttp refuses anything after it, so
         # the parser that read it reads on (a fresh one would take it as a new request).
@@ -385,6 +388,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         # The last request head `_read_request_fields` read, its part from the request
         # line's CRLF to its end, and what it made of its fields.
         self._kept_head = b""
+        self._kept_target = b""
         self._kept_tail = b""
         self._kept_headers: list[Any] = []
         self._kept_head_size = 0
@@ -421,14 +425,9 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             parser = self._parser
             if not self._in_message and not self._closing:
                 self._feed_messages(data, 0)
-            elif parser is self._quiet_parser and len(data) > self._body_left and not self._closing:
-                # The rest of the quiet parser's request body, then the requests after it.
-                left = self._body_left
-                self._body_left = 0
-                self._feed(parser, data[:left], False)
-                self._feed_messages(data, left)
+            elif parser is self._quiet_parser and self._in_message:
+                self._feed_quiet_body(data)
             else:
-                self._body_left -= len(data)  # counted for the quiet parser's body only
                 self._feed(parser, data, False)
             self._read = b""  # not kept past the read (a message's first one may be)
             if not self._head_done:
@@ -480,16 +479,45 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             self._parser = quiet
             if end >= size:  # the usual: the request ends with the read, or its body goes on
                 self._body_left = end - size
-                self._feed(quiet, data[start:] if start else data, True)
+                self._feed_quiet_head(data[start:] if start else data)
+                if end == size:
+                    self.message_complete()
                 return
-            self._feed(quiet, data[start:end], True)
-            if self._in_message:
-                # llhttp framed it otherwise than its fields said; never seen, never guessed.
-                raise httptools.HttpParserError("request framing read two ways")
+            self._feed_quiet_head(data[start:end])
+            self.message_complete()
             if self._closing:
                 self._feed(quiet, data[end:], True)  # for llhttp to refuse
                 return
             start = end
+
+    def _feed_quiet_head(self, data: bytes) -> None:
+        """A request `_read_request_head` read, from its first byte, to the quiet parser,
+        which calls no callback at its start: the message begins here."""
+        self._line_read = data
+        self._in_message = True
+        self._target = self._kept_target
+        self._head_done = False
+        self._head_bytes = 0
+        self._feed(self._quiet_parser, data, False)
+
+    def _feed_quiet_body(self, data: bytes) -> None:
+        """More of the quiet parser's request body: the request ends where its
+        Content-Length says (the quiet parser calls no callback there); what follows
+        begins the next."""
+        left = self._body_left
+        parser = self._quiet_parser
+        if len(data) < left:
+            self._body_left = left - len(data)
+            self._feed(parser, data, False)
+            return
+        self._body_left = 0
+        self._feed(parser, data[:left] if len(data) > left else data, False)
+        self.message_complete()
+        if len(data) > left:
+            if self._closing:
+                self._feed(parser, data[left:], True)  # for llhttp to refuse
+            else:
+                self._feed_messages(data, left)
 
     def _fields_parser(self) -> Any:
         parser = self._field_parser
@@ -519,7 +547,6 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             end = self._read_request_fields(data, start)
             if end < 0:
                 return -1
-        self._read_off = True
         length = self._content_length
         return end if length is None else end + length
 
@@ -531,6 +558,9 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         if line_feed < 0 or _holds_at(data, start, b"CONNECT "):
             return -1
         line_end = line_feed - 1  # llhttp refuses a line not ended by CRLF
+        target = self._request_target(data, start, line_end)
+        if not len(target):
+            return -1
         tail = self._kept_tail
         if len(tail) and _holds_at(data, line_end, tail):
             # The last request's fields after another request line (another target).
@@ -563,7 +593,29 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             self._kept_fields = self._fields
             self._kept_connection_named = self._connection_named
         self._kept_head = data[start:end]
+        self._kept_target = target
         return end
+
+    def _request_target(self, data: bytes, start: int, line_end: int) -> bytes:
+        """The target of the request line `data[start:line_end]`, if the line is laid
+        out `method SP target SP HTTP/1.x`; b"" leaves the request to the field parser
+        (and its on_url). llhttp accepts no SP inside a target, so in a line it accepts,
+        one without SP at either end is the one it reports."""
+        version = data[line_end - 9 : line_end] if line_end >= start + 9 else b""
+        if version != _HTTP_11 and version != _HTTP_10:
+            return b""
+        space = start
+        while space < line_end and data[space] != 32:  # after the method, a few bytes
+            space += 1
+        if space + 1 >= line_end - 9:
+            return b""  # no SP before the version (a compiled slice must not run backwards)
+        target = data[space + 1 : line_end - 9]
+        size = len(target)
+        if not size or target[0] == 32 or target[size - 1] == 32:
+            return b""
+        if size > self._limits.max_target_bytes:
+            return b""  # the field parser answers 414, as always
+        return target
 
     def _restore_fields(self) -> None:
         """The facts of the fields `_read_request_fields` read last, again."""
@@ -592,17 +644,15 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._events = []
         return events
 
-    def on_message_begin(self) -> None:
+    def message_begin(self) -> None:
+        """A message begins in the field parser (its on_message_begin)."""
         self._line_read = self._read if self._read_fresh else None
         self._read_fresh = False
         self._in_message = True
         self._target = b""
         self._head_done = False
         self._head_bytes = 0
-        if self._read_off:
-            self._read_off = False  # _read_request_head has taken the fields in
-        else:
-            self._begin_fields()
+        self._begin_fields()
 
     def _begin_fields(self) -> None:
         self._names.begin()
@@ -618,7 +668,8 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._fields = 0
         self._connection_named = False
 
-    def on_url(self, url: bytes) -> None:
+    def url(self, url: bytes) -> None:
+        """The field parser's on_url: the request target, perhaps in pieces."""
         # Nearly always in one piece: taken as it is (a compiled += copies even onto b"").
         self._target = self._target + url if len(self._target) else url
         if len(self._target) > self._limits.max_target_bytes:
@@ -751,7 +802,9 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(H1_STREAM, body))
 
-    def on_message_complete(self) -> None:
+    def message_complete(self) -> None:
+        """A message ends: the field parser's on_message_complete, or the framing the
+        codec read for the quiet parser's."""
         self._in_message = False
         self._messages_ended += 1
         self._events.append(_end(self._trailers))
@@ -761,6 +814,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
     """Client side: frames a request upstream, parses the response (1xx and 101 included)."""
 
     __slots__ = (
+        "_body_left",
         "_carry",
         "_chunked",
         "_close_delimited",
@@ -776,6 +830,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         "_head_request",
         "_headers",
         "_in_body",
+        "_kept_body",
         "_kept_connection",
         "_kept_content_length",
         "_kept_fields",
@@ -784,7 +839,6 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         "_names",
         "_parser",
         "_quiet_parser",
-        "_read_off",
         "_request_headers",
         "_split_heads",
         "_trailers",
@@ -804,13 +858,16 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._quiet_parser = httptools.HttpResponseParser(self)
         self._field_parser: Any = None
         self._parser = self._quiet_parser
-        self._read_off = False  # the head being parsed was read by _read_head
+        # What is left of the quiet parser's response (head and body) to read; -1 until
+        # the connection closes (a close-delimited body).
+        self._body_left = 0
         # The last head `_read_head` read, and what it made of it.
         self._kept_head = b""
         self._kept_headers: list[Any] = []
         self._kept_fields = 0
         self._kept_content_length: int | None = None
         self._kept_connection = b""
+        self._kept_body = 0  # the kept head's body length, as for _body_left
         self._events: list[Event] = []
         self._headers: list[Any] = []  # field pairs, as _Field.pair
         self._trailers: Headers = NO_FIELDS
@@ -867,6 +924,8 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         try:
             if self._split_heads:
                 self._feed_heads(data)
+            elif self._parser is self._quiet_parser:
+                self._feed_quiet(data)
             else:
                 self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -915,6 +974,26 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
                     self._parser.feed_data(data)
                 return
 
+    def _feed_quiet(self, data: bytes) -> None:
+        """Part of a response `_read_head` read to the quiet parser, which calls no
+        callback at its end: the response ends where its Content-Length says."""
+        left = self._body_left
+        parser = self._quiet_parser
+        if left < 0 or len(data) < left:
+            if left > 0:
+                self._body_left = left - len(data)
+            parser.feed_data(data)
+            return
+        self._body_left = 0
+        parser.feed_data(data[:left] if len(data) > left else data)
+        if self._in_body:
+            self._finish()
+        if len(data) > left:
+            # Bytes after the response: the field parser says what they are (a response
+            # with no request outstanding is refused, empty lines between are not).
+            self._parser = self._fields_parser()
+            self._parser.feed_data(data[left:])
+
     def _fields_parser(self) -> Any:
         parser = self._field_parser
         if parser is None:
@@ -935,6 +1014,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         """
         kept = self._kept_head
         if len(kept) and data.startswith(kept):
+            body = self._kept_body
             self._headers = self._kept_headers[:]  # the head's list is handed on
             self._trailers = NO_FIELDS
             self._fields = self._kept_fields
@@ -958,12 +1038,17 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
                 self._take(field)
             if self._chunked or self._framing_error:
                 return False  # trailers may follow: the field parser reports them
-            self._kept_head = data[: end + 4]
+            kept = self._kept_head = data[: end + 4]
+            length = self._content_length
+            status = data[9:12]  # 204 and 304 have no body, whatever their Content-Length
+            bodiless = status == b"204" or status == b"304"
+            body = 0 if bodiless else -1 if length is None else length
+            self._kept_body = body
             self._kept_headers = self._headers[:]
             self._kept_fields = self._fields
             self._kept_content_length = self._content_length
             self._kept_connection = self._connection
-        self._read_off = True
+        self._body_left = body if body < 0 else len(kept) + body
         return True
 
     def release(self) -> None:
@@ -980,14 +1065,12 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             return [_END]
         return [ProtocolError(H1_STREAM, 502, "upstream connection closed before response end")]
 
-    def on_message_begin(self) -> None:
+    def message_begin(self) -> None:
+        """A message begins in the field parser (its on_message_begin)."""
         if self._complete:
             # No request is outstanding: an unsolicited response (or trailing bytes
             # after a HEAD response) would be matched to the next request.
             raise ValueError("response with no request outstanding")
-        if self._read_off:
-            self._read_off = False  # _read_head has taken the fields in
-            return
         self._begin_head()
 
     def _begin_head(self) -> None:
@@ -1103,7 +1186,8 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(H1_STREAM, body))
 
-    def on_message_complete(self) -> None:
+    def message_complete(self) -> None:
+        """The field parser's on_message_complete."""
         if self._in_body:
             self._finish()
 

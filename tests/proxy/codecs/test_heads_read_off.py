@@ -10,12 +10,13 @@ as the h11 codec's.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core.codecs import client_codec, server_codec
 from proxy.core.codecs.base import ClientCodec
-from proxy.core.messages import H1_STREAM, RequestHead, ResponseHead
+from proxy.core.messages import H1_STREAM, EndOfMessage, RequestHead, ResponseHead
 from tests.proxy.codecs.helpers import errors, feed, feed_bytewise, shape
 
 REQUEST = RequestHead(H1_STREAM, b"GET", b"/", [(b"host", b"a")])
@@ -166,3 +167,44 @@ def test_a_request_after_one_that_closes_is_refused_however_read() -> None:
         assert errors(events) == []
         assert errors(codec.receive(after)) == [400]
         assert errors(server_codec("llhttp").receive(wire + after)) == [400]
+
+
+@pytest.mark.parametrize(
+    "after",
+    [b"", b"\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"xyz"],
+    ids=["nothing", "empty-line", "unsolicited-response", "garbage"],
+)
+def test_what_follows_a_response_in_its_read_is_judged_as_before(after: bytes) -> None:
+    """The quiet parser calls nothing where a response ends, so the codec cuts the
+    read there: an empty line may follow, a response with no request may not."""
+    wire = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + after
+    whole = _response(client_codec("llhttp"), wire)
+    assert whole == _response(client_codec("llhttp"), wire, whole=False)
+    assert whole[-1] == (("error", 502) if after.strip() else EndOfMessage(H1_STREAM, []))
+
+
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+def test_a_bodiless_status_ends_at_its_head_whatever_its_length_says(status: bytes) -> None:
+    codec = client_codec("llhttp")
+    wire = b"HTTP/1.1 %s\r\nContent-Length: 5\r\n\r\n" % status
+    assert _response(codec, wire) == _response(client_codec("h11"), wire)
+    assert _head(_response(codec, OK % b"1")).status == 200  # the next response, as ever
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"GET /a HTTP/1.1", b"GET  /a HTTP/1.1", b"GET /a  HTTP/1.1", b"OPTIONS * HTTP/1.1",
+     b"GET /a HTTP/1.0", b"GET /a", b"GET /a b HTTP/1.1", b"DELETE /%s HTTP/1.1" % (b"x" * 9000)],
+)  # fmt: skip
+def test_a_request_line_read_off_gives_the_target_llhttp_reports(line: bytes) -> None:
+    """The target is taken from the request line only when it is laid out plainly;
+    any other line goes to the field parser, whose on_url llhttp calls."""
+    wire = line + b"\r\nHost: a\r\n\r\n"
+    whole = shape(server_codec("llhttp").receive(wire))
+    assert whole == shape(feed_bytewise(server_codec("llhttp"), wire))
+
+
+def test_a_request_line_without_a_method_is_refused() -> None:
+    """Found by the fuzz test: the target's slice must not run backwards (the compiled
+    slice raised SystemError)."""
+    assert errors(server_codec("llhttp").receive(b"/a?b=c HTTP/1.1\r\nHost: a\r\n\r\n")) == [400]
