@@ -16,6 +16,11 @@ Needs valgrind and nginx (`apt-get install valgrind nginx`).
     python3 bench/h1_instructions.py                         # this checkout
     python3 bench/h1_instructions.py --ab ../other-checkout  # and another, built in place
     python3 bench/h1_instructions.py --keep /tmp/cg            # and keep the dump to annotate
+    python3 bench/h1_instructions.py --varied                  # every request head different
+
+Every request the referee's load sends is the same, which is the best case for the
+llhttp codecs' reading of repeated heads (docs/proxy.md); `--varied` gives each request
+its own target and a header of its own (a cookie-like value), as real clients do.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ USER_AGENT = "h2load nghttp2/1.52.0"  # what the referee's fixed-rate load sends
 
 
 def instructions_per_request(
-    checkout: Path, upstream: int, requests: int, keep: Path | None = None
+    checkout: Path, upstream: int, requests: int, keep: Path | None = None, varied: bool = False
 ) -> float:
     listen, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +75,11 @@ def instructions_per_request(
             def send(count: int) -> None:
                 for index in range(count):
                     client = clients[index % CONNECTIONS]
-                    client.request("GET", "/", headers={"User-Agent": USER_AGENT})
+                    if varied:
+                        headers = {"User-Agent": USER_AGENT, "Cookie": f"session={index * 7919}"}
+                        client.request("GET", f"/items/{index}?page={index % 13}", headers=headers)
+                    else:
+                        client.request("GET", "/", headers={"User-Agent": USER_AGENT})
                     response = client.getresponse()
                     if response.read() != b"hello world\n" or response.status != 200:
                         raise RuntimeError(f"unexpected answer {response.status}")
@@ -100,6 +109,9 @@ def main() -> None:
         "--keep", metavar="DIR", type=Path,
         help="copy this checkout's callgrind dumps here (for callgrind_annotate)",
     )  # fmt: skip
+    parser.add_argument(
+        "--varied", action="store_true", help="a different target and cookie on every request"
+    )
     args = parser.parse_args()
     checkouts = [HERE] + ([Path(args.ab).resolve()] if args.ab else [])
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -113,7 +125,9 @@ def main() -> None:
             counts = []
             for checkout in checkouts:
                 keep = args.keep if checkout == HERE else None
-                counts.append(instructions_per_request(checkout, port, args.requests, keep))
+                counts.append(
+                    instructions_per_request(checkout, port, args.requests, keep, args.varied)
+                )
                 print(f"{checkout}: {counts[-1]:,.0f} instructions per request", flush=True)
         finally:
             upstream.terminate()

@@ -208,3 +208,20 @@ def test_a_request_line_without_a_method_is_refused() -> None:
     """Found by the fuzz test: the target's slice must not run backwards (the compiled
     slice raised SystemError)."""
     assert errors(server_codec("llhttp").receive(b"/a?b=c HTTP/1.1\r\nHost: a\r\n\r\n")) == [400]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\na\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n\r\n\r\nGET /b HTTP/1.1\r\nHost: b\r\n\r\n",
+    ],
+    ids=["body-ends-like-a-head", "two-heads", "body-of-empty-lines"],
+)
+def test_a_read_ending_like_a_head_is_cut_at_its_first_head_end(wire: bytes) -> None:
+    """A read that ends with CRLF CRLF is split whole (no search), and the head ends at
+    its first empty line, not at the read's end."""
+    expected = shape(server_codec("h11").receive(wire))
+    assert shape(server_codec("llhttp").receive(wire)) == expected
+    assert shape(feed_bytewise(server_codec("llhttp"), wire)) == expected
