@@ -32,7 +32,10 @@ HOT_PATH = (
     "proxy.core.codecs.base",
     "proxy.core.retry",
     "proxy.core.codecs.h1_framing",
+    "proxy.core.codecs.h1_fields",
     "proxy.core.codecs.h1_llhttp",
+    "proxy.core.codecs.h1_llhttp_server",
+    "proxy.core.codecs.h1_llhttp_client",
     "proxy.core.codecs.h1_h11",  # not per request by default, but subclasses h1_framing
     "proxy.runtime.exchange",
     "proxy.runtime.http1",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
-from proxy.core.codecs.h1_llhttp import LlhttpServerCodec
+from proxy.core.codecs.h1_llhttp_server import LlhttpServerCodec
 from proxy.core.messages import H1_STREAM, EndOfMessage, ProtocolError, RequestHead, ResponseHead
 
 

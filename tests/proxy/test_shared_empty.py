@@ -22,8 +22,8 @@ ALLOWED = {
     ("runtime/exchange.py", "self.flags.append(flag)"),
     ("runtime/exchange.py", "self.upstream_buffer.append(data)"),
     ("runtime/exchange.py", "self.tunnel_pending.append(data)"),
-    ("core/codecs/h1_llhttp.py", "self._trailers.append((name, value))"),
-    ("core/codecs/h1_llhttp.py", "self._trailers.append((field.name, field.value))"),
+    ("core/codecs/h1_llhttp_server.py", "self._trailers.append((name, value))"),
+    ("core/codecs/h1_llhttp_client.py", "self._trailers.append((field.name, field.value))"),
 }
 
 

@@ -7,7 +7,7 @@ from proxy.core.codecs.base import ClientCodec, CodecLimits, ServerCodec
 
 def server_codec(name: str, limits: CodecLimits | None = None) -> ServerCodec:
     if name == "llhttp":
-        from proxy.core.codecs.h1_llhttp import LlhttpServerCodec
+        from proxy.core.codecs.h1_llhttp_server import LlhttpServerCodec
 
         return LlhttpServerCodec(limits)
     if name == "h11":
@@ -19,7 +19,7 @@ def server_codec(name: str, limits: CodecLimits | None = None) -> ServerCodec:
 
 def client_codec(name: str) -> ClientCodec:
     if name == "llhttp":
-        from proxy.core.codecs.h1_llhttp import LlhttpClientCodec
+        from proxy.core.codecs.h1_llhttp_client import LlhttpClientCodec
 
         return LlhttpClientCodec()
     if name == "h11":

@@ -168,7 +168,7 @@ def test_a_connection_remembering_its_field_names_parses_as_a_fresh_codec(
     heads: list[list[tuple[bytes, bytes]]],
 ) -> None:
     # The llhttp codecs compare each field, name and value, with the previous message's
-    # at the same place before looking it up (h1_llhttp._RepeatedFields): fields that
+    # at the same place before looking it up (h1_fields.RepeatedFields): fields that
     # move, change case, kind or value between messages must come out as a fresh codec
     # makes them.
     server = server_codec("llhttp")

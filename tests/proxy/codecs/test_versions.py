@@ -1,7 +1,7 @@
 """The HTTP version each codec reports, however the bytes are split into reads.
 
 The llhttp codecs read `HTTP/1.1` from the first line's bytes when they know where that
-line starts, and ask httptools otherwise (h1_llhttp.py, `_REQUEST_LINE_END`). These
+line starts, and ask httptools otherwise (h1_llhttp_server.py, `_REQUEST_LINE_END`). These
 tests feed messages whose versions differ, pipelined, behind bodies that look like
 request lines, after empty lines and cut at every offset, and check every version
 against what was sent, for both codecs.
