@@ -24,6 +24,7 @@ from proxy.core.codecs.h1_fields import (
 )
 from proxy.core.codecs.h1_llhttp import (
     END_OF_MESSAGE,
+    HEAD_END,
     RELEASED_RESPONSE_PARSER,
     VERSIONS,
     FieldCallbacks,
@@ -157,7 +158,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._carry = b""
         self._in_body = False
         self._close_delimited = False
-        # Per-head facts gathered while its fields arrive (one pass, in on_header).
+        # Per-head facts gathered from its fields (one pass, in _take).
         self._fields = 0
         self._content_length: int | None = None
         self._chunked = False
@@ -310,7 +311,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         else:
             if len(data) < 10 or not data.startswith(_STATUS_LINE_START) or data[9] == 49:
                 return False  # another version (llhttp's to judge), or a 1xx: a head follows
-            end = data.find(b"\r\n\r\n")
+            end = data.find(HEAD_END)
             if end < 0:
                 return False
             self._begin_head()

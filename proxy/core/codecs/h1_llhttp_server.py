@@ -118,7 +118,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         super().__init__()
         self._limits = limits or CodecLimits()
         self._max_count = self._limits.max_header_count
-        # Per-message facts gathered while headers arrive (one pass, in on_header).
+        # Per-message facts gathered from its fields (one pass, in _take).
         self._head_size = 0
         self._hosts = 0
         self._content_length: int | None = None
