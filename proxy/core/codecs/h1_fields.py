@@ -130,7 +130,19 @@ class RepeatedFields:
         begin = colon + 1
         while begin < size and (line[begin] == 32 or line[begin] == 9):
             begin += 1  # llhttp reports the value without its leading OWS
-        return self._keep(position, Field(line[:colon], line[begin:], line))
+        name = line[:colon]
+        value = line[begin:]
+        if position < len(entries):
+            entry = entries[position]
+            if entry.sent_name == name:
+                # The same name with another value (a cookie, a request id): the entry is
+                # updated, as in `field`, not made again (its name's kind is known).
+                entry.line = line
+                entry.sent_value = value
+                entry.value = trim(value)
+                entry.pair = (entry.name, entry.value)
+                return entry
+        return self._keep(position, Field(name, value, line))
 
     def _keep(self, position: int, entry: Field) -> Field:
         """`entry` as the one at `position`, for the next message to compare with."""
