@@ -3,7 +3,9 @@ for that client's version (`h1_framing.ResponseFraming`).
 
 A request whose head is whole in the read it begins in is parsed by the quiet parser,
 its fields, target and end read off the bytes; the read is cut where each such request
-ends. Anything else goes to the field parser (`h1_llhttp`).
+ends. Anything else goes to the field parser (`h1_llhttp`). A read that begins with the
+connection's last request head again, one llhttp accepted, without a body and keeping
+the connection open, is answered from what was made of it then (`_repeat_request`).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         "_quiet_parser",
         "_read",
         "_read_fresh",
+        "_repeat",
         "_request_chunked",
         "_target",
         "_trailers",
@@ -153,6 +156,9 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._kept_expect_continue = False
         self._kept_fields = 0
         self._kept_connection_named = False
+        # The request the quiet parser made of the kept head, when it can be repeated
+        # (`_repeat_request`): a private copy, as the event handed on may be changed.
+        self._repeat: RequestHead | None = None
         self._events: list[Event] = []
         self._headers: list[Any] = []  # field pairs, as Field.pair
         self._trailers: Headers = NO_FIELDS
@@ -227,6 +233,11 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         size = len(data)
         quiet = self._quiet_parser
         while start < size:
+            repeat = self._repeat
+            if repeat is not None and start == 0 and data.startswith(self._kept_head):
+                self._repeat_request(repeat)
+                start = len(self._kept_head)
+                continue
             end = self._read_request_head(data, start)
             if end < 0:
                 self._parser = self._fields_parser()
@@ -245,6 +256,31 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 self._feed(quiet, data[end:], True)  # for llhttp to refuse
                 return
             start = end
+
+    def _repeat_request(self, repeat: RequestHead) -> None:
+        """The connection's last request head again, the very bytes llhttp accepted the
+        last time, with no body and the connection kept open: what llhttp would say of
+        them is what it said then, and the quiet parser is between messages, as it would
+        be after parsing them again (about 2,500 instructions saved a request). So the
+        request is the one made then, with a list of fields of its own."""
+        self._parser = self._quiet_parser
+        self._events.append(
+            RequestHead(
+                H1_STREAM,
+                repeat.method,
+                repeat.target,
+                self._kept_headers[:],
+                repeat.http_version,
+                True,
+                repeat.content_length,
+                False,
+                repeat.expect_continue,
+                None,
+                repeat.fields,
+            )
+        )
+        self._trailers = NO_FIELDS
+        self.message_complete()
 
     def _feed_quiet_head(self, data: bytes) -> None:
         """A request `_read_request_head` read, from its first byte, to the quiet parser,
@@ -359,6 +395,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         if self._request_chunked or self._framing_error or self._upgrade is not None:
             return -1
         end = head_end + 4
+        self._repeat = None  # until llhttp has accepted this head
         self._kept_head = data[start:end]
         self._kept_target = target
         self._kept_headers = self._headers[:]
@@ -572,6 +609,21 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 self._fields,
             )
         )
+        if parser is self._quiet_parser and keep_alive and not content_length:
+            # The quiet parser's head is the kept one: llhttp has accepted it.
+            self._repeat = RequestHead(
+                H1_STREAM,
+                method,
+                self._target,
+                NO_FIELDS,
+                version,
+                True,
+                content_length,
+                False,
+                expect_continue,
+                None,
+                self._fields,
+            )
 
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(H1_STREAM, body))

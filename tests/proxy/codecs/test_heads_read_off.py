@@ -225,3 +225,104 @@ def test_a_read_ending_like_a_head_is_cut_at_its_first_head_end(wire: bytes) -> 
     expected = shape(server_codec("h11").receive(wire))
     assert shape(server_codec("llhttp").receive(wire)) == expected
     assert shape(feed_bytewise(server_codec("llhttp"), wire)) == expected
+
+
+# -- a head repeated: answered from what llhttp accepted the last time ---------------
+
+GET = b"GET /a HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n"
+
+
+def test_a_repeated_request_is_the_one_llhttp_accepted_with_fields_of_its_own() -> None:
+    codec, h11 = server_codec("llhttp"), server_codec("h11")
+    first = codec.receive(GET)
+    assert codec._repeat is not None  # type: ignore[attr-defined]  # the next is repeated
+    head = first[0]
+    assert isinstance(head, RequestHead)
+    head.headers.append((b"x-changed", b"by the consumer"))  # the proxy changes its own
+    head.target = b"/changed"
+    for _ in range(3):
+        events = codec.receive(GET)
+        assert shape(events) == shape(h11.receive(GET))
+        again = events[0]
+        assert isinstance(again, RequestHead)
+        assert again.headers == [(b"host", b"a"), (b"user-agent", b"t")]
+        assert again.target == b"/a" and again.headers is not head.headers
+
+
+def test_a_repeated_request_then_others_in_the_same_read_are_each_parsed() -> None:
+    other = b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok"
+    wire = GET + GET + other + GET
+    codec = server_codec("llhttp")
+    codec.receive(GET)
+    assert shape(codec.receive(wire)) == shape(server_codec("h11").receive(wire))
+
+
+@pytest.mark.parametrize(
+    "closing",
+    [GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
+     GET.replace(b"HTTP/1.1", b"HTTP/1.0")],
+    ids=["connection-close", "http-1.0"],
+)  # fmt: skip
+def test_a_repeated_request_that_closes_is_parsed_and_what_follows_refused(
+    closing: bytes,
+) -> None:
+    """Only a request that keeps the connection open is repeated: after one that closes,
+    llhttp must have read it to refuse what follows, the same request included."""
+    codec = server_codec("llhttp")
+    assert errors(codec.receive(GET) + codec.receive(GET)) == []
+    assert errors(codec.receive(closing)) == []
+    assert errors(codec.receive(closing)) == [400]
+
+
+def test_a_repeated_request_with_a_body_is_parsed_each_time() -> None:
+    post = b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    codec = server_codec("llhttp")
+    for cuts in ([], [len(post) - 3], [10]):
+        assert shape(feed(codec, post, cuts)) == shape(server_codec("h11").receive(post))
+    assert codec._repeat is None  # type: ignore[attr-defined]
+
+
+def test_a_repeated_response_is_the_one_llhttp_accepted_with_fields_of_its_own() -> None:
+    codec, h11 = client_codec("llhttp"), client_codec("h11")
+    first = _response(codec, OK % b"1")
+    assert codec._repeat is not None  # type: ignore[attr-defined]
+    head = _head(first)
+    head.keep_alive = False  # as the connection manager does for a draining worker
+    head.headers = []
+    for _ in range(3):
+        events = _response(codec, OK % b"1")
+        assert events == _response(h11, OK % b"1")
+        assert _head(events).keep_alive and _head(events).headers == [
+            (b"server", b"t"),
+            (b"date", b"1"),
+        ]
+
+
+@pytest.mark.parametrize(
+    "after",
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"\r\n", b"x"],
+    ids=["unsolicited-response", "empty-line", "garbage"],
+)
+def test_a_repeated_response_with_bytes_after_it_is_judged_as_before(after: bytes) -> None:
+    codec = client_codec("llhttp")
+    _response(codec, OK % b"1")
+    expected = _response(client_codec("llhttp"), OK % b"1" + after)
+    assert _response(codec, OK % b"1" + after) == expected
+
+
+def test_a_repeated_response_split_over_reads_or_closing_is_parsed() -> None:
+    codec = client_codec("llhttp")
+    _response(codec, OK % b"1")
+    assert _response(codec, OK % b"1", whole=False) == _response(client_codec("h11"), OK % b"1")
+    closing = (OK % b"1").replace(b"Server: t", b"Connection: close")
+    assert _head(_response(codec, closing)).keep_alive is False
+    assert codec._repeat is None  # type: ignore[attr-defined]
+    assert _head(_response(client_codec("llhttp"), closing)).keep_alive is False
+
+
+def test_a_repeated_response_to_head_is_parsed_as_one_to_head() -> None:
+    codec = client_codec("llhttp")
+    _response(codec, OK % b"1")
+    codec.send_request_head(RequestHead(H1_STREAM, b"HEAD", b"/", [(b"host", b"a")]))
+    # The same head, but to HEAD: no body, so "ok" is an unsolicited something.
+    assert shape(codec.receive(OK % b"1"))[-1] == ("error", 502)
