@@ -89,6 +89,45 @@ def _check_switch(proposed: bool, request_headers: Headers, headers: Headers) ->
         raise ValueError("101 without Upgrade and Connection: upgrade")
 
 
+class _KeptResponse:
+    """The last response head `_read_head` read off the bytes and what it made of it,
+    for the same head again; and once llhttp has accepted it, the response to repeat
+    for it (`LlhttpClientCodec._repeat_response`): a private copy, as the event handed
+    on may be changed."""
+
+    __slots__ = ("body", "connection", "content_length", "fields", "head", "headers", "repeat")
+
+    head: bytes
+    body: int  # the body's length, as for _body_left (-1: to the close)
+    headers: list[Any]
+    fields: int
+    content_length: int | None
+    connection: bytes
+    repeat: ResponseHead | None
+
+    def __init__(self) -> None:
+        self.keep(b"", 0, [], 0, None, b"")
+
+    def keep(
+        self,
+        head: bytes,
+        body: int,
+        headers: list[Any],
+        fields: int,
+        content_length: int | None,
+        connection: bytes,
+    ) -> None:
+        """A new head's facts, in place (not a new record: one a response when heads
+        differ); nothing to repeat until llhttp accepts it."""
+        self.head = head
+        self.body = body
+        self.headers = headers
+        self.fields = fields
+        self.content_length = content_length
+        self.connection = connection
+        self.repeat = None
+
+
 class LlhttpClientCodec(h1_framing.RequestFraming):
     """Client side: frames a request upstream, parses the response (1xx and 101 included)."""
 
@@ -109,16 +148,10 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         "_head_request",
         "_headers",
         "_in_body",
-        "_kept_body",
-        "_kept_connection",
-        "_kept_content_length",
-        "_kept_fields",
-        "_kept_head",
-        "_kept_headers",
+        "_kept",
         "_names",
         "_parser",
         "_quiet_parser",
-        "_repeat",
         "_request_headers",
         "_split_heads",
         "_trailers",
@@ -141,16 +174,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         # What is left of the quiet parser's response (head and body) to read; -1 until
         # the connection closes (a close-delimited body).
         self._body_left = 0
-        # The last head `_read_head` read, and what it made of it.
-        self._kept_head = b""
-        self._kept_headers: list[Any] = []
-        self._kept_fields = 0
-        self._kept_content_length: int | None = None
-        self._kept_connection = b""
-        self._kept_body = 0  # the kept head's body length, as for _body_left
-        # The response the quiet parser made of the kept head, when it can be repeated
-        # (`_repeat_response`): a private copy, as the event handed on may be changed.
-        self._repeat: ResponseHead | None = None
+        self._kept = _KeptResponse()
         self._events: list[Event] = []
         self._headers: list[Any] = []  # field pairs, as Field.pair
         self._trailers: Headers = NO_FIELDS
@@ -199,14 +223,15 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         if self._upgraded:
             return [Data(H1_STREAM, data)] if data else []
         if self._first_bytes is None:
-            repeat = self._repeat
+            kept = self._kept
+            repeat = kept.repeat
             if (
                 repeat is not None
-                and len(data) == len(self._kept_head) + self._kept_body
+                and len(data) == len(kept.head) + kept.body
                 and not self._split_heads
-                and data.startswith(self._kept_head)
+                and data.startswith(kept.head)
             ):
-                return self._repeat_response(repeat, data)
+                return self._repeat_response(repeat, kept, data)
             self._first_bytes = data
             if self._split_heads or not self._read_head(data):
                 self._parser = self._fields_parser()
@@ -232,7 +257,9 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         self._events = []
         return events
 
-    def _repeat_response(self, repeat: ResponseHead, data: bytes) -> list[Event]:
+    def _repeat_response(
+        self, repeat: ResponseHead, kept: _KeptResponse, data: bytes
+    ) -> list[Event]:
         """The connection's last response head again, the very bytes llhttp accepted the
         last time, its body whole in this read and nothing after, the connection kept
         open: what llhttp would say of the head is what it said then, the body is the
@@ -246,7 +273,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         head = ResponseHead(
             H1_STREAM,
             repeat.status,
-            self._kept_headers[:],
+            kept.headers[:],
             b"",
             repeat.http_version,
             True,
@@ -255,7 +282,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             repeat.fields,
         )
         self._trailers = NO_FIELDS
-        body = len(self._kept_head)
+        body = len(kept.head)
         if body < len(data):
             events: list[Event] = [head, Data(H1_STREAM, data[body:]), end_of_message(NO_FIELDS)]
         else:
@@ -344,16 +371,15 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         one compare, no search (a `find` is about 900 instructions), and gives the same
         facts without a line read.
         """
-        kept = self._kept_head
-        if len(kept) and data.startswith(kept):
-            body = self._kept_body
-            self._headers = self._kept_headers[:]  # the head's list is handed on
+        kept = self._kept
+        if len(kept.head) and data.startswith(kept.head):
+            self._headers = kept.headers[:]  # the head's list is handed on
             self._trailers = NO_FIELDS
-            self._fields = self._kept_fields
-            self._content_length = self._kept_content_length
+            self._fields = kept.fields
+            self._content_length = kept.content_length
             self._chunked = False
             self._framing_error = False
-            self._connection = self._kept_connection
+            self._connection = kept.connection
         else:
             if len(data) < 10 or not data.startswith(_STATUS_LINE_START) or data[9] == 49:
                 return False  # another version (llhttp's to judge), or a 1xx: a head follows
@@ -370,18 +396,19 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
                 self._take(field)
             if self._chunked or self._framing_error:
                 return False  # trailers may follow: the field parser reports them
-            self._repeat = None  # until llhttp has accepted this head
-            kept = self._kept_head = data[: end + 4]
             length = self._content_length
             status = data[9:12]  # 204 and 304 have no body, whatever their Content-Length
             bodiless = status == b"204" or status == b"304"
-            body = 0 if bodiless else -1 if length is None else length
-            self._kept_body = body
-            self._kept_headers = self._headers[:]
-            self._kept_fields = self._fields
-            self._kept_content_length = self._content_length
-            self._kept_connection = self._connection
-        self._body_left = body if body < 0 else len(kept) + body
+            kept.keep(
+                data[: end + 4],
+                0 if bodiless else -1 if length is None else length,
+                self._headers[:],
+                self._fields,
+                length,
+                self._connection,
+            )
+        body = kept.body
+        self._body_left = body if body < 0 else len(kept.head) + body
         return True
 
     def release(self) -> None:
@@ -506,10 +533,10 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             and not self._head_request
             and not self._connect_request
             and not chunked
-            and self._kept_body >= 0
+            and self._kept.body >= 0
         ):
             # The quiet parser's head is the kept one: llhttp has accepted it.
-            self._repeat = ResponseHead(
+            self._kept.repeat = ResponseHead(
                 H1_STREAM,
                 status,
                 NO_FIELDS,

@@ -73,6 +73,65 @@ def _holds_at(data: bytes, offset: int, expected: bytes) -> bool:
     return data[offset : offset + len(expected)] == expected
 
 
+class _KeptRequest:
+    """The last request head `_read_request_fields` read off the bytes and what it made
+    of it, for the same head again; and once llhttp has accepted it, the request to
+    repeat for it (`LlhttpServerCodec._repeat_request`): a private copy, as the event
+    handed on may be changed."""
+
+    __slots__ = (
+        "connection_named",
+        "content_length",
+        "expect_continue",
+        "fields",
+        "head",
+        "head_size",
+        "headers",
+        "hosts",
+        "repeat",
+        "target",
+    )
+
+    head: bytes
+    target: bytes
+    headers: list[Any]
+    head_size: int
+    hosts: int
+    content_length: int | None
+    expect_continue: bool
+    fields: int
+    connection_named: bool
+    repeat: RequestHead | None
+
+    def __init__(self) -> None:
+        self.keep(b"", b"", [], 0, 0, None, False, 0, False)
+
+    def keep(
+        self,
+        head: bytes,
+        target: bytes,
+        headers: list[Any],
+        head_size: int,
+        hosts: int,
+        content_length: int | None,
+        expect_continue: bool,
+        fields: int,
+        connection_named: bool,
+    ) -> None:
+        """A new head's facts, in place (not a new record: one a request when heads
+        differ); nothing to repeat until llhttp accepts it."""
+        self.head = head
+        self.target = target
+        self.headers = headers
+        self.head_size = head_size
+        self.hosts = hosts
+        self.content_length = content_length
+        self.expect_continue = expect_continue
+        self.fields = fields
+        self.connection_named = connection_named
+        self.repeat = None
+
+
 class LlhttpServerCodec(h1_framing.ResponseFraming):
     """Server side: parses pipelined requests, frames responses for this client's version."""
 
@@ -92,15 +151,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         "_headers",
         "_hosts",
         "_in_message",
-        "_kept_connection_named",
-        "_kept_content_length",
-        "_kept_expect_continue",
-        "_kept_fields",
-        "_kept_head",
-        "_kept_head_size",
-        "_kept_headers",
-        "_kept_hosts",
-        "_kept_target",
+        "_kept",
         "_limits",
         "_line_read",
         "_max_count",
@@ -110,7 +161,6 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         "_quiet_parser",
         "_read",
         "_read_fresh",
-        "_repeat",
         "_request_chunked",
         "_target",
         "_trailers",
@@ -145,20 +195,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         # The last request closes the connection: llhttp refuses anything after it, so
         # the parser that read it reads on (a fresh one would take it as a new request).
         self._closing = False
-        # The last request head `_read_request_fields` read, its target, and what it made
-        # of its fields.
-        self._kept_head = b""
-        self._kept_target = b""
-        self._kept_headers: list[Any] = []
-        self._kept_head_size = 0
-        self._kept_hosts = 0
-        self._kept_content_length: int | None = None
-        self._kept_expect_continue = False
-        self._kept_fields = 0
-        self._kept_connection_named = False
-        # The request the quiet parser made of the kept head, when it can be repeated
-        # (`_repeat_request`): a private copy, as the event handed on may be changed.
-        self._repeat: RequestHead | None = None
+        self._kept = _KeptRequest()
         self._events: list[Event] = []
         self._headers: list[Any] = []  # field pairs, as Field.pair
         self._trailers: Headers = NO_FIELDS
@@ -233,10 +270,11 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         size = len(data)
         quiet = self._quiet_parser
         while start < size:
-            repeat = self._repeat
-            if repeat is not None and start == 0 and data.startswith(self._kept_head):
-                self._repeat_request(repeat)
-                start = len(self._kept_head)
+            kept = self._kept
+            repeat = kept.repeat
+            if repeat is not None and start == 0 and data.startswith(kept.head):
+                self._repeat_request(repeat, kept.headers)
+                start = len(kept.head)
                 continue
             end = self._read_request_head(data, start)
             if end < 0:
@@ -257,7 +295,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 return
             start = end
 
-    def _repeat_request(self, repeat: RequestHead) -> None:
+    def _repeat_request(self, repeat: RequestHead, headers: list[Any]) -> None:
         """The connection's last request head again, the very bytes llhttp accepted the
         last time, with no body and the connection kept open: what llhttp would say of
         them is what it said then, and the quiet parser is between messages, as it would
@@ -269,7 +307,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 H1_STREAM,
                 repeat.method,
                 repeat.target,
-                self._kept_headers[:],
+                headers[:],
                 repeat.http_version,
                 True,
                 repeat.content_length,
@@ -287,7 +325,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         which calls no callback at its start: the message begins here."""
         self._line_read = data
         self._in_message = True
-        self._target = self._kept_target
+        self._target = self._kept.target
         self._head_done = False
         self._head_bytes = 0
         self._feed(self._quiet_parser, data, False)
@@ -340,10 +378,10 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         compare instead of a search (a `find` is about 900 instructions) and gives the
         same facts without a line read.
         """
-        kept = self._kept_head
-        if start == 0 and len(kept) and data.startswith(kept):
-            self._restore_fields()  # the last request's head again, request line and all
-            end = len(kept)
+        kept = self._kept
+        if start == 0 and len(kept.head) and data.startswith(kept.head):
+            self._restore_fields(kept)  # the last request's head again, request line and all
+            end = len(kept.head)
         else:
             end = self._read_request_fields(data, start)
             if end < 0:
@@ -395,16 +433,17 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         if self._request_chunked or self._framing_error or self._upgrade is not None:
             return -1
         end = head_end + 4
-        self._repeat = None  # until llhttp has accepted this head
-        self._kept_head = data[start:end]
-        self._kept_target = target
-        self._kept_headers = self._headers[:]
-        self._kept_head_size = self._head_size
-        self._kept_hosts = self._hosts
-        self._kept_content_length = self._content_length
-        self._kept_expect_continue = self._expect_continue
-        self._kept_fields = self._fields
-        self._kept_connection_named = self._connection_named
+        self._kept.keep(
+            data[start:end],
+            target,
+            self._headers[:],
+            self._head_size,
+            self._hosts,
+            self._content_length,
+            self._expect_continue,
+            self._fields,
+            self._connection_named,
+        )
         return end
 
     def _request_target(self, line: bytes) -> bytes:
@@ -428,19 +467,19 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             return b""  # the field parser answers 414, as always
         return target
 
-    def _restore_fields(self) -> None:
+    def _restore_fields(self, kept: _KeptRequest) -> None:
         """The facts of the fields `_read_request_fields` read last, again."""
-        self._headers = self._kept_headers[:]  # the head's list is handed on
+        self._headers = kept.headers[:]  # the head's list is handed on
         self._trailers = NO_FIELDS
-        self._head_size = self._kept_head_size
-        self._hosts = self._kept_hosts
-        self._content_length = self._kept_content_length
+        self._head_size = kept.head_size
+        self._hosts = kept.hosts
+        self._content_length = kept.content_length
         self._request_chunked = False
         self._framing_error = False
-        self._expect_continue = self._kept_expect_continue
+        self._expect_continue = kept.expect_continue
         self._upgrade = None
-        self._fields = self._kept_fields
-        self._connection_named = self._kept_connection_named
+        self._fields = kept.fields
+        self._connection_named = kept.connection_named
 
     def release(self) -> None:
         self._failed = True  # nothing is parsed after this
@@ -611,7 +650,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         )
         if parser is self._quiet_parser and keep_alive and not content_length:
             # The quiet parser's head is the kept one: llhttp has accepted it.
-            self._repeat = RequestHead(
+            self._kept.repeat = RequestHead(
                 H1_STREAM,
                 method,
                 self._target,

@@ -235,7 +235,7 @@ GET = b"GET /a HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n"
 def test_a_repeated_request_is_the_one_llhttp_accepted_with_fields_of_its_own() -> None:
     codec, h11 = server_codec("llhttp"), server_codec("h11")
     first = codec.receive(GET)
-    assert codec._repeat is not None  # type: ignore[attr-defined]  # the next is repeated
+    assert codec._kept.repeat is not None  # type: ignore[attr-defined]  # the next is repeated
     head = first[0]
     assert isinstance(head, RequestHead)
     head.headers.append((b"x-changed", b"by the consumer"))  # the proxy changes its own
@@ -279,13 +279,13 @@ def test_a_repeated_request_with_a_body_is_parsed_each_time() -> None:
     codec = server_codec("llhttp")
     for cuts in ([], [len(post) - 3], [10]):
         assert shape(feed(codec, post, cuts)) == shape(server_codec("h11").receive(post))
-    assert codec._repeat is None  # type: ignore[attr-defined]
+    assert codec._kept.repeat is None  # type: ignore[attr-defined]
 
 
 def test_a_repeated_response_is_the_one_llhttp_accepted_with_fields_of_its_own() -> None:
     codec, h11 = client_codec("llhttp"), client_codec("h11")
     first = _response(codec, OK % b"1")
-    assert codec._repeat is not None  # type: ignore[attr-defined]
+    assert codec._kept.repeat is not None  # type: ignore[attr-defined]
     head = _head(first)
     head.keep_alive = False  # as the connection manager does for a draining worker
     head.headers = []
@@ -316,7 +316,7 @@ def test_a_repeated_response_split_over_reads_or_closing_is_parsed() -> None:
     assert _response(codec, OK % b"1", whole=False) == _response(client_codec("h11"), OK % b"1")
     closing = (OK % b"1").replace(b"Server: t", b"Connection: close")
     assert _head(_response(codec, closing)).keep_alive is False
-    assert codec._repeat is None  # type: ignore[attr-defined]
+    assert codec._kept.repeat is None  # type: ignore[attr-defined]
     assert _head(_response(client_codec("llhttp"), closing)).keep_alive is False
 
 
