@@ -281,12 +281,11 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             False,
             repeat.fields,
         )
-        self._trailers = NO_FIELDS
         body = len(kept.head)
         if body < len(data):
-            events: list[Event] = [head, Data(H1_STREAM, data[body:]), end_of_message(NO_FIELDS)]
+            events: list[Event] = [head, Data(H1_STREAM, data[body:]), END_OF_MESSAGE]
         else:
-            events = [head, end_of_message(NO_FIELDS)]
+            events = [head, END_OF_MESSAGE]
         self._in_body = False
         self._complete = True
         return events
