@@ -18,6 +18,7 @@ from proxy.core.sniff import Protocol, sniff
 from proxy.runtime.http1 import Http1ConnectionManager
 from proxy.runtime.listeners import Resolver
 from proxy.runtime.tcp_proxy import TcpRelay
+from proxy.runtime.upstream import address_of
 
 monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 
@@ -45,6 +46,7 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         "mode",
         "paused",
         "relay",
+        "remote_address",
         "resolve",
         "scheme",
         "sniff_buffer",
@@ -71,7 +73,8 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         self.sniff_timer: asyncio.TimerHandle | None = None
         self.destination: Destination | None = None
         self.source: str | None = None
-        self.client_address = b"unknown"
+        self.client_address = b"unknown"  # the client's IP, as X-Forwarded-For carries it
+        self.remote_address = "unknown"  # and with its port, as the access log has it
         self.local_address = ""
         self.scheme = b"http"
         self.paused = 0
@@ -94,9 +97,8 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_address = str(peer[0]).encode()
-        local = transport.get_extra_info("sockname")
-        if local:
-            self.local_address = f"{local[0]}:{local[1]}"
+            self.remote_address = address_of(transport, "peername")
+        self.local_address = address_of(transport, "sockname")
         self.destination, self.source = self.resolve(transport)
         self.last_activity = monotonic()
         self.sniff_timer = worker.loop.call_later(worker.config.timeouts.sniff, self._sniff_timeout)

@@ -56,6 +56,7 @@ class Exchange(UpstreamUser):
         "telemetry",
         "timed",
         "trailers",
+        "transport_failure",
         "tunnel_pending",
         "upgrade_requested",
         "upgraded",
@@ -63,6 +64,7 @@ class Exchange(UpstreamUser):
         "upstream_buffer",
         "upstream_buffered",
         "upstream_head",
+        "upstream_local",
         "upstream_start",
     )
 
@@ -106,6 +108,10 @@ class Exchange(UpstreamUser):
         self.bytes_sent = 0
         self.flags: list[str] = _NO_FLAGS  # Envoy response flags, in order: add_flag
         self.details = "via_upstream"
+        # For the access log: this end of the upstream connection that answered (`ip:port`),
+        # and why the last connect failed, in Envoy's words (upstream.transport_failure).
+        self.upstream_local = ""
+        self.transport_failure: str | None = None
         # The response as the upstream sent it (headers after hop-by-hop removal), and
         # its trailers: telemetry reads grpc-status and friends from them.
         self.response: ResponseHead | None = None
@@ -121,6 +127,8 @@ class Exchange(UpstreamUser):
         self.upstream = upstream
         self.reused = reused
         self.upstream_start = now
+        self.upstream_local = upstream.local_address
+        self.transport_failure = None  # an earlier attempt's: this one connected
         assert self.upstream_head is not None
         codec = upstream.codec
         head = codec.send_request_head(self.upstream_head)
@@ -211,8 +219,11 @@ class Exchange(UpstreamUser):
         else:
             self.downstream.on_upstream_ready(self, connection, reused)
 
-    def upstream_failed(self, status: int, flag: str, details: str) -> None:
+    def upstream_failed(
+        self, status: int, flag: str, details: str, transport_failure: str | None = None
+    ) -> None:
         if not self.finished:
+            self.transport_failure = transport_failure
             self.downstream.on_upstream_failed(self, status, flag, details)
 
     def upstream_events(self, events: list[Event]) -> None:

@@ -94,8 +94,11 @@ class H2Exchange(Exchange):
         else:
             self.h2.on_upstream_ready(self, connection, reused)
 
-    def upstream_failed(self, status: int, flag: str, details: str) -> None:
+    def upstream_failed(
+        self, status: int, flag: str, details: str, transport_failure: str | None = None
+    ) -> None:
         if not self.finished:
+            self.transport_failure = transport_failure
             self.h2.on_upstream_failed(self, status, flag, details)
             self.h2.mark()
 

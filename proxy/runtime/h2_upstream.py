@@ -30,7 +30,15 @@ from proxy.core.codecs.h2 import (
     StreamReset,
 )
 from proxy.core.messages import Data, EndOfMessage, Event, RequestHead
-from proxy.runtime.upstream import PendingRequests, Upstream, UpstreamUser, connect
+from proxy.runtime.upstream import (
+    CONNECT_TIMEOUT,
+    PendingRequests,
+    Upstream,
+    UpstreamUser,
+    address_of,
+    connect,
+    connect_failure_details,
+)
 from proxy.telemetry import stats as S
 
 if TYPE_CHECKING:
@@ -120,6 +128,7 @@ class H2UpstreamStream(ClientCodec, Upstream):
         "finished",
         "head",
         "held",
+        "local_address",
         "owed",
         "pool",
         "prebuffer",
@@ -138,6 +147,7 @@ class H2UpstreamStream(ClientCodec, Upstream):
         self.connection = connection
         self.pool = connection.pool
         self.destination = connection.destination
+        self.local_address = connection.local_address
         self.user: UpstreamUser | None = user
         self.stream_id = 0
         self.head: RequestHead | None = None
@@ -276,6 +286,7 @@ class H2UpstreamStream(ClientCodec, Upstream):
     def adopt(self, connection: H2UpstreamConnection) -> None:
         """Move a refused stream to `connection`, which has a slot for it; it opens there."""
         self.connection = connection
+        self.local_address = connection.local_address
         self.retrying = False
         self.finished = False
         self.stream_id = 0
@@ -317,12 +328,14 @@ class _Retry(UpstreamUser):
             return
         self.stream.adopt(slot.connection)
 
-    def upstream_failed(self, status: int, flag: str, details: str) -> None:
+    def upstream_failed(
+        self, status: int, flag: str, details: str, transport_failure: str | None = None
+    ) -> None:
         stream = self.stream
         stream.retrying = False
         user, stream.user = stream.user, None
         if user is not None:
-            user.upstream_failed(status, flag, details)
+            user.upstream_failed(status, flag, details, transport_failure)
 
     def upstream_events(self, events: list[Event]) -> None:
         """Never called: the stand-in's own stream is never opened."""
@@ -349,6 +362,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.stats = pool.stats
         self.codec = H2ClientCodec(pool.limits)
         self.transport: asyncio.Transport | None = None
+        self.local_address = ""
         self.streams: dict[int, H2UpstreamStream] = {}
         self.opening: list[H2UpstreamStream] = []
         self.active = 0  # streams handed out and not yet done (capacity accounting)
@@ -365,6 +379,7 @@ class H2UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.local_address = address_of(transport, "sockname")
         transport.set_write_buffer_limits(self.pool.high_water)
         self.stats.upstream_cx_total += 1
         self.stats.upstream_cx_active += 1
@@ -745,7 +760,10 @@ class H2UpstreamPool:
             for _ in range(min(len(queue or ()), self.limits.max_concurrent_streams)):
                 assert queue is not None
                 queue.popleft()[0].upstream_failed(
-                    503, flags.UPSTREAM_CONNECT_FAILURE, f"upstream connect error: {reason}"
+                    503,
+                    flags.UPSTREAM_CONNECT_FAILURE,
+                    connect_failure_details(reason),
+                    None if reason == CONNECT_TIMEOUT else reason,
                 )
             return
         # Streams go out once the server's SETTINGS arrive (connection_ready).

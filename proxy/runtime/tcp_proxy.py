@@ -6,7 +6,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Final
 
+from proxy.core import flags
 from proxy.runtime import pause
+from proxy.runtime.upstream import address_of, transport_failure
 
 monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 
@@ -58,6 +60,11 @@ class TcpRelay:
         self.start = monotonic()
         self.received = 0
         self.sent = 0
+        # For the access log: Envoy's response flags ("UF" when the connect failed) and
+        # its words for why; this end of the upstream connection once there is one.
+        self.flags = "-"
+        self.transport_failure: str | None = None
+        self.upstream_local = ""
         self.stats.tcp_downstream_cx_total += 1
         if worker.observer is not None:
             worker.observer.tcp_start(self)
@@ -77,11 +84,15 @@ class TcpRelay:
                 ),
                 self.worker.config.timeouts.connect,
             )
-        except (TimeoutError, OSError):
+        except (TimeoutError, OSError) as error:
             self.stats.upstream_cx_connect_fail += 1
+            self.flags = flags.UPSTREAM_CONNECT_FAILURE
+            if not isinstance(error, TimeoutError):
+                self.transport_failure = transport_failure(error)
             self._close_downstream()
             return
         self.stats.upstream_cx_total += 1
+        self.upstream_local = address_of(transport, "sockname")
         if self.closed:
             transport.close()
             return

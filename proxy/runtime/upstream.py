@@ -44,6 +44,7 @@ class Upstream:
 
     user: UpstreamUser | None
     received_any: bool
+    local_address: str  # this end of the connection, `ip:port` (the access log's)
 
     @property
     @abstractmethod
@@ -94,8 +95,11 @@ class UpstreamUser(metaclass=ABCMeta):
         """The pool has a connection (or HTTP/2 stream) for this exchange."""
 
     @abstractmethod
-    def upstream_failed(self, status: int, flag: str, details: str) -> None:
-        """No connection: answer `status` with Envoy's response `flag`."""
+    def upstream_failed(
+        self, status: int, flag: str, details: str, transport_failure: str | None = None
+    ) -> None:
+        """No connection: answer `status` with Envoy's response `flag`; a failed connect
+        says why in Envoy's words (`transport_failure`, see `connect`)."""
 
     @abstractmethod
     def upstream_events(self, events: list[Event]) -> None:
@@ -122,6 +126,7 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
         "destination",
         "idle",
         "idle_since",
+        "local_address",
         "pool",
         "received_any",
         "stats",
@@ -147,11 +152,13 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
         self.user: UpstreamUser | None = None
         self.idle_since = 0.0
         self.received_any = False
+        self.local_address = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.transport = transport
         transport.set_write_buffer_limits(self.pool.high_water)
+        self.local_address = address_of(transport, "sockname")
         self.stats.upstream_cx_total += 1
         self.stats.upstream_cx_http1_total += 1
         self.stats.upstream_cx_active += 1
@@ -263,7 +270,9 @@ async def connect(
     """Open a TCP connection to `destination` for `protocol` (from `source` when given).
 
     Both pools (HTTP/1 and HTTP/2) connect here: a failure is counted (connect_fail, and
-    connect_timeout) and returned as the reason for Envoy's `upstream connect error`.
+    connect_timeout) and returned as Envoy names it (`CONNECT_TIMEOUT`, or the transport
+    failure reason such as `delayed_connect_error:_Connection_refused`), which
+    `connect_failure_details` turns into the response code details.
     """
     local = (source, 0) if source else None
     try:
@@ -277,9 +286,40 @@ async def connect(
         stats.upstream_cx_connect_fail += 1
         if isinstance(error, asyncio.TimeoutError):
             stats.upstream_cx_connect_timeout += 1
-            return "timeout"
-        return error.strerror or type(error).__name__
+            return CONNECT_TIMEOUT
+        return transport_failure(error)
     return None
+
+
+# What `connect` returns when the connect timeout passed (Envoy's reset reason; there is
+# no transport failure to report then).
+CONNECT_TIMEOUT: Final = "connection_timeout"
+
+
+def transport_failure(error: OSError) -> str:
+    """Envoy's upstream transport failure reason for a failed connect, spaces as
+    underscores as in its response code details: `delayed_connect_error:_Connection_refused`
+    (the connect is non-blocking, so its error arrives later: "delayed")."""
+    reason = error.strerror or type(error).__name__
+    return "delayed_connect_error:_" + reason.replace(" ", "_")
+
+
+def connect_failure_details(reason: str) -> str:
+    """The response code details of a request whose upstream connect failed (`reason`
+    from `connect`), as Envoy words them."""
+    if reason == CONNECT_TIMEOUT:
+        return "upstream_reset_before_response_started{connection_timeout}"
+    return f"upstream_reset_before_response_started{{remote_connection_failure|{reason}}}"
+
+
+def address_of(transport: asyncio.BaseTransport, end: str) -> str:
+    """One end of a connection ("sockname" or "peername") as `ip:port`, IPv6 in brackets
+    as Envoy writes it (`[::1]:8080`); "" when the transport does not know it."""
+    name = transport.get_extra_info(end)
+    if not isinstance(name, tuple) or len(name) < 2:
+        return ""
+    host = str(name[0])
+    return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
 
 
 class UpstreamPool:
@@ -410,7 +450,10 @@ class UpstreamPool:
             if connection.user is user:
                 connection.user = None
                 user.upstream_failed(
-                    503, flags.UPSTREAM_CONNECT_FAILURE, f"upstream connect error: {reason}"
+                    503,
+                    flags.UPSTREAM_CONNECT_FAILURE,
+                    connect_failure_details(reason),
+                    None if reason == CONNECT_TIMEOUT else reason,
                 )
             return
         if connection.user is None:

@@ -32,6 +32,9 @@ class ConnectionFacts(Protocol):
     def client_address(self) -> bytes: ...
 
     @property
+    def remote_address(self) -> str: ...
+
+    @property
     def local_address(self) -> str: ...
 
 

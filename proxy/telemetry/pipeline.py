@@ -86,7 +86,9 @@ _JSON_LINE: Final = (
     '"protocol":"HTTP/%s","response_code":%d,"response_flags":"%s","response_code_details":%s,'
     '"connection_termination_details":null,"bytes_received":%d,"bytes_sent":%d,"duration":%d,'
     '"upstream_service_time":%s,"x_forwarded_for":%s,"user_agent":%s,"request_id":%s,'
-    '"authority":%s,%s,"trace_id":"%s","span_id":"%s"}\n'
+    '"authority":%s,%s,"upstream_local_address":%s,"downstream_remote_address":"%s",'
+    '"requested_server_name":null,"upstream_transport_failure_reason":%s,'
+    '"trace_id":"%s","span_id":"%s"}\n'
 )
 _WHO_SENDS: Final = {"virtualOutbound": True, "virtualInbound": False}
 
@@ -584,13 +586,10 @@ class Telemetry:
     ) -> str:
         # One %-format over a fixed template. Fields that repeat (method, path, user
         # agent, authority) are JSON-quoted once and then found in a dict; the fields a
-        # connection always has the same are formatted once per connection shape.
-        connection = (
-            downstream.listener_name,
-            downstream.destination,
-            downstream.local_address,
-            downstream.client_address,
-        )
+        # connection always has the same are formatted once per connection shape
+        # (listener, destination, local address). The client's ip:port, different on
+        # every connection, goes in as it is: an address needs no escaping.
+        connection = (downstream.listener_name, downstream.destination, downstream.local_address)
         tail = self._connection_fields.get(connection)
         if tail is None:
             tail = self._connection_json(downstream)
@@ -609,6 +608,8 @@ class Telemetry:
         upstream_start = exchange.upstream_start
         details = exchange.details
         request_id = exchange.request_id
+        upstream_local = exchange.upstream_local
+        failure = exchange.transport_failure
         return _JSON_LINE % (
             timestamp,
             timestamp,
@@ -627,6 +628,9 @@ class Telemetry:
             _quote_str(request_id.decode("latin-1")) if request_id else "null",
             quoted.get(authority) or self._quote_new(authority),
             tail,
+            f'"{upstream_local}"' if upstream_local else "null",  # ip:port, nothing to escape
+            downstream.remote_address,
+            quoted.get(failure) or self._quote_new(failure),
             state.trace_id if state is not None else "",
             state.span_id if state is not None else "",
         )
@@ -651,19 +655,11 @@ class Telemetry:
             upstream_host = cluster = "null"
         tail = (
             f'"upstream_host":{upstream_host},"upstream_cluster":{cluster},'
-            '"upstream_local_address":null,'
-            f'"downstream_local_address":{_quote(downstream.local_address or None)},'
-            f'"downstream_remote_address":{_quote(downstream.client_address)},'
-            '"requested_server_name":null,"upstream_transport_failure_reason":null'
+            f'"downstream_local_address":{_quote(downstream.local_address or None)}'
         )
         if len(self._connection_fields) < 4096:  # clients come and go; keep it bounded
             self._connection_fields[
-                (
-                    downstream.listener_name,
-                    downstream.destination,
-                    downstream.local_address,
-                    downstream.client_address,
-                )
+                (downstream.listener_name, downstream.destination, downstream.local_address)
             ] = tail
         return tail
 
@@ -702,20 +698,23 @@ class Telemetry:
         duration = int((now - relay.start) * 1000)
         if not self.json_log:
             return (
-                f'[{start}] "- - -" 0 - {relay.received} {relay.sent} {duration} - "-" "-" "-" "-" '
-                f'"{upstream or "-"}"\n'
+                f'[{start}] "- - -" 0 {relay.flags} {relay.received} {relay.sent} {duration} - '
+                f'"-" "-" "-" "-" "{upstream or "-"}"\n'
             )
         return (
             f'{{"@timestamp":"{self.clock.format(now + self.wall_offset)}","start_time":"{start}",'
             f'"route_name":null,"method":null,"path":null,"protocol":null,"response_code":0,'
-            f'"response_flags":"-","response_code_details":null,"connection_termination_details":null,'
+            f'"response_flags":"{relay.flags}","response_code_details":null,'
+            f'"connection_termination_details":null,'
             f'"bytes_received":{relay.received},"bytes_sent":{relay.sent},"duration":{duration},'
             f'"upstream_service_time":null,"x_forwarded_for":null,"user_agent":null,"request_id":null,'
             f'"authority":null,"upstream_host":{_quote(upstream)},"upstream_cluster":null,'
-            f'"upstream_local_address":null,'
+            f'"upstream_local_address":{_quote(relay.upstream_local or None)},'
             f'"downstream_local_address":{_quote(downstream.local_address or None)},'
-            f'"downstream_remote_address":{_quote(downstream.client_address)},"requested_server_name":null,'
-            f'"upstream_transport_failure_reason":null,"trace_id":null,"span_id":null}}\n'
+            f'"downstream_remote_address":{_quote(downstream.remote_address)},'
+            f'"requested_server_name":null,'
+            f'"upstream_transport_failure_reason":{_quote(relay.transport_failure)},'
+            f'"trace_id":null,"span_id":null}}\n'
         )
 
     # -- scrape time -----------------------------------------------------------------------

@@ -28,6 +28,9 @@ class Transport:
     def set_write_buffer_limits(self, high: int | None = None) -> None:
         pass
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no socket: no addresses
+
     def is_closing(self) -> bool:
         return False
 

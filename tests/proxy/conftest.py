@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -177,6 +178,18 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0, shut: bool = Fals
         except TimeoutError:
             pass
         return b"".join(chunks)
+
+
+def log_entries(path: Path, count: int = 1) -> list[dict[str, object]]:
+    """The access log's JSON lines once there are `count`, waiting for the 1 s flush."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if path.exists():
+            entries = [json.loads(line) for line in path.read_text().splitlines()]
+            if len(entries) >= count:
+                return entries
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} access log lines")
 
 
 def status_of(data: bytes) -> int:

@@ -9,15 +9,17 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import Proxy
+from tests.proxy.conftest import Proxy, free_port, log_entries
 
 
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock: socket.socket = self.request
+        self.server.peers.append(self.client_address)  # type: ignore[attr-defined]
         if self.server.greet:  # type: ignore[attr-defined]
             sock.sendall(b"220 server speaks first\r\n")
         while data := sock.recv(65536):
@@ -30,6 +32,7 @@ class EchoServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, greet: bool) -> None:
         self.greet = greet
+        self.peers: list[tuple[str, int]] = []
         super().__init__(("127.0.0.1", 0), _Echo)
 
 
@@ -69,10 +72,12 @@ def test_binary_protocol_passes_byte_exact(echo: EchoServer) -> None:
         proxy.stop()
 
 
-def test_half_close_is_passed_through(echo: EchoServer) -> None:
-    proxy = Proxy(echo.server_address[1])
+def test_half_close_is_passed_through(echo: EchoServer, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    proxy = Proxy(echo.server_address[1], env={"PILOTFISH_ACCESS_LOG": str(log)})
     try:
         with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
+            client_port = sock.getsockname()[1]
             sock.sendall(b"\x00binary then FIN")
             sock.shutdown(socket.SHUT_WR)
             received = b""
@@ -80,8 +85,33 @@ def test_half_close_is_passed_through(echo: EchoServer) -> None:
                 received += chunk
         expected = (b"220 server speaks first\r\n" if echo.greet else b"") + b"\x00binary then FIN"
         assert received == expected
+        (entry,) = log_entries(log)
     finally:
         proxy.stop()
+    # The relayed connection's line names both ends of both connections, as an HTTP one.
+    ((upstream_host, upstream_port),) = echo.peers
+    assert entry["response_flags"] == "-" and entry["protocol"] is None
+    assert entry["bytes_received"] == len(b"\x00binary then FIN")
+    assert entry["downstream_remote_address"] == f"127.0.0.1:{client_port}"
+    assert entry["upstream_local_address"] == f"{upstream_host}:{upstream_port}"
+    assert entry["upstream_transport_failure_reason"] is None
+
+
+def test_a_relay_whose_upstream_refuses_is_logged_uf_with_the_reason(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    proxy = Proxy(free_port(), env={"PILOTFISH_ACCESS_LOG": str(log)})  # nothing listens
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
+            sock.sendall(b"\x00not http")
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # closed: nothing to relay to
+        (entry,) = log_entries(log)
+        assert proxy.stats()["upstream_cx_connect_fail"] == 1
+    finally:
+        proxy.stop()
+    assert entry["response_flags"] == "UF"
+    assert entry["upstream_transport_failure_reason"] == "delayed_connect_error:_Connection_refused"
+    assert entry["upstream_local_address"] is None
 
 
 def test_http2_preface_is_counted(echo: EchoServer) -> None:

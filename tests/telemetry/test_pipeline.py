@@ -23,6 +23,7 @@ class FakeDownstream:
     listener_name = "explicit"
     destination: tuple[str, int] | None = ("10.0.0.7", 9080)
     client_address = b"10.0.0.9"
+    remote_address = "10.0.0.9:51234"
     local_address = "10.0.0.8:15001"
 
 
@@ -41,6 +42,8 @@ def exchange(
     ex.bytes_sent = 7
     ex.request_id = b"rid-1"
     ex.details = "via_upstream"
+    ex.upstream_local = "10.0.0.8:40312"
+    ex.transport_failure = None
     ex.response = None
     ex.response_trailers = []
     return ex
@@ -97,6 +100,7 @@ def test_json_escapes_and_local_replies(loop: asyncio.AbstractEventLoop, tmp_pat
     no_route = exchange([], status=404, flags=["NR"])
     no_route.request_id = b""
     no_route.details = "route_not_found"
+    no_route.upstream_local = ""
     observer.request_done(downstream, no_route, 10.003)
     observer.close()
     first, second = (
@@ -107,6 +111,10 @@ def test_json_escapes_and_local_replies(loop: asyncio.AbstractEventLoop, tmp_pat
     assert second["response_flags"] == "NR" and second["trace_id"] == ""
     assert second["request_id"] is None and second["authority"] is None
     assert second["response_code_details"] == "route_not_found"
+    assert first["downstream_remote_address"] == second["downstream_remote_address"]
+    assert first["downstream_remote_address"] == "10.0.0.9:51234"
+    assert first["upstream_local_address"] == "10.0.0.8:40312"
+    assert second["upstream_local_address"] is None  # answered without an upstream
     snapshot = observer.snapshot()
     codes = sorted((labels[-2], labels[-4], values[0]) for labels, values in snapshot.http.items())
     assert codes == [("200", "-", 1), ("404", "NR", 1)]
