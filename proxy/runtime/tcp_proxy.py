@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from proxy.core import flags
+from proxy.core.tls_hello import MAX_HELLO, read_server_name
 from proxy.runtime import pause
 from proxy.runtime.upstream import address_of, transport_failure
 
@@ -65,6 +66,11 @@ class TcpRelay:
         self.flags = "-"
         self.transport_failure: str | None = None
         self.upstream_local = ""
+        # The server name a TLS client asked for (proxy.core.tls_hello), read from its
+        # first bytes as they pass; `_hello` holds them while the ClientHello is arriving.
+        self.server_name: str | None = None
+        self._hello: bytes | None = b""
+        self._look_for_server_name(first_bytes)
         self.stats.tcp_downstream_cx_total += 1
         if worker.observer is not None:
             worker.observer.tcp_start(self)
@@ -108,12 +114,19 @@ class TcpRelay:
     def from_downstream(self, data: bytes) -> None:
         self.received += len(data)
         self.stats.tcp_downstream_cx_rx_bytes_total += len(data)
+        if self._hello is not None:
+            self._look_for_server_name(data)
         if self.upstream is not None:
             self.upstream.write(data)
         else:
             self.buffer.append(data)
             if sum(map(len, self.buffer)) > self.worker.config.limits.buffer_high_water:
                 self.downstream.pause_reading(pause.NOT_CONNECTED)
+
+    def _look_for_server_name(self, data: bytes) -> None:
+        hello = self._hello + data if self._hello else data
+        decided, self.server_name = read_server_name(hello)
+        self._hello = None if decided or len(hello) > MAX_HELLO else hello
 
     def downstream_eof(self) -> bool:
         self.downstream_done = True

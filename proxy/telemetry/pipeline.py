@@ -712,7 +712,7 @@ class Telemetry:
             f'"upstream_local_address":{_quote(relay.upstream_local or None)},'
             f'"downstream_local_address":{_quote(downstream.local_address or None)},'
             f'"downstream_remote_address":{_quote(downstream.remote_address)},'
-            f'"requested_server_name":null,'
+            f'"requested_server_name":{_quote(relay.server_name)},'
             f'"upstream_transport_failure_reason":{_quote(relay.transport_failure)},'
             f'"trace_id":null,"span_id":null}}\n'
         )

@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from injector import certs
 from tests.proxy.conftest import Proxy, free_port, log_entries
 
 
@@ -128,3 +130,42 @@ def test_http2_preface_is_counted(echo: EchoServer) -> None:
         assert stats["downstream_cx_http2_total"] == 1 and stats["downstream_cx_tcp_total"] == 0
     finally:
         proxy.stop()
+
+
+class _TlsEcho(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        context: ssl.SSLContext = self.server.context  # type: ignore[attr-defined]
+        with context.wrap_socket(self.request, server_side=True) as tls:
+            while data := tls.recv(65536):
+                tls.sendall(data)
+
+
+def test_a_tls_connection_is_logged_with_the_name_its_client_asked_for(tmp_path: Path) -> None:
+    """Envoy's tls_inspector for Istio: the relay reads the ClientHello's server name as the
+    bytes pass (proxy.core.tls_hello) and logs it; the handshake itself is untouched, so
+    the client still verifies the real server's certificate end to end."""
+    bundle = certs.make_bundle(["shop.example.com"])
+    paths = certs.write_bundle(bundle, tmp_path / "certs")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(paths["tls.crt"], paths["tls.key"])
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _TlsEcho)
+    server.daemon_threads = True
+    server.context = server_context  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log = tmp_path / "access.log"
+    proxy = Proxy(server.server_address[1], env={"PILOTFISH_ACCESS_LOG": str(log)})
+    try:
+        client_context = ssl.create_default_context(cafile=str(paths["ca.crt"]))
+        with (
+            socket.create_connection(("127.0.0.1", proxy.port), 5) as sock,
+            client_context.wrap_socket(sock, server_hostname="shop.example.com") as tls,
+        ):
+            tls.sendall(b"ping over tls")
+            assert tls.recv(100) == b"ping over tls"
+        (entry,) = log_entries(log)
+    finally:
+        proxy.stop()
+        server.shutdown()
+        server.server_close()
+    assert entry["requested_server_name"] == "shop.example.com"
+    assert entry["response_flags"] == "-" and entry["protocol"] is None
