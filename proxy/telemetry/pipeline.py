@@ -434,11 +434,13 @@ class Telemetry:
             self.pending_sent = 0.0
 
     def tcp_start(self, relay: TcpRelay) -> None:
-        values = self._tcp_values(relay)
+        values = self._tcp_values(relay, "-")  # nothing has gone wrong yet
         values[M.TCP_OPENED] = values[M.TCP_OPENED] + 1
 
     def tcp_done(self, relay: TcpRelay, now: float) -> None:
-        values = self._tcp_values(relay)
+        # As Istio's: a connection opened under `-` closes under the flags it ended
+        # with (`UF` when its upstream refused), so failed relays show on the dashboards.
+        values = self._tcp_values(relay, relay.flags)
         values[M.TCP_CLOSED] = values[M.TCP_CLOSED] + 1
         values[M.TCP_SENT] = values[M.TCP_SENT] + relay.sent
         values[M.TCP_RECEIVED] = values[M.TCP_RECEIVED] + relay.received
@@ -446,16 +448,16 @@ class Telemetry:
         if log is not None:
             log.add(self._tcp_line(relay, now))
 
-    def _tcp_values(self, relay: TcpRelay) -> list[float]:
+    def _tcp_values(self, relay: TcpRelay, flags: str) -> list[float]:
         downstream = relay.downstream
         destination = downstream.destination
-        key = (downstream.listener_name, destination)
+        key = (downstream.listener_name, destination, flags)
         values = self.tcp.get(key)
         if values is None:
             values = self.tcp[key] = M.empty_tcp()
             host = destination[0] if destination else ""
             self.tcp_labels[key] = self.labels.peer_labels(
-                self.outbound.get(downstream.listener_name, True), host, "tcp", "-"
+                self.outbound.get(downstream.listener_name, True), host, "tcp", flags
             )
         return values
 

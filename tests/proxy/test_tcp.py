@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from injector import certs
 from tests.proxy.conftest import Proxy, free_port, log_entries
@@ -109,8 +110,20 @@ def test_a_relay_whose_upstream_refuses_is_logged_uf_with_the_reason(tmp_path: P
             assert sock.recv(100) == b""  # closed: nothing to relay to
         (entry,) = log_entries(log)
         assert proxy.stats()["upstream_cx_connect_fail"] == 1
+        status, metrics = proxy.admin("/stats/prometheus")
     finally:
         proxy.stop()
+    assert status == 200
+    # Istio's way: opened under "-", closed under the flags the connection ended with.
+    counted = {
+        (sample.name, sample.labels["response_flags"]): sample.value
+        for family in text_string_to_metric_families(metrics.decode())
+        for sample in family.samples
+        if sample.name.startswith("istio_tcp_connections_")
+    }
+    assert counted[("istio_tcp_connections_opened_total", "-")] == 1
+    assert counted[("istio_tcp_connections_closed_total", "UF")] == 1
+    assert counted.get(("istio_tcp_connections_closed_total", "-"), 0) == 0
     assert entry["response_flags"] == "UF"
     assert entry["upstream_transport_failure_reason"] == "delayed_connect_error:_Connection_refused"
     assert entry["upstream_local_address"] is None
