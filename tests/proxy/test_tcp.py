@@ -100,6 +100,18 @@ def test_half_close_is_passed_through(echo: EchoServer, tmp_path: Path) -> None:
     assert entry["upstream_transport_failure_reason"] is None
 
 
+def tcp_connections(proxy: Proxy) -> dict[tuple[str, str], float]:
+    """istio_tcp_connections_{opened,closed}_total by response flags, from the admin port."""
+    status, metrics = proxy.admin("/stats/prometheus")
+    assert status == 200
+    return {
+        (sample.name, sample.labels["response_flags"]): sample.value
+        for family in text_string_to_metric_families(metrics.decode())
+        for sample in family.samples
+        if sample.name.startswith("istio_tcp_connections_")
+    }
+
+
 def test_a_relay_whose_upstream_refuses_is_logged_uf_with_the_reason(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     proxy = Proxy(free_port(), env={"PILOTFISH_ACCESS_LOG": str(log)})  # nothing listens
@@ -110,17 +122,10 @@ def test_a_relay_whose_upstream_refuses_is_logged_uf_with_the_reason(tmp_path: P
             assert sock.recv(100) == b""  # closed: nothing to relay to
         (entry,) = log_entries(log)
         assert proxy.stats()["upstream_cx_connect_fail"] == 1
-        status, metrics = proxy.admin("/stats/prometheus")
+        counted = tcp_connections(proxy)
     finally:
         proxy.stop()
-    assert status == 200
     # Istio's way: opened under "-", closed under the flags the connection ended with.
-    counted = {
-        (sample.name, sample.labels["response_flags"]): sample.value
-        for family in text_string_to_metric_families(metrics.decode())
-        for sample in family.samples
-        if sample.name.startswith("istio_tcp_connections_")
-    }
     assert counted[("istio_tcp_connections_opened_total", "-")] == 1
     assert counted[("istio_tcp_connections_closed_total", "UF")] == 1
     assert counted.get(("istio_tcp_connections_closed_total", "-"), 0) == 0
@@ -175,6 +180,10 @@ def test_a_tls_connection_is_logged_with_the_name_its_client_asked_for(tmp_path:
         ):
             tls.sendall(b"ping over tls")
             assert tls.recv(100) == b"ping over tls"
+            # Counted as opened while it is open, not only once it closes.
+            open_now = tcp_connections(proxy)
+            assert open_now[("istio_tcp_connections_opened_total", "-")] == 1
+            assert open_now.get(("istio_tcp_connections_closed_total", "-"), 0) == 0
         (entry,) = log_entries(log)
     finally:
         proxy.stop()
