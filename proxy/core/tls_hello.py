@@ -18,10 +18,10 @@ _HANDSHAKE: Final = 22  # TLS record content type
 _CLIENT_HELLO: Final = 1  # handshake message type
 _SERVER_NAME: Final = 0  # extension type (RFC 6066)
 _HOST_NAME: Final = 0  # server name type within it
-# A record holds at most 2^14 bytes of plaintext (RFC 8446 section 5.1); a ClientHello
-# larger than this is not worth reading for a log field (post-quantum key shares make
-# them about 2 KB).
+# A record holds at most 2^14 bytes of plaintext (RFC 8446 section 5.1).
 _MAX_RECORD: Final = 1 << 14
+# A ClientHello larger than this is not worth reading for a log field (post-quantum key
+# shares make them about 2 KB); the relay stops looking past it.
 MAX_HELLO: Final = 1 << 16
 # What RFC 1123 host names are made of (plus "_", which real names carry); a name with
 # anything else is not logged.

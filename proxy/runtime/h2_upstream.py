@@ -31,13 +31,12 @@ from proxy.core.codecs.h2 import (
 )
 from proxy.core.messages import Data, EndOfMessage, Event, RequestHead
 from proxy.runtime.upstream import (
-    CONNECT_TIMEOUT,
     PendingRequests,
     Upstream,
     UpstreamUser,
     address_of,
     connect,
-    connect_failure_details,
+    fail_connect,
 )
 from proxy.telemetry import stats as S
 
@@ -759,12 +758,7 @@ class H2UpstreamPool:
             # A failed attempt fails the waiters it was opened for.
             for _ in range(min(len(queue or ()), self.limits.max_concurrent_streams)):
                 assert queue is not None
-                queue.popleft()[0].upstream_failed(
-                    503,
-                    flags.UPSTREAM_CONNECT_FAILURE,
-                    connect_failure_details(reason),
-                    None if reason == CONNECT_TIMEOUT else reason,
-                )
+                fail_connect(queue.popleft()[0], reason)
             return
         # Streams go out once the server's SETTINGS arrive (connection_ready).
 

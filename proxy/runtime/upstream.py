@@ -271,8 +271,8 @@ async def connect(
 
     Both pools (HTTP/1 and HTTP/2) connect here: a failure is counted (connect_fail, and
     connect_timeout) and returned as Envoy names it (`CONNECT_TIMEOUT`, or the transport
-    failure reason such as `delayed_connect_error:_Connection_refused`), which
-    `connect_failure_details` turns into the response code details.
+    failure reason such as `delayed_connect_error:_Connection_refused`) for
+    `fail_connect`.
     """
     local = (source, 0) if source else None
     try:
@@ -304,12 +304,15 @@ def transport_failure(error: OSError) -> str:
     return "delayed_connect_error:_" + reason.replace(" ", "_")
 
 
-def connect_failure_details(reason: str) -> str:
-    """The response code details of a request whose upstream connect failed (`reason`
-    from `connect`), as Envoy words them."""
+def fail_connect(user: UpstreamUser, reason: str) -> None:
+    """Tell `user` its upstream connect failed (`reason` from `connect`): a 503 with flag
+    UF, the response code details and transport failure reason as Envoy words them."""
     if reason == CONNECT_TIMEOUT:
-        return "upstream_reset_before_response_started{connection_timeout}"
-    return f"upstream_reset_before_response_started{{remote_connection_failure|{reason}}}"
+        details = "upstream_reset_before_response_started{connection_timeout}"
+        user.upstream_failed(503, flags.UPSTREAM_CONNECT_FAILURE, details)
+        return
+    details = f"upstream_reset_before_response_started{{remote_connection_failure|{reason}}}"
+    user.upstream_failed(503, flags.UPSTREAM_CONNECT_FAILURE, details, reason)
 
 
 def address_of(transport: asyncio.BaseTransport, end: str) -> str:
@@ -449,12 +452,7 @@ class UpstreamPool:
             self.open_count[destination] = self.open_count.get(destination, 1) - 1
             if connection.user is user:
                 connection.user = None
-                user.upstream_failed(
-                    503,
-                    flags.UPSTREAM_CONNECT_FAILURE,
-                    connect_failure_details(reason),
-                    None if reason == CONNECT_TIMEOUT else reason,
-                )
+                fail_connect(user, reason)
             return
         if connection.user is None:
             # The exchange went away while we were connecting: keep the connection.
