@@ -18,7 +18,7 @@ from proxy.core.sniff import Protocol, sniff
 from proxy.runtime.http1 import Http1ConnectionManager
 from proxy.runtime.listeners import Resolver
 from proxy.runtime.tcp_proxy import TcpRelay
-from proxy.runtime.upstream import address_of
+from proxy.runtime.upstream import address_of, address_text
 
 monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 
@@ -98,8 +98,14 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         if peer:
             self.client_address = str(peer[0]).encode()
             self.remote_address = address_of(transport, "peername")
-        self.local_address = address_of(transport, "sockname")
-        self.destination, self.source = self.resolve(transport)
+        self.destination, self.source, dialled = self.resolve(transport)
+        # Our end of the connection as its client sees it: the address it dialled when
+        # the capture redirected it here (as Envoy's original-destination listeners
+        # report it), not the capture port.
+        if dialled is not None:
+            self.local_address = address_text(*dialled)
+        else:
+            self.local_address = address_of(transport, "sockname")
         self.last_activity = monotonic()
         self.sniff_timer = worker.loop.call_later(worker.config.timeouts.sniff, self._sniff_timeout)
 

@@ -10,7 +10,11 @@ from proxy.config.model import ProxyConfig
 from proxy.runtime.original_dst import original_destination
 
 Destination = tuple[str, int]
-Resolver = Callable[[asyncio.Transport], "tuple[Destination | None, str | None]"]
+# Where a connection goes, the source address to send it from (None: any), and the
+# address its client dialled when the capture redirected it to us (SO_ORIGINAL_DST;
+# None when the client connected to this listener itself).
+Route = tuple[Destination | None, str | None, Destination | None]
+Resolver = Callable[[asyncio.Transport], Route]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +27,8 @@ class ListenerSpec:
 
 
 def _fixed(destination: Destination) -> Resolver:
-    def resolve(transport: asyncio.Transport) -> tuple[Destination | None, str | None]:
-        return destination, None
+    def resolve(transport: asyncio.Transport) -> Route:
+        return destination, None, None
 
     return resolve
 
@@ -40,19 +44,20 @@ def _original(transport: asyncio.Transport) -> Destination | None:
     return destination
 
 
-def outbound_resolver(transport: asyncio.Transport) -> tuple[Destination | None, str | None]:
+def outbound_resolver(transport: asyncio.Transport) -> Route:
     """Outbound capture: to wherever the app was connecting (Istio's PassthroughCluster)."""
-    return _original(transport), None
+    original = _original(transport)
+    return original, None, original
 
 
 def inbound_resolver(source: str) -> Resolver:
     """Inbound capture: to the app on loopback at the original port, from the exempt source."""
 
-    def resolve(transport: asyncio.Transport) -> tuple[Destination | None, str | None]:
-        destination = _original(transport)
-        if destination is None:
-            return None, None
-        return ("127.0.0.1", destination[1]), source
+    def resolve(transport: asyncio.Transport) -> Route:
+        original = _original(transport)
+        if original is None:
+            return None, None, None
+        return ("127.0.0.1", original[1]), source, original
 
     return resolve
 

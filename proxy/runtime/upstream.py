@@ -321,8 +321,12 @@ def address_of(transport: asyncio.BaseTransport, end: str) -> str:
     name = transport.get_extra_info(end)
     if not isinstance(name, tuple) or len(name) < 2:
         return ""
-    host = str(name[0])
-    return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
+    return address_text(str(name[0]), name[1])
+
+
+def address_text(host: str, port: int) -> str:
+    """`ip:port`, IPv6 in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class UpstreamPool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import sys
 from dataclasses import dataclass
@@ -72,6 +73,11 @@ class Sidecar:
             stats.get("downstream_rq_total", 0.0),
             stats.get("tcp_downstream_cx_total", 0.0),
         )
+
+    def access_log(self) -> list[dict[str, object]]:
+        """The JSON access log lines the sidecar wrote to stdout (its process log)."""
+        text = self.process.log.read_text(errors="replace")
+        return [json.loads(line) for line in text.splitlines() if line.startswith('{"@timestamp"')]
 
     def ready(self) -> bool:
         if not self.process.alive():

@@ -30,6 +30,20 @@ def test_call_goes_through_both_sidecars(mesh: Mesh, capture: Callable[..., None
     # upstream connection to B was not captured again by A (that would count twice here).
     assert mesh.sidecar_a.counts() - before_a == Counts(cx=1, rq=1, tcp=0)
     assert mesh.sidecar_b.counts() - before_b == Counts(cx=1, rq=1, tcp=0)
+    # Each sidecar's access log line, as Istio's reads: our end of the client's connection
+    # is the address the client dialled (the capture's original destination, not 15001 or
+    # 15006); B's upstream leaves from the inbound passthrough address.
+    dialled = f"{mesh.b.ip}:{apps.HTTP_PORT}"
+    for sidecar in (mesh.sidecar_a, mesh.sidecar_b):
+        netns.wait_until(lambda s=sidecar: bool(s.access_log()), 5, "an access log line")  # type: ignore[misc]
+    line_a, line_b = mesh.sidecar_a.access_log()[-1], mesh.sidecar_b.access_log()[-1]
+    assert line_a["downstream_local_address"] == dialled
+    assert line_b["downstream_local_address"] == dialled
+    assert line_a["upstream_host"] == dialled
+    assert line_b["upstream_host"] == f"127.0.0.1:{apps.HTTP_PORT}"
+    assert str(line_b["downstream_remote_address"]).startswith(f"{mesh.a.ip}:")
+    assert str(line_b["upstream_local_address"]).startswith("127.0.0.6:")
+    assert str(line_a["upstream_local_address"]).startswith(f"{mesh.a.ip}:")
 
 
 @pytest.mark.parametrize("size", [1, 65536 * 16 + 7])
