@@ -21,13 +21,22 @@ _BODIES = {
 
 
 def local_reply(
-    status: int, flag: str, details: str, request_id: bytes, keep_alive: bool
+    status: int,
+    flag: str,
+    details: str,
+    request_id: bytes,
+    keep_alive: bool,
+    transport_failure: str | None = None,
 ) -> tuple[ResponseHead, bytes]:
-    """The head and body of a proxy-generated response."""
+    """The head and body of a proxy-generated response. A failed connect's body ends
+    with why, as Envoy's does: `transport failure reason: delayed connect error:
+    Connection refused` (`transport_failure` in its log form, underscores for spaces)."""
     if flag == flags.DOWNSTREAM_PROTOCOL_ERROR:
         body = b"Bad Request" if status == 400 else _status_text(status)
     else:
         body = _BODIES.get(flag, _status_text(status))
+    if transport_failure:
+        body += b", transport failure reason: " + transport_failure.replace("_", " ").encode()
     headers = [(b"content-type", b"text/plain"), (b"server", b"pilotfish")]
     if request_id:
         headers.append((b"x-request-id", request_id))

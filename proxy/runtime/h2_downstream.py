@@ -634,7 +634,9 @@ class H2Downstream:
         exchange.details = details
         exchange.response_started = True
         exchange.response_complete = True
-        head, body = local_reply(status, flag, details, exchange.request_id, True)
+        head, body = local_reply(
+            status, flag, details, exchange.request_id, True, exchange.transport_failure
+        )
         if exchange.grpc:
             message = body.replace(b"%", b"%25").replace(b"\r", b"").replace(b"\n", b" ")
             head.status = 200

@@ -545,7 +545,9 @@ class Http1ConnectionManager:
         exchange.response_started = True
         exchange.response_complete = True
         keep_alive = not self.close_after and not self.worker.draining
-        head, body = local_reply(status, flag, details, exchange.request_id, keep_alive)
+        head, body = local_reply(
+            status, flag, details, exchange.request_id, keep_alive, exchange.transport_failure
+        )
         assert self.codec is not None
         exchange.bytes_sent += len(body)
         self._write(

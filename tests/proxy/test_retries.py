@@ -100,6 +100,8 @@ def test_a_failed_connect_is_tried_again_then_uf_urx(codec: str, tmp_path: Path)
     try:
         data = raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert status_of(data) == 503 and b"connection failure" in data
+        # Why, in the body too, as Envoy's local reply says it.
+        assert data.endswith(b"transport failure reason: delayed connect error: Connection refused")
         stats = proxy.stats()
         assert stats["upstream_cx_connect_fail"] == 2 and stats["upstream_rq_retry"] == 1
         (entry,) = log_entries(log)
