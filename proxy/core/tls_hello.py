@@ -5,9 +5,11 @@ What Envoy's tls_inspector listener filter gives Istio: a connection relayed as 
 TCP that carries TLS is logged with the name its client asked for
 (`requested_server_name`), so egress to `api.example.com:443` says so, where the
 address alone would name a load balancer. Sans-IO: `read_server_name` is given the bytes
-the client has sent so far and says whether it has decided, and what it found. Nothing
-is decrypted, held back or changed; the relay passes the bytes on as they come and only
-looks at them.
+the client has sent so far and says whether it has decided, and what it found;
+`ClientHelloReader` is fed the bytes as they arrive and reads them again only when a
+record is complete, so a client that trickles its hello a byte at a time costs linear
+work, not quadratic. Nothing is decrypted, held back or changed; the relay passes the
+bytes on as they come and only looks at them.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ _HOST_NAME: Final = 0  # server name type within it
 # A record holds at most 2^14 bytes of plaintext (RFC 8446 section 5.1).
 _MAX_RECORD: Final = 1 << 14
 # A ClientHello larger than this is not worth reading for a log field (post-quantum key
-# shares make them about 2 KB); the relay stops looking past it.
-MAX_HELLO: Final = 1 << 16
+# shares make them about 2 KB); the reader stops looking past it.
+MAX_HELLO: Final = 1 << 15
 # What RFC 1123 host names are made of (plus "_", which real names carry); a name with
 # anything else is not logged.
 _NAME_BYTES: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
@@ -103,3 +105,43 @@ def _host_name(extension: bytes) -> str | None:
             return name.decode("ascii").lower()
         at += 3 + size
     return None
+
+
+class ClientHelloReader:
+    """Fed a client's first bytes as they arrive; `done` once it has decided, and then
+    `server_name` is the name it asked for (None when there is none to read)."""
+
+    __slots__ = ("_buffer", "_wanted", "done", "server_name")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._wanted = 1  # bytes to have before reading again: the next record's end
+        self.done = False
+        self.server_name: str | None = None
+
+    def feed(self, data: bytes) -> bool:
+        """Take more of the client's bytes; True once decided."""
+        if self.done:
+            return True
+        buffer = self._buffer
+        buffer += data
+        if len(buffer) < self._wanted:
+            return False
+        decided, self.server_name = read_server_name(bytes(buffer))
+        if decided or len(buffer) > MAX_HELLO:
+            self.done = True
+            self._buffer = bytearray()
+        else:
+            self._wanted = _next_record_end(buffer)
+        return self.done
+
+
+def _next_record_end(data: bytearray) -> int:
+    """How many bytes the first record not yet whole needs (its header, then its body)."""
+    at = 0
+    while len(data) - at >= 5:
+        end = at + 5 + int.from_bytes(data[at + 3 : at + 5], "big")
+        if len(data) < end:
+            return end
+        at = end
+    return at + 5

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from proxy.core import flags
-from proxy.core.tls_hello import MAX_HELLO, read_server_name
+from proxy.core.tls_hello import ClientHelloReader
 from proxy.runtime import pause
 from proxy.runtime.upstream import address_of, transport_failure
 
@@ -67,9 +67,9 @@ class TcpRelay:
         self.transport_failure: str | None = None
         self.upstream_local = ""
         # The server name a TLS client asked for (proxy.core.tls_hello), read from its
-        # first bytes as they pass; `_hello` holds them while the ClientHello is arriving.
+        # first bytes as they pass; `_hello` reads them until it has decided.
         self.server_name: str | None = None
-        self._hello: bytes | None = b""
+        self._hello: ClientHelloReader | None = ClientHelloReader()
         self._look_for_server_name(first_bytes)
         self.stats.tcp_downstream_cx_total += 1
         if worker.observer is not None:
@@ -124,9 +124,10 @@ class TcpRelay:
                 self.downstream.pause_reading(pause.NOT_CONNECTED)
 
     def _look_for_server_name(self, data: bytes) -> None:
-        hello = self._hello + data if self._hello else data
-        decided, self.server_name = read_server_name(hello)
-        self._hello = None if decided or len(hello) > MAX_HELLO else hello
+        hello = self._hello
+        if hello is not None and hello.feed(data):
+            self.server_name = hello.server_name
+            self._hello = None
 
     def downstream_eof(self) -> bool:
         self.downstream_done = True

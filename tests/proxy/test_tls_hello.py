@@ -11,10 +11,12 @@ import contextlib
 import functools
 import ssl
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.core.tls_hello import MORE, NO_NAME, read_server_name
+from proxy.core import tls_hello
+from proxy.core.tls_hello import MORE, NO_NAME, ClientHelloReader, read_server_name
 
 
 @functools.cache  # a context loads the system's CA store: once per shape is enough
@@ -88,6 +90,35 @@ def test_a_name_with_bytes_no_host_name_has_is_not_logged() -> None:
     hello = client_hello("shop.example.com")
     at = hello.index(b"shop.example.com")
     assert read_server_name(hello[:at] + b'shop"example\ncom' + hello[at + 16 :]) == NO_NAME
+
+
+def test_the_reader_fed_a_byte_at_a_time_reads_only_whole_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client may trickle its hello; reading it all again at every byte would make that
+    quadratic, so the reader reads once per completed record (and once per header)."""
+    reads = []
+    real = tls_hello.read_server_name
+
+    def counted(data: bytes) -> tuple[bool, str | None]:
+        reads.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(tls_hello, "read_server_name", counted)
+    split = in_two_records(client_hello("api.example.com"))
+    reader = ClientHelloReader()
+    for index in range(len(split)):
+        done = reader.feed(split[index : index + 1])
+        assert done == (index == len(split) - 1)
+    assert reader.server_name == "api.example.com"
+    assert len(reads) == 5, reads  # first byte, two headers, two records: not 500 reads
+    assert reader.feed(b"more") and reader.server_name == "api.example.com"
+
+
+def test_the_reader_gives_up_on_what_is_not_tls_at_the_first_byte() -> None:
+    reader = ClientHelloReader()
+    assert not reader.feed(b"")
+    assert reader.feed(b"\x00binary") and reader.server_name is None
 
 
 @settings(max_examples=300, deadline=None)
