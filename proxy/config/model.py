@@ -15,13 +15,18 @@ LogFormat = Literal["json", "text"]
 Direction = Literal["outbound", "inbound"]
 
 
+def address_text(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:8080`), as Envoy writes them."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     host: str
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return address_text(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Final, cast
 
+from proxy.config.model import address_text
 from proxy.core import flags
 from proxy.core.messages import Event
 from proxy.core.sniff import Protocol, sniff
 from proxy.runtime.http1 import Http1ConnectionManager
 from proxy.runtime.listeners import Resolver
 from proxy.runtime.tcp_proxy import TcpRelay
-from proxy.runtime.upstream import address_of, address_text
+from proxy.runtime.upstream import address_of
 
 monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from mypy_extensions import mypyc_attr, trait
 
+from proxy.config.model import address_text
 from proxy.core import flags
 from proxy.core.codecs.base import ClientCodec
 from proxy.core.messages import Event
@@ -322,11 +323,6 @@ def address_of(transport: asyncio.BaseTransport, end: str) -> str:
     if not isinstance(name, tuple) or len(name) < 2:
         return ""
     return address_text(str(name[0]), name[1])
-
-
-def address_text(host: str, port: int) -> str:
-    """`ip:port`, IPv6 in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class UpstreamPool:
