@@ -46,6 +46,7 @@ HOT_PATH = (
     "proxy.runtime.worker",
     "proxy.telemetry.stats",
     "proxy.telemetry.pipeline",
+    "proxy.telemetry.protowire",
     "proxy.telemetry.otlp",
     "proxy.telemetry.tracing",
     "proxy.runtime.h2_downstream",

@@ -21,6 +21,7 @@ SETTINGS: dict[str, str] = {
     "PILOTFISH_ACCESS_LOG": "access_log.path",
     "PILOTFISH_ACCESS_LOG_FORMAT": "access_log.format",
     "PILOTFISH_EXPLICIT_DIRECTION": "telemetry.explicit_direction",
+    "PILOTFISH_PEER_METADATA": "telemetry.peer_metadata",
     "PILOTFISH_LOG_LEVEL": "log_level",
     "PILOTFISH_UPSTREAM_HTTP2_PORTS": "upstream_http2_ports",
 }

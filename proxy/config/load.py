@@ -55,6 +55,19 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+_TRUE = ("true", "on", "yes", "1")
+_FALSE = ("false", "off", "no", "0")
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{value!r} is not true or false")
+
+
 def parse_port(value: Any) -> int:
     port = parse_int(value)
     if not 0 < port < 65536:
@@ -170,6 +183,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "access_log.path": optional_path,
     "access_log.format": one_of("json", "text"),
     "telemetry.explicit_direction": one_of("outbound", "inbound"),
+    "telemetry.peer_metadata": parse_bool,
 }
 
 # YAML also accepts Istio's spelling for the drain duration.

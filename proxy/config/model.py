@@ -93,6 +93,9 @@ class TelemetryConfig:
     # Which side of a call an explicit-mode listener reports as: "outbound" (the
     # client's proxy: reporter="source", client spans) or "inbound" (the server's).
     explicit_direction: Direction = "outbound"
+    # Istio's peer metadata exchange (proxy.telemetry.peer): our workload's names go in
+    # two headers to in-cluster destinations, and the peer's fill the other side's labels.
+    peer_metadata: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from proxy.core.messages import (
     ANY_FIELDS,
     FORWARDING_FIELDS,
     HOP_BY_HOP_FIELDS,
+    PEER_FIELDS,
     TRACE_FIELDS,
     Headers,
 )
@@ -37,12 +38,15 @@ TRACE_CONTEXT_FIELDS: Final = frozenset(
     )
 )
 _FORWARDING: Final = (b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto")
+# The fields Istio's sidecars tell each other who they are in (proxy.telemetry.peer).
+PEER_METADATA_FIELDS: Final = frozenset((b"x-envoy-peer-metadata-id", b"x-envoy-peer-metadata"))
 
 # The fields a codec notes while parsing (messages.HOP_BY_HOP_FIELDS and friends), by name.
 NOTED_FIELDS: Final[dict[bytes, int]] = {
     **dict.fromkeys(HOP_BY_HOP, HOP_BY_HOP_FIELDS),
     **dict.fromkeys(_FORWARDING, FORWARDING_FIELDS),
     **dict.fromkeys(TRACE_CONTEXT_FIELDS, TRACE_FIELDS),
+    **dict.fromkeys(PEER_METADATA_FIELDS, PEER_FIELDS),
 }
 
 # Connection options that are not field names (RFC 9112 section 9.6, 9110 section 7.8).

@@ -28,7 +28,8 @@ H1_STREAM: Final = 1
 HOP_BY_HOP_FIELDS: Final = 1  # a field never forwarded as it is (RFC 9110 section 7.6.1)
 FORWARDING_FIELDS: Final = 2  # x-request-id, x-forwarded-for or x-forwarded-proto
 TRACE_FIELDS: Final = 4  # trace context: traceparent, tracestate, b3, x-b3-*
-ANY_FIELDS: Final = 7
+PEER_FIELDS: Final = 8  # Istio's peer metadata exchange: x-envoy-peer-metadata[-id]
+ANY_FIELDS: Final = 15
 
 
 class _Event:

@@ -37,6 +37,7 @@ class Exchange(UpstreamUser):
         "downstream",
         "finished",
         "flags",
+        "observe_response",
         "replay",
         "replay_size",
         "request",
@@ -118,6 +119,9 @@ class Exchange(UpstreamUser):
         self.response_trailers: list[tuple[bytes, bytes]] = NO_FIELDS
         # Per-request state a RequestObserver keeps (a span, say); None when unused.
         self.telemetry: object = None
+        # The observer asked, in request_start, to see the response head before the
+        # client does (RequestObserver.response_start).
+        self.observe_response = False
         self.timed = False  # a route timeout is running (in the worker's deadline queue)
 
     # Sending the request upstream, the same for HTTP/1 and HTTP/2 exchanges.

@@ -450,6 +450,10 @@ class H2Downstream:
                 exchange.response_started = True
                 event.headers = strip_hop_by_hop(event.headers)
                 exchange.response = head = event
+                if exchange.observe_response:
+                    observer = self.worker.observer
+                    if observer is not None:
+                        observer.response_start(exchange, event)  # peer metadata in and out
             elif kind is EndOfMessage:
                 assert isinstance(event, EndOfMessage)
                 exchange.response_trailers = event.trailers

@@ -362,6 +362,10 @@ class Http1ConnectionManager:
             self.close_after = True
         head.keep_alive = not self.close_after and not self.worker.draining
         exchange.response = head
+        if exchange.observe_response:
+            observer = self.worker.observer
+            if observer is not None:
+                observer.response_start(exchange, head)  # peer metadata in and out
         return codec.send_response_head(head, exchange.request)
 
     def on_upstream_lost(self, exchange: Exchange, upstream: Upstream) -> None:

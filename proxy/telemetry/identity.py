@@ -44,3 +44,18 @@ class Identity:
             canonical_revision=get(env_names.CANONICAL_REVISION, "latest"),
             cluster=get(env_names.CLUSTER_ID),
         )
+
+    def label_values(self) -> tuple[str, ...]:
+        """The values of one side's eight metric labels (`source_*` or `destination_*`
+        but the service ones), in Istio's order: workload, namespace, principal, app,
+        version, canonical service, canonical revision, cluster."""
+        return (
+            self.workload,
+            self.namespace,
+            self.principal,
+            self.app,
+            self.version,
+            self.canonical_service,
+            self.canonical_revision,
+            self.cluster,
+        )

@@ -143,30 +143,29 @@ def service_parts(host: str, own_namespace: str) -> tuple[str, str, str]:
 
 
 class LabelMaker:
-    """Label values: ours on one side, the peer's (unknown without mTLS) on the other."""
+    """Label values: ours on one side, the peer's on the other (`unknown` unless the peer
+    told us who it is, proxy.telemetry.peer)."""
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
-        me = identity
-        self._ours: tuple[str, ...] = (
-            me.workload,
-            me.namespace,
-            me.principal,
-            me.app,
-            me.version,
-            me.canonical_service,
-            me.canonical_revision,
-            me.cluster,
-        )
-        self._peer = (UNKNOWN,) * len(self._ours)
+        self._ours = identity.label_values()
+        self._unknown_peer = (UNKNOWN,) * len(self._ours)
 
-    def peer_labels(self, outbound: bool, host: str, protocol: str, flags: str) -> tuple[str, ...]:
+    def peer_labels(
+        self,
+        outbound: bool,
+        host: str,
+        protocol: str,
+        flags: str,
+        peer: tuple[str, ...] | None = None,
+    ) -> tuple[str, ...]:
         service, name, namespace = service_parts(host, self.identity.namespace)
+        other = self._unknown_peer if peer is None else peer
         if outbound:
-            source, destination = self._ours, self._peer
+            source, destination = self._ours, other
             reporter, security = "source", UNKNOWN
         else:
-            source, destination = self._peer, self._ours
+            source, destination = other, self._ours
             reporter, security = "destination", "none"  # plaintext: no mTLS here
         return (
             reporter,

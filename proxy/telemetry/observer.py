@@ -1,9 +1,11 @@
 """The seam between the data plane and telemetry: called per request and per TCP connection.
 
 The runtime calls `request_start` once the upstream request is built (trace context
-goes in here) and `request_done` once per exchange when it is over, with the
-downstream connection and the exchange record; `tcp_start` and `tcp_done` when an
-opaque TCP relay opens and closes. Metrics, traces and access logs are implementations.
+and peer metadata go in here), `response_start` before the response head goes to the
+client when request_start asked for it (`exchange.observe_response`), and
+`request_done` once per exchange when it is over, with the downstream connection and
+the exchange record; `tcp_start` and `tcp_done` when an opaque TCP relay opens and
+closes. Metrics, traces and access logs are implementations.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from proxy.core.messages import ResponseHead
     from proxy.runtime.exchange import Exchange
     from proxy.runtime.tcp_proxy import TcpRelay
 
@@ -41,6 +44,11 @@ class ConnectionFacts(Protocol):
 class RequestObserver(Protocol):
     def request_start(self, downstream: ConnectionFacts, exchange: Exchange) -> None:
         """Before the request goes upstream: `exchange.upstream_head.headers` may be extended."""
+        ...
+
+    def response_start(self, exchange: Exchange, head: ResponseHead) -> None:
+        """Before the final response head goes to the client, when `exchange.observe_response`:
+        `head.headers` may be replaced."""
         ...
 
     def request_done(

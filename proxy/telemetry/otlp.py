@@ -19,6 +19,10 @@ import zlib
 from collections.abc import Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
+from proxy.telemetry.protowire import SMALL as _SMALL
+from proxy.telemetry.protowire import field as _field
+from proxy.telemetry.protowire import varint as _varint
+
 AttributeValue = (
     str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 )
@@ -41,29 +45,6 @@ _MAX_RESPONSE = 64 * 1024
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
-
-
-# Varints of 0..127 are one byte: prebuilt, as most tags and lengths here are small.
-_SMALL = [bytes((n,)) for n in range(0x80)]
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # int64: two's complement, ten bytes
-    if value < 0x80:
-        return _SMALL[value]
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2): string, bytes or embedded message."""
-    size = len(payload)
-    return _varint(number << 3 | 2) + (_SMALL[size] if size < 0x80 else _varint(size)) + payload
 
 
 def _any_value(value: object) -> bytes:

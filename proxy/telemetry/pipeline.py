@@ -22,7 +22,7 @@ from proxy.config import env as env_names
 from proxy.config.model import ProxyConfig
 from proxy.core import ids
 from proxy.core.headers import header_value
-from proxy.core.messages import TRACE_FIELDS, Headers, RequestHead
+from proxy.core.messages import PEER_FIELDS, TRACE_FIELDS, Headers, RequestHead, ResponseHead
 from proxy.telemetry import gather as gathering
 from proxy.telemetry import metrics as M
 from proxy.telemetry import stats as proxy_stats
@@ -31,6 +31,7 @@ from proxy.telemetry.accesslog import FLUSH_INTERVAL, AccessLogWriter, UtcClock,
 from proxy.telemetry.identity import UNKNOWN, Identity
 from proxy.telemetry.metrics import Snapshot
 from proxy.telemetry.otlp import AttributeValue
+from proxy.telemetry.peer import PeerExchange
 from proxy.telemetry.process import process_stats
 from proxy.telemetry.tracing import SpanKind, Tracer, roots_to_skip, tracing_disabled
 
@@ -96,7 +97,16 @@ _WHO_SENDS: Final = {"virtualOutbound": True, "virtualInbound": False}
 class RequestState:
     """What request_start learned, kept on `exchange.telemetry` until request_done."""
 
-    __slots__ = ("content_type", "context", "host", "parent_span_id", "sampled", "tracestate")
+    __slots__ = (
+        "awaits_peer",
+        "content_type",
+        "context",
+        "host",
+        "parent_span_id",
+        "peer",
+        "sampled",
+        "tracestate",
+    )
 
     def __init__(
         self,
@@ -114,6 +124,10 @@ class RequestState:
         self.parent_span_id = parent_span_id
         self.sampled = sampled
         self.tracestate = tracestate
+        # The other workload's label values, when it said who it is (proxy.telemetry.peer),
+        # and whether its answer may still say it (outbound: the destination's response).
+        self.peer: tuple[str, ...] | None = None
+        self.awaits_peer = False
 
     @property
     def trace_id(self) -> str:
@@ -191,6 +205,9 @@ class Telemetry:
         )
         self.identity = Identity.from_env(environ)
         self.labels = M.LabelMaker(self.identity)
+        self.peers = PeerExchange(self.identity, environ, config.telemetry.peer_metadata)
+        # Read per request: a native bool here, where `peers.sends` is a Python attribute.
+        self.sends_peer_metadata = self.peers.sends
         explicit_outbound = config.telemetry.explicit_direction == "outbound"
         self.outbound = dict(_WHO_SENDS, explicit=explicit_outbound)
         # The contract's boundaries, or the pod's statsHistogramBuckets annotation.
@@ -222,6 +239,7 @@ class Telemetry:
         self.last_status = -1
         self.last_flags = ""
         self.last_grpc_status: str | None = None
+        self.last_peer: tuple[str, ...] | None = None
         # Counted for the last series but not yet in its values (see request_done).
         self.pending_count = 0.0
         self.pending_duration = 0.0
@@ -287,6 +305,11 @@ class Telemetry:
     # -- per request (the hot path) -----------------------------------------------------
 
     def request_start(self, downstream: ConnectionFacts, exchange: Exchange) -> None:
+        self._trace_start(exchange)
+        if exchange.request.fields & PEER_FIELDS or self.sends_peer_metadata:
+            self._peer_start(downstream, exchange)
+
+    def _trace_start(self, exchange: Exchange) -> None:
         request = exchange.request
         host, content_type = _host_and_content_type(request.headers)
         tracer = self.tracer
@@ -333,6 +356,41 @@ class Telemetry:
                 state.trace_id, state.span_id, parent_span_id, sampled, style, tracestate
             )
 
+    def _peer_start(self, downstream: ConnectionFacts, exchange: Exchange) -> None:
+        """Istio's metadata exchange on the request: inbound, read (and remove) who the
+        caller is; outbound, say who we are and ask to read the answer."""
+        state = exchange.telemetry
+        head = exchange.upstream_head
+        if type(state) is not RequestState or head is None:
+            return
+        peers = self.peers
+        outbound = self.outbound.get(downstream.listener_name, True)
+        if exchange.request.fields & PEER_FIELDS:
+            # Never handed on: inbound they are the caller's, for us; outbound an app's
+            # own would pass for ours.
+            head.headers, peer = peers.take(head.headers)
+            if not outbound and peer is not None:
+                state.peer = peer
+                exchange.observe_response = peers.sends  # answer with ours
+        if outbound and peers.sends_to(downstream.destination):
+            head.headers = head.headers + peers.ours
+            state.awaits_peer = True
+            exchange.observe_response = True
+
+    def response_start(self, exchange: Exchange, head: ResponseHead) -> None:
+        """Istio's metadata exchange on the response: outbound, read (and remove) who
+        answered; inbound, tell the caller who we are."""
+        state = exchange.telemetry
+        if type(state) is not RequestState:
+            return
+        peers = self.peers
+        if head.fields & PEER_FIELDS:
+            head.headers, peer = peers.take(head.headers)
+            if state.awaits_peer:
+                state.peer = peer
+        if not state.awaits_peer:
+            head.headers = head.headers + peers.ours
+
     def request_done(
         self,
         downstream: ConnectionFacts,
@@ -346,9 +404,11 @@ class Telemetry:
         if type(state) is RequestState:
             host = state.host
             content_type = state.content_type
+            peer = state.peer
         else:  # answered before request_start (no route, unparsable request)
             state = None
             host, content_type = _host_and_content_type(exchange.request.headers)
+            peer = None
         flag_list = exchange.flags
         flags = ",".join(flag_list) if flag_list else "-"
         status = exchange.status
@@ -363,6 +423,7 @@ class Telemetry:
             and host == self.last_host
             and listener == self.last_listener
             and grpc_status == self.last_grpc_status
+            and peer is self.last_peer
         ):
             # The series the previous request counted in, found by comparing its parts
             # (native compares, mostly of the same objects) before any key is built.
@@ -370,7 +431,7 @@ class Telemetry:
             values = self.last_values
         else:
             self._flush_sums()  # into the series they were counted for
-            key = (listener, host, status, flags, grpc_status)
+            key = (listener, host, status, flags, grpc_status, peer)
             found = self.http.get(key)
             if found is None:
                 key, values = self._new_http_series(key, downstream)
@@ -383,6 +444,7 @@ class Telemetry:
             self.last_status = status
             self.last_flags = flags
             self.last_grpc_status = grpc_status
+            self.last_peer = peer
         elapsed_ms = (now - exchange.start) * 1000.0
         received = exchange.bytes_received
         sent = exchange.bytes_sent
@@ -466,9 +528,12 @@ class Telemetry:
     def _new_http_series(
         self, key: tuple[Any, ...], downstream: ConnectionFacts
     ) -> tuple[tuple[Any, ...], list[float]]:
-        listener, raw_host, status, flags, grpc_status = key
+        listener, raw_host, status, flags, grpc_status, peer_seen = key
+        peer: tuple[str, ...] | None = peer_seen
         if len(self.http) >= M.MAX_SERIES:
-            key = (listener, b"\0overflow", status, flags, grpc_status)
+            # Past the bound, the client-chosen parts (Host, peer metadata) no longer count.
+            peer = None
+            key = (listener, b"\0overflow", status, flags, grpc_status, peer)
             values = self.http.get(key)
             if values is not None:
                 return key, values
@@ -478,15 +543,16 @@ class Telemetry:
         else:
             destination = downstream.destination
             host = destination[0] if destination else ""
-        peer = self.labels.peer_labels(
+        labels = self.labels.peer_labels(
             self.outbound.get(listener, True),
             host,
             "grpc" if grpc_status is not None else "http",
             flags,
+            peer,
         )
         values = self.http[key] = self.layout.empty()
         self.http_labels[key] = (
-            *peer,
+            *labels,
             str(status) if status else "0",
             grpc_status if grpc_status is not None else UNKNOWN,
         )

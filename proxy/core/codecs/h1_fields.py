@@ -16,12 +16,12 @@ from proxy.core.headers import NOTED_FIELDS
 # messages.HOP_BY_HOP_FIELDS and friends (appended, and noted in the head's `fields`);
 # the kinds from CONTENT_LENGTH up are acted on while parsing.
 PLAIN: Final = 0
-CONTENT_LENGTH: Final = 8
-TRANSFER_ENCODING: Final = 9
-HOST: Final = 10
-EXPECT: Final = 11
-UPGRADE: Final = 12
-CONNECTION: Final = 13
+CONTENT_LENGTH: Final = 16  # above every noted bit (messages.ANY_FIELDS)
+TRANSFER_ENCODING: Final = 17
+HOST: Final = 18
+EXPECT: Final = 19
+UPGRADE: Final = 20
+CONNECTION: Final = 21
 _KINDS: Final[dict[bytes, int]] = {
     **NOTED_FIELDS,
     b"content-length": CONTENT_LENGTH,
