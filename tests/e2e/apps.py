@@ -35,6 +35,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
             "method": self.command,
             "path": self.path,
             "request_sha256": hashlib.sha256(body).hexdigest(),
+            "header_names": sorted(name.lower() for name in self.headers),
         }
         payload = json.dumps(meta).encode() + b"\n" + BLOB
         self.send_response(200)
@@ -121,6 +122,8 @@ def http_call(
         connection.close()
     meta_line, _, blob = payload.partition(b"\n")
     meta: dict[str, object] = json.loads(meta_line) if response.status == 200 else {}
+    # What the calling app saw of the answer, beside what the called app saw of the request.
+    meta["response_header_names"] = sorted(name.lower() for name in response.headers)
     return response.status, meta, blob
 
 

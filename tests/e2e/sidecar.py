@@ -8,6 +8,8 @@ import socket
 import sys
 from dataclasses import dataclass
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.e2e import netns
 from tests.e2e.pods import Pod, Process
 
@@ -74,6 +76,19 @@ class Sidecar:
             stats.get("tcp_downstream_cx_total", 0.0),
         )
 
+    def requests_total(self) -> list[dict[str, str]]:
+        """The label sets of istio_requests_total's series (Prometheus text from the admin port)."""
+        status, text = _admin_get(self.pod.name, "/stats/prometheus")
+        assert status == 200, text
+        families = text_string_to_metric_families(text)
+        return [
+            dict(s.labels)
+            for f in families
+            if f.name == "istio_requests"
+            for s in f.samples
+            if s.name.endswith("_total")
+        ]
+
     def access_log(self) -> list[dict[str, object]]:
         """The JSON access log lines the sidecar wrote to stdout (its process log)."""
         text = self.process.log.read_text(errors="replace")
@@ -88,9 +103,26 @@ class Sidecar:
             return False
 
 
+NAMESPACE = "mesh"
+
+
+def identity(pod: Pod) -> dict[str, str]:
+    """The env the injector gives a sidecar through the downward API: the pod's network
+    namespace stands for the pod, and its name for the workload too."""
+    return {
+        "POD_NAME": pod.name,
+        "POD_NAMESPACE": NAMESPACE,
+        "PILOTFISH_WORKLOAD": pod.name,
+        "PILOTFISH_APP": pod.name,
+        "INSTANCE_IP": pod.ip,
+    }
+
+
 def start_sidecars(*pods: Pod) -> list[Sidecar]:
     """Start one sidecar per pod (all at once, then wait for each to be ready)."""
-    sidecars = [Sidecar(pod, pod.start(*SIDECAR_COMMAND, as_proxy=True)) for pod in pods]
+    sidecars = [
+        Sidecar(pod, pod.start(*SIDECAR_COMMAND, as_proxy=True, env=identity(pod))) for pod in pods
+    ]
     for sidecar in sidecars:
         netns.wait_until(sidecar.ready, 15, f"sidecar ready in {sidecar.pod.name}")
     return sidecars

@@ -44,6 +44,23 @@ def test_call_goes_through_both_sidecars(mesh: Mesh, capture: Callable[..., None
     assert str(line_b["downstream_remote_address"]).startswith(f"{mesh.a.ip}:")
     assert str(line_b["upstream_local_address"]).startswith("127.0.0.6:")
     assert str(line_a["upstream_local_address"]).startswith(f"{mesh.a.ip}:")
+    # Each sidecar's metrics name the workload at the other end (Istio's peer metadata
+    # exchange), and neither app saw the exchange's headers.
+    peer_headers = {"x-envoy-peer-metadata", "x-envoy-peer-metadata-id"}
+    assert not peer_headers & set(meta["header_names"])  # type: ignore[arg-type]
+    assert not peer_headers & set(meta["response_header_names"])  # type: ignore[arg-type]
+    (series_a,) = mesh.sidecar_a.requests_total()
+    (series_b,) = mesh.sidecar_b.requests_total()
+    assert (series_a["reporter"], series_a["source_workload"]) == ("source", mesh.a.name)
+    assert (series_a["destination_workload"], series_a["destination_app"]) == (
+        mesh.b.name,
+        mesh.b.name,
+    )
+    assert (series_b["reporter"], series_b["destination_workload"]) == ("destination", mesh.b.name)
+    assert (series_b["source_workload"], series_b["source_workload_namespace"]) == (
+        mesh.a.name,
+        "mesh",
+    )
 
 
 @pytest.mark.parametrize("size", [1, 65536 * 16 + 7])
