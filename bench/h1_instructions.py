@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import shutil
 import subprocess
 import sys
@@ -56,8 +57,25 @@ CONNECTIONS = 4
 USER_AGENT = "h2load nghttp2/1.52.0"  # what the referee's fixed-rate load sends
 
 
+# The env the injector gives a sidecar in a pod (--in-pod): with a workload name the
+# sidecar takes part in the peer metadata exchange (docs/telemetry.md).
+POD_ENV = {
+    "POD_NAME": "productpage-v1-6b7f-x",
+    "POD_NAMESPACE": "bookinfo",
+    "PILOTFISH_WORKLOAD": "productpage-v1",
+    "PILOTFISH_APP": "productpage",
+    "PILOTFISH_VERSION": "v1",
+    "INSTANCE_IP": "10.1.0.7",
+}
+
+
 def instructions_per_request(
-    checkout: Path, upstream: int, requests: int, keep: Path | None = None, varied: bool = False
+    checkout: Path,
+    upstream: int,
+    requests: int,
+    keep: Path | None = None,
+    varied: bool = False,
+    in_pod: bool = False,
 ) -> float:
     listen, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,6 +85,7 @@ def instructions_per_request(
              "--upstream", f"127.0.0.1:{upstream}", "--concurrency", "1",
              "--admin-port", str(admin)],
             cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, **(POD_ENV if in_pod else {})},
         )  # fmt: skip
         try:
             wait_port(listen, 240)
@@ -112,6 +131,10 @@ def main() -> None:
     parser.add_argument(
         "--varied", action="store_true", help="a different target and cookie on every request"
     )
+    parser.add_argument(
+        "--in-pod", action="store_true",
+        help="give the sidecar a pod's identity env, so it sends peer metadata upstream",
+    )  # fmt: skip
     args = parser.parse_args()
     checkouts = [HERE] + ([Path(args.ab).resolve()] if args.ab else [])
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -126,7 +149,9 @@ def main() -> None:
             for checkout in checkouts:
                 keep = args.keep if checkout == HERE else None
                 counts.append(
-                    instructions_per_request(checkout, port, args.requests, keep, args.varied)
+                    instructions_per_request(
+                        checkout, port, args.requests, keep, args.varied, args.in_pod
+                    )
                 )
                 print(f"{checkout}: {counts[-1]:,.0f} instructions per request", flush=True)
         finally:

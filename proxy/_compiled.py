@@ -47,6 +47,7 @@ HOT_PATH = (
     "proxy.telemetry.stats",
     "proxy.telemetry.pipeline",
     "proxy.telemetry.protowire",
+    "proxy.telemetry.peer",
     "proxy.telemetry.otlp",
     "proxy.telemetry.tracing",
     "proxy.runtime.h2_downstream",

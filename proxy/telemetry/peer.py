@@ -199,15 +199,22 @@ class PeerExchange:
         ]
         self._peers: dict[bytes, tuple[str, ...] | None] = {}
         self._sendable: dict[tuple[str, int] | None, bool] = {}
+        self._last_destination: tuple[str, int] | None = None
+        self._last_sendable = False
 
     def sends_to(self, destination: tuple[str, int] | None) -> bool:
         if not self.sends:
             return False
+        if destination is self._last_destination:
+            # Requests on one connection, and in explicit mode on all, share the object.
+            return self._last_sendable
         known = self._sendable.get(destination)
         if known is None:
             if len(self._sendable) >= MAX_PEERS:
                 self._sendable.clear()
             known = self._sendable[destination] = _sendable(destination)
+        self._last_destination = destination
+        self._last_sendable = known
         return known
 
     def take(self, headers: Headers) -> tuple[Headers, tuple[str, ...] | None]:

@@ -206,8 +206,6 @@ class Telemetry:
         self.identity = Identity.from_env(environ)
         self.labels = M.LabelMaker(self.identity)
         self.peers = PeerExchange(self.identity, environ, config.telemetry.peer_metadata)
-        # Read per request: a native bool here, where `peers.sends` is a Python attribute.
-        self.sends_peer_metadata = self.peers.sends
         explicit_outbound = config.telemetry.explicit_direction == "outbound"
         self.outbound = dict(_WHO_SENDS, explicit=explicit_outbound)
         # The contract's boundaries, or the pod's statsHistogramBuckets annotation.
@@ -306,7 +304,7 @@ class Telemetry:
 
     def request_start(self, downstream: ConnectionFacts, exchange: Exchange) -> None:
         self._trace_start(exchange)
-        if exchange.request.fields & PEER_FIELDS or self.sends_peer_metadata:
+        if exchange.request.fields & PEER_FIELDS or self.peers.sends:
             self._peer_start(downstream, exchange)
 
     def _trace_start(self, exchange: Exchange) -> None:
@@ -373,7 +371,10 @@ class Telemetry:
                 state.peer = peer
                 exchange.observe_response = peers.sends  # answer with ours
         if outbound and peers.sends_to(downstream.destination):
-            head.headers = head.headers + peers.ours
+            # First: the same pair objects on every request then join the run of lines
+            # the HTTP/1 codec reuses (h1_framing.FieldLines); after the request id, which
+            # changes every time, they would be formatted anew.
+            head.headers = peers.ours + head.headers
             state.awaits_peer = True
             exchange.observe_response = True
 
