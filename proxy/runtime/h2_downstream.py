@@ -451,9 +451,7 @@ class H2Downstream:
                 event.headers = strip_hop_by_hop(event.headers)
                 exchange.response = head = event
                 if exchange.observe_response:
-                    observer = self.worker.observer
-                    if observer is not None:
-                        observer.response_start(exchange, event)  # peer metadata in and out
+                    self.worker.response_starts(exchange, event)  # peer metadata in and out
             elif kind is EndOfMessage:
                 assert isinstance(event, EndOfMessage)
                 exchange.response_trailers = event.trailers
@@ -641,6 +639,8 @@ class H2Downstream:
         head, body = local_reply(
             status, flag, details, exchange.request_id, True, exchange.transport_failure
         )
+        if exchange.observe_response:
+            self.worker.response_starts(exchange, head)  # inbound: tell the caller who we are
         if exchange.grpc:
             message = body.replace(b"%", b"%25").replace(b"\r", b"").replace(b"\n", b" ")
             head.status = 200

@@ -363,9 +363,7 @@ class Http1ConnectionManager:
         head.keep_alive = not self.close_after and not self.worker.draining
         exchange.response = head
         if exchange.observe_response:
-            observer = self.worker.observer
-            if observer is not None:
-                observer.response_start(exchange, head)  # peer metadata in and out
+            self.worker.response_starts(exchange, head)  # peer metadata in and out
         return codec.send_response_head(head, exchange.request)
 
     def on_upstream_lost(self, exchange: Exchange, upstream: Upstream) -> None:
@@ -552,6 +550,8 @@ class Http1ConnectionManager:
         head, body = local_reply(
             status, flag, details, exchange.request_id, keep_alive, exchange.transport_failure
         )
+        if exchange.observe_response:
+            self.worker.response_starts(exchange, head)  # inbound: tell the caller who we are
         assert self.codec is not None
         exchange.bytes_sent += len(body)
         self._write(

@@ -15,7 +15,9 @@ from proxy.telemetry.stats import Stats
 
 if TYPE_CHECKING:
     from proxy.config.model import ProxyConfig
+    from proxy.core.messages import ResponseHead
     from proxy.runtime.downstream import DownstreamConnection
+    from proxy.runtime.exchange import Exchange
     from proxy.runtime.h2_upstream import H2UpstreamPool
     from proxy.telemetry.pipeline import Telemetry
 
@@ -82,6 +84,13 @@ class Worker:
 
             self._h2_pool = H2UpstreamPool(self.loop, self.config, self.stats, self.pool)
         return self._h2_pool
+
+    def response_starts(self, exchange: Exchange, head: ResponseHead) -> None:
+        """The final response head is about to go to the client, from the upstream or a
+        local reply: the observer sees it first when it asked to (exchange.observe_response)."""
+        observer = self.observer
+        if observer is not None:
+            observer.response_start(exchange, head)
 
     def flush(self) -> None:
         """Write what this turn left pending and report what finished (before exit)."""

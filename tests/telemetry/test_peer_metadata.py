@@ -21,7 +21,15 @@ import pytest
 from google.protobuf import struct_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.telemetry.servers import Sidecar, Upstream, http_get, raw_request, tmpdir, wait_until
+from tests.telemetry.servers import (
+    Sidecar,
+    Upstream,
+    free_port,
+    http_get,
+    raw_request,
+    tmpdir,
+    wait_until,
+)
 
 PEER_HEADERS = {"x-envoy-peer-metadata", "x-envoy-peer-metadata-id"}
 INBOUND = {"PILOTFISH_EXPLICIT_DIRECTION": "inbound"}
@@ -114,9 +122,12 @@ class World:
         threading.Thread(target=self.istio.serve_forever, daemon=True).start()
         self.to_istio = Sidecar(tmp, "details", self.istio.server_address[1])
         self.quiet = Sidecar(tmp, "quiet", self.server.port, env={"PILOTFISH_PEER_METADATA": "off"})
+        # A server sidecar whose app is down: its own 503 still says who answered.
+        self.down_b = Sidecar(tmp, "ratings", free_port(), env=INBOUND)
+        self.down_a = Sidecar(tmp, "checkout", self.down_b.port)
 
     def close(self) -> None:
-        for sidecar in (self.a, self.b, self.to_istio, self.quiet):
+        for sidecar in (self.a, self.b, self.to_istio, self.quiet, self.down_a, self.down_b):
             sidecar.stop()
         self.server.close()
         self.istio.shutdown()
@@ -206,6 +217,23 @@ def test_metadata_from_a_caller_that_is_not_a_peer_is_dropped(world: World) -> N
         while chunk := conn.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200") and b"x-envoy-peer-metadata" not in answer.lower()
+
+
+def test_a_local_reply_names_the_server_side(world: World) -> None:
+    status, _, headers = http_get(f"http://127.0.0.1:{world.down_a.port}/rate")
+    assert status == 503
+    assert not PEER_HEADERS & set(headers)
+    # B answered 503 UF itself (its app refused); A still learnt that B's workload did.
+    wait_until(
+        lambda: count_where(world.down_a, response_code="503", destination_workload="ratings") >= 1,
+        10,
+        "labels on a 503",
+    )
+    wait_until(
+        lambda: count_where(world.down_b, response_flags="UF", source_workload="checkout") >= 1,
+        10,
+        "B's UF series",
+    )
 
 
 def test_exchange_can_be_turned_off(world: World) -> None:
