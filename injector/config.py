@@ -40,6 +40,9 @@ class CaptureDefaults:
 @dataclass(frozen=True, slots=True)
 class MeshConfig:
     revision: str = "default"
+    # The cluster's name in the mesh: the proxies' source_cluster/destination_cluster
+    # labels and peer metadata (Istio's clusterName, whose default this is too).
+    cluster_name: str = "Kubernetes"
     system_namespaces: tuple[str, ...] = (
         "kube-system",
         "kube-public",
@@ -118,6 +121,7 @@ class _Reader:
 _KNOWN: dict[str, set[str]] = {
     "": {
         "revision",
+        "clusterName",
         "systemNamespaces",
         "defaultInject",
         "proxyImage",
@@ -239,6 +243,7 @@ def parse_mesh_config(data: Any, source: str = "<mesh config>") -> MeshConfig:
             raise top.error(name, str(exc)) from exc
     return MeshConfig(
         revision=top.text("revision", defaults.revision),
+        cluster_name=top.text("clusterName", defaults.cluster_name),
         system_namespaces=top.strings("systemNamespaces", defaults.system_namespaces),
         default_inject=top.get("defaultInject", bool, defaults.default_inject),
         proxy_image=top.text("proxyImage", defaults.proxy_image),

@@ -278,6 +278,7 @@ def render_context(
     )
     return {
         "revision": mesh.revision,
+        "clusterName": mesh.cluster_name,
         "proxy": {
             "image": settings.proxy_image,
             "imagePullPolicy": mesh.image_pull_policy,

@@ -6,6 +6,8 @@ import copy
 import uuid
 from typing import Any
 
+from injector import names
+
 
 def app_pod(**metadata: Any) -> dict[str, Any]:
     pod: dict[str, Any] = {
@@ -71,3 +73,15 @@ OWNERS = [
     ("Job", "nightly-report-29012345", {}, "nightly-report"),  # made by a CronJob
     ("ReplicaSet", "standalone-rs", {}, "standalone-rs"),
 ]
+
+
+def proxy_env_of(pod: dict[str, Any]) -> dict[str, str]:
+    """The literal env values of the pod's pilotfish-proxy container (native or classic)."""
+    spec = pod["spec"]
+    proxy = next(
+        c
+        for key in ("initContainers", "containers")
+        for c in spec.get(key, [])
+        if c["name"] == names.PROXY_CONTAINER
+    )
+    return {item["name"]: item["value"] for item in proxy["env"] if "value" in item}

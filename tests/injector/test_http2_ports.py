@@ -23,22 +23,11 @@ from injector.tls import ReloadingServerTLS
 from proxy.config import env as proxy_env
 from proxy.config.load import build
 from tests.injector.conftest import REPO
-from tests.injector.reviews import admission_review, app_pod
+from tests.injector.reviews import admission_review, app_pod, proxy_env_of
 from tests.injector.webhook_harness import write_certs
 
 CASES = Path(__file__).parent / "testdata" / "inject"
 ENV = "PILOTFISH_UPSTREAM_HTTP2_PORTS"
-
-
-def proxy_env_of(pod: dict[str, Any]) -> dict[str, str]:
-    spec = pod["spec"]
-    proxy = next(
-        c
-        for key in ("initContainers", "containers")
-        for c in spec.get(key, [])
-        if c["name"] == names.PROXY_CONTAINER
-    )
-    return {item["name"]: item["value"] for item in proxy["env"] if "value" in item}
 
 
 def pod_with_ports(*ports: dict[str, Any], config: str | None = None) -> dict[str, Any]:
@@ -197,3 +186,4 @@ def test_offline_inject_gives_what_the_webhook_patches(tmp_path: Path, injector:
     response = json.loads(reply.body)["response"]
     patched = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
     assert patched == injected
+

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from injector import names, policy, values
 from injector.config import MeshConfig, MeshConfigError, parse_mesh_config
-from injector.mutate import workload_name
+from injector.mutate import Injector, mutate, workload_name
 from injector.overrides import quantity_value
 from injector.template import ABSENT, TemplateError, parse_template
+from tests.injector.reviews import app_pod, proxy_env_of
 
 BASE = (
     "initContainer: {}\nproxyContainer: {}\nvolumes: []\nlabels: {}\nannotations: {}\n"
@@ -172,3 +173,11 @@ def test_files_are_found_by_flag_then_env_then_mount_then_repo(tmp_path: Path) -
     found = loading.find_file(None, loading.ENV_TEMPLATE, "template.yaml", {})
     assert found in (loading.MOUNT_DIR / "template.yaml", loading.REPO_DIR / "template.yaml")
     assert found.is_file()
+
+
+def test_cluster_name_reaches_the_sidecar(injector: Injector) -> None:
+    """mesh.yaml's clusterName becomes the sidecar's *_cluster metric labels."""
+    pod = app_pod(name="c")
+    assert proxy_env_of(mutate(pod, injector))["PILOTFISH_CLUSTER_ID"] == "Kubernetes"
+    east = Injector(parse_mesh_config({"clusterName": "east"}), injector.template)
+    assert proxy_env_of(mutate(pod, east))["PILOTFISH_CLUSTER_ID"] == "east"
