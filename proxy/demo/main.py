@@ -1,9 +1,11 @@
 """`pilotfish demo`: a workload behind the sidecar, real traffic, and what the sidecar saw.
 
-Starts the demo app and the sidecar (explicit mode, embedded defaults) as separate
-processes, as they would be in a pod; sends a bounded burst of traffic through the
-sidecar (successes, 4xx, 5xx, a slow call, an upload); prints what the client saw
-and what the sidecar counted; then exits, or with --stay keeps both running.
+Starts the demo app and two sidecars (explicit mode, embedded defaults) as separate
+processes, as they would be in two pods: the caller's ("frontend") and the app's
+("demo-app"). Sends a bounded burst of traffic through both (successes, 4xx, 5xx, a
+slow call, an upload); prints what the client saw, what the caller's sidecar counted,
+the traces of both, and who called whom by the workload names the sidecars exchanged;
+then exits, or with --stay keeps them running.
 """
 
 from __future__ import annotations
@@ -142,28 +144,74 @@ def summarise(
     return "\n".join(out)
 
 
+# The two workloads of the demo, as the injector would name them: the caller has no app
+# here (the demo's own client stands in for it), the server runs proxy/demo/app.py.
+FRONTEND = {
+    "POD_NAME": "frontend-5d8b",
+    "POD_NAMESPACE": "demo",
+    "PILOTFISH_WORKLOAD": "frontend",
+    "PILOTFISH_APP": "frontend",
+    "PILOTFISH_VERSION": "v1",
+}
+DEMO_APP = {
+    "POD_NAME": "demo-app-7f9c",
+    "POD_NAMESPACE": "demo",
+    "PILOTFISH_WORKLOAD": "demo-app",
+    "PILOTFISH_APP": "demo-app",
+    "PILOTFISH_VERSION": "v1",
+    # The server's sidecar: inbound telemetry (reporter="destination", server spans).
+    "PILOTFISH_EXPLICIT_DIRECTION": "inbound",
+}
+
+
+def start_sidecar(
+    listen: int, upstream: int, admin: int, access_log: Path, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    with log.open("w") as sink:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "proxy", "run",
+             "--listen", f"127.0.0.1:{listen}", "--upstream", f"127.0.0.1:{upstream}",
+             "--concurrency", "1", "--admin-port", str(admin), "--access-log", str(access_log)],
+            env=env, start_new_session=True, stderr=sink,
+        )  # fmt: skip
+
+
+def who_called_whom(admin: str) -> list[str]:
+    """The server sidecar's view, by the workload names the two sidecars exchanged."""
+    metrics = fetch(f"{admin}/stats/prometheus")
+    pairs: Counter[tuple[str, str]] = Counter()
+    for line in metrics.splitlines():
+        if line.startswith("istio_requests_total{"):
+            labels = line[line.index("{") + 1 : line.rindex("}")]
+            fields = dict(part.split("=", 1) for part in labels.split('",') if "=" in part)
+            source = fields.get("source_workload", "?").strip('"')
+            destination = fields.get("destination_workload", "?").strip('"')
+            pairs[(source, destination)] += int(float(line.rsplit(" ", 1)[1]))
+    return [
+        f"  {source} -> {destination}: {count} requests"
+        for (source, destination), count in sorted(pairs.items())
+    ]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="pilotfish demo", description=__doc__.splitlines()[0] if __doc__ else ""
     )
     parser.add_argument(
-        "--stay", action="store_true", help="keep the app and sidecar running after the burst"
+        "--stay", action="store_true", help="keep the app and sidecars running after the burst"
     )
     args = parser.parse_args(argv)
 
     app_port = free_port(18080)
     proxy_port = free_port(15080)
     admin_port = free_port(15000)
+    inbound_port = free_port(15081)
+    inbound_admin_port = free_port(15010)
     workdir = Path(tempfile.mkdtemp(prefix="pilotfish-demo-"))
     access_log = workdir / "access.log"
     sink = TraceSink()
-    env = {
+    common = {
         **os.environ,
-        "POD_NAME": "demo-7f9c",
-        "POD_NAMESPACE": "demo",
-        "PILOTFISH_WORKLOAD": "demo-app",
-        "PILOTFISH_APP": "demo-app",
-        "PILOTFISH_VERSION": "v1",
         # The demo samples every request and exports quickly to its own receiver;
         # in a pod the defaults apply (1%, a collector at localhost:4318).
         "OTEL_TRACES_SAMPLER": "always_on",
@@ -171,64 +219,56 @@ def main(argv: list[str]) -> int:
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     print(
-        f"pilotfish demo: app on 127.0.0.1:{app_port}, sidecar on 127.0.0.1:{proxy_port}, "
-        f"admin on 127.0.0.1:{admin_port}"
+        f"pilotfish demo: client -> frontend's sidecar (127.0.0.1:{proxy_port}, admin "
+        f"{admin_port}) -> demo-app's sidecar (127.0.0.1:{inbound_port}, admin "
+        f"{inbound_admin_port}) -> app (127.0.0.1:{app_port})"
     )
     app = subprocess.Popen(
         [sys.executable, "-m", "proxy.demo.app", str(app_port)], start_new_session=True
     )
-    sidecar_log = open(workdir / "sidecar.log", "w")  # noqa: SIM115 - the child writes it until the end
-    sidecar = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "run",
-            "--listen",
-            f"127.0.0.1:{proxy_port}",
-            "--upstream",
-            f"127.0.0.1:{app_port}",
-            "--concurrency",
-            "1",
-            "--admin-port",
-            str(admin_port),
-            "--access-log",
-            str(access_log),
-        ],
-        env=env,
-        start_new_session=True,
-        stderr=sidecar_log,
-    )
+    server_side = start_sidecar(
+        inbound_port, app_port, inbound_admin_port, workdir / "inbound-access.log",
+        {**common, **DEMO_APP}, workdir / "inbound-sidecar.log",
+    )  # fmt: skip
+    sidecar = start_sidecar(
+        proxy_port, inbound_port, admin_port, access_log, {**common, **FRONTEND},
+        workdir / "sidecar.log",
+    )  # fmt: skip
     try:
-        wait_for(app_port)
-        wait_for(admin_port)
+        for port in (app_port, inbound_admin_port, admin_port):
+            wait_for(port)
         print(
-            f"pilotfish demo: sending {len(TRAFFIC)} requests through the sidecar (8 at a time)..."
+            f"pilotfish demo: sending {len(TRAFFIC)} requests through the sidecars (8 at a time)..."
         )
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda t: call(proxy_port, *t), TRAFFIC))
         time.sleep(1.2)  # let the access log and the span batches flush
         print(summarise(results, f"http://127.0.0.1:{admin_port}", access_log, sink))
+        print(
+            "\n== who called whom (demo-app's sidecar, by the peer metadata the sidecars exchanged)"
+        )
+        print("\n".join(who_called_whom(f"http://127.0.0.1:{inbound_admin_port}")))
         print(f"""
 == where to look next
   admin:       http://127.0.0.1:{admin_port}/  (/stats, /stats/prometheus, /config_dump, /listeners)
+               http://127.0.0.1:{inbound_admin_port}/  (demo-app's sidecar)
   try it:      curl -i http://127.0.0.1:{proxy_port}/api/items/3
   sidecar log: {workdir / "sidecar.log"}
-  (these stop with the demo; `pilotfish demo --stay` keeps the app and sidecar running)""")
+  (these stop with the demo; `pilotfish demo --stay` keeps the app and sidecars running)""")
         if args.stay:
             print("\npilotfish demo: staying up; Ctrl-C stops it")
-            while sidecar.poll() is None:
+            while sidecar.poll() is None and server_side.poll() is None:
                 time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
         sink.shutdown()
-        sidecar_log.close()
-        for process in (sidecar, app):
+        processes = (sidecar, server_side, app)
+        for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        for process in (sidecar, app):
+        for process in processes:
             try:
                 process.wait(8)
             except subprocess.TimeoutExpired:

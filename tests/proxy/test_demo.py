@@ -22,6 +22,11 @@ def test_demo_runs_and_reports() -> None:
     assert re.search(r"upstream_rq_retry_success\s+2\n", out)
     assert "code=503" not in out
     assert "istio_requests_total code=500" in out
-    assert re.search(rf"{len(TRAFFIC)} spans in {len(TRAFFIC)} traces", out)
+    # A client span from the caller's sidecar and a server span from the app's for every
+    # request, plus a server span for each of the two attempts that were retried.
+    spans = 2 * len(TRAFFIC) + 2
+    assert re.search(rf"{spans} spans in {len(TRAFFIC)} traces from service demo-app, frontend", out)
+    # The app's sidecar knows its caller by the workload name the caller's sidecar sent.
+    assert f"frontend -> demo-app: {len(TRAFFIC) + 2} requests" in out
     assert '"response_code":200' in out  # an access log line
     assert "where to look next" in out
