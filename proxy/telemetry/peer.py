@@ -174,15 +174,16 @@ def decode_value(value: bytes) -> Identity | None:
 
 
 def _sendable(destination: tuple[str, int] | None) -> bool:
-    """Whether a destination is inside the cluster, as far as an address can say: a
-    private, loopback or link-local one. Our pod's names are not sent to the internet."""
+    """Whether a destination is inside the cluster, as far as an address can say: any
+    address that is not a global one (private, shared, loopback, link-local, ...). Our
+    pod's names are not sent to the internet."""
     if destination is None:
         return False
     try:
         address = ipaddress.ip_address(destination[0])
     except ValueError:
         return False  # a name, not an address: explicit-mode upstreams are addresses
-    return address.is_private or address.is_loopback or address.is_link_local
+    return not address.is_global
 
 
 class PeerExchange:
