@@ -126,6 +126,9 @@ class Exchange(UpstreamUser):
 
     # Sending the request upstream, the same for HTTP/1 and HTTP/2 exchanges.
 
+    def upstream_moved(self, upstream: Upstream) -> None:
+        self.upstream_local = upstream.local_address  # the access log's, for the answer
+
     def attach(self, upstream: Upstream, reused: bool, now: float) -> bool:
         """Take `upstream` and send it the request so far; True if that was all of it."""
         self.upstream = upstream

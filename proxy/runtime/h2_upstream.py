@@ -290,6 +290,8 @@ class H2UpstreamStream(ClientCodec, Upstream):
         self.finished = False
         self.stream_id = 0
         self.reset_code = None
+        if self.user is not None:
+            self.user.upstream_moved(self)
         connection.opening.append(self)
         connection.mark()
 
@@ -335,6 +337,9 @@ class _Retry(UpstreamUser):
         user, stream.user = stream.user, None
         if user is not None:
             user.upstream_failed(status, flag, details, transport_failure)
+
+    def upstream_moved(self, upstream: Upstream) -> None:
+        """Never called: the stand-in's own stream is never opened."""
 
     def upstream_events(self, events: list[Event]) -> None:
         """Never called: the stand-in's own stream is never opened."""

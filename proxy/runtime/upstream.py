@@ -118,6 +118,11 @@ class UpstreamUser(metaclass=ABCMeta):
     def upstream_resume_writing(self) -> None:
         """The upstream caught up."""
 
+    @abstractmethod
+    def upstream_moved(self, upstream: Upstream) -> None:
+        """`upstream` now goes over another connection (an HTTP/2 stream the server
+        refused, opened again elsewhere): its `local_address` has changed."""
+
 
 class UpstreamConnection(asyncio.Protocol, Upstream):
     """One HTTP/1.1 connection to an upstream server, driven by a client codec."""

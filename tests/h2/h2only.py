@@ -39,6 +39,7 @@ class H2OnlyServer:
         self.answered: list[tuple[int, str, int]] = []  # (connection, path, body length)
         self.http1_closed = 0  # connections closed because they did not speak HTTP/2
         self.empty_ends: list[str] = []  # paths whose request ended on an empty DATA frame
+        self.peers: list[str] = []  # each connection's client address, ip:port
         self.stopped = False
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -49,6 +50,8 @@ class H2OnlyServer:
         with self.lock:
             self.connections += 1
             number = self.connections
+            host, port = sock.getpeername()[:2]
+            self.peers.append(f"{host}:{port}")
         _Connection(self, sock, number).run()
 
     def close(self) -> None:

@@ -11,17 +11,24 @@ import http.client
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.h2.client import RawH2
 from tests.h2.h2only import H2OnlyServer
-from tests.proxy.conftest import Proxy
+from tests.proxy.conftest import Proxy, log_entries
 
 
 @pytest.fixture()
-def proxy(h2only: H2OnlyServer) -> Iterator[Proxy]:
-    running = Proxy(h2only.port, args=["--upstream-http2-ports", str(h2only.port)])
+def access_log(tmp_path: Path) -> Path:
+    return tmp_path / "access.log"
+
+
+@pytest.fixture()
+def proxy(h2only: H2OnlyServer, access_log: Path) -> Iterator[Proxy]:
+    args = ["--upstream-http2-ports", str(h2only.port), "--access-log", str(access_log)]
+    running = Proxy(h2only.port, args=args)
     yield running
     running.stop()
 
@@ -81,7 +88,7 @@ def test_body_refused_after_it_was_sent_whole(h2only: H2OnlyServer, proxy: Proxy
 
 
 def test_stream_above_goaway_last_stream_id_goes_to_a_new_connection(
-    h2only: H2OnlyServer, proxy: Proxy
+    h2only: H2OnlyServer, proxy: Proxy, access_log: Path
 ) -> None:
     h2only.goaway = 1
     status, body = _call(proxy.port, "POST", "/after-goaway", b"x" * 1000)
@@ -89,6 +96,9 @@ def test_stream_above_goaway_last_stream_id_goes_to_a_new_connection(
     assert h2only.connections == 2 and h2only.answered == [(2, "/after-goaway", 1000)]
     stats = proxy.stats()
     assert stats["upstream_rq_retry"] == 1 and stats["upstream_cx_total"] == 2
+    # The access log names our end of the connection that answered, not the first one.
+    (entry,) = log_entries(access_log)
+    assert entry["upstream_local_address"] == h2only.peers[1] != h2only.peers[0]
 
 
 def test_http2_client_sees_no_refusal(h2only: H2OnlyServer, proxy: Proxy) -> None:
