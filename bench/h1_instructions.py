@@ -38,6 +38,8 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
 from bench import callgrind  # noqa: E402
+from proxy.telemetry import peer  # noqa: E402
+from proxy.telemetry.identity import Identity  # noqa: E402
 from tests.h2.conftest import wait_port  # noqa: E402
 from tests.ports import free_port  # noqa: E402
 
@@ -69,14 +71,29 @@ POD_ENV = {
 }
 
 
+# --from-peer: what a caller's sidecar in another pod adds to every request.
+CALLER = {
+    "POD_NAME": "frontend-5d8b-q",
+    "POD_NAMESPACE": "bookinfo",
+    "PILOTFISH_WORKLOAD": "frontend",
+}
+
+
+def caller_headers() -> dict[str, str]:
+    exchange = peer.PeerExchange(Identity.from_env(CALLER), {"INSTANCE_IP": "10.1.0.9"}, True)
+    return {name.decode(): value.decode() for name, value in exchange.ours}
+
+
 def instructions_per_request(
     checkout: Path,
     upstream: int,
     requests: int,
     keep: Path | None = None,
     varied: bool = False,
-    in_pod: bool = False,
+    role: str = "",
 ) -> float:
+    """`role`: "" (no identity env), "caller" (--in-pod: the sidecar sends its metadata
+    upstream) or "server" (--from-peer: inbound, each request carries a caller's)."""
     listen, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         sidecar = subprocess.Popen(
@@ -85,20 +102,25 @@ def instructions_per_request(
              "--upstream", f"127.0.0.1:{upstream}", "--concurrency", "1",
              "--admin-port", str(admin)],
             cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, **(POD_ENV if in_pod else {})},
+            env={**os.environ, **(POD_ENV if role else {}),
+                 **({"PILOTFISH_EXPLICIT_DIRECTION": "inbound"} if role == "server" else {})},
         )  # fmt: skip
         try:
             wait_port(listen, 240)
             clients = [http.client.HTTPConnection("127.0.0.1", listen) for _ in range(CONNECTIONS)]
+
+            extra = caller_headers() if role == "server" else {}
 
             def send(count: int) -> None:
                 for index in range(count):
                     client = clients[index % CONNECTIONS]
                     if varied:
                         headers = {"User-Agent": USER_AGENT, "Cookie": f"session={index * 7919}"}
-                        client.request("GET", f"/items/{index}?page={index % 13}", headers=headers)
+                        client.request(
+                            "GET", f"/items/{index}?page={index % 13}", headers=headers | extra
+                        )
                     else:
-                        client.request("GET", "/", headers={"User-Agent": USER_AGENT})
+                        client.request("GET", "/", headers={"User-Agent": USER_AGENT} | extra)
                     response = client.getresponse()
                     if response.read() != b"hello world\n" or response.status != 200:
                         raise RuntimeError(f"unexpected answer {response.status}")
@@ -131,9 +153,14 @@ def main() -> None:
     parser.add_argument(
         "--varied", action="store_true", help="a different target and cookie on every request"
     )
-    parser.add_argument(
-        "--in-pod", action="store_true",
+    roles = parser.add_mutually_exclusive_group()
+    roles.add_argument(
+        "--in-pod", action="store_const", const="caller", dest="role", default="",
         help="give the sidecar a pod's identity env, so it sends peer metadata upstream",
+    )  # fmt: skip
+    roles.add_argument(
+        "--from-peer", action="store_const", const="server", dest="role",
+        help="an inbound sidecar in a pod, every request carrying a caller's peer metadata",
     )  # fmt: skip
     args = parser.parse_args()
     checkouts = [HERE] + ([Path(args.ab).resolve()] if args.ab else [])
@@ -150,7 +177,7 @@ def main() -> None:
                 keep = args.keep if checkout == HERE else None
                 counts.append(
                     instructions_per_request(
-                        checkout, port, args.requests, keep, args.varied, args.in_pod
+                        checkout, port, args.requests, keep, args.varied, args.role
                     )
                 )
                 print(f"{checkout}: {counts[-1]:,.0f} instructions per request", flush=True)

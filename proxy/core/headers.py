@@ -39,7 +39,9 @@ TRACE_CONTEXT_FIELDS: Final = frozenset(
 )
 _FORWARDING: Final = (b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto")
 # The fields Istio's sidecars tell each other who they are in (proxy.telemetry.peer).
-PEER_METADATA_FIELDS: Final = frozenset((b"x-envoy-peer-metadata-id", b"x-envoy-peer-metadata"))
+PEER_METADATA_ID: Final = b"x-envoy-peer-metadata-id"
+PEER_METADATA: Final = b"x-envoy-peer-metadata"
+PEER_METADATA_FIELDS: Final = frozenset((PEER_METADATA_ID, PEER_METADATA))
 
 # The fields a codec notes while parsing (messages.HOP_BY_HOP_FIELDS and friends), by name.
 NOTED_FIELDS: Final[dict[bytes, int]] = {

@@ -174,3 +174,21 @@ def test_config_switch() -> None:
     assert build(environ={}).telemetry.peer_metadata is True
     with pytest.raises(ConfigError, match=r"telemetry\.peer_metadata"):
         build(environ={"PILOTFISH_PEER_METADATA": "sometimes"})
+
+
+def test_take_keeps_order_when_the_two_are_apart() -> None:
+    exchange = peer.PeerExchange(Identity(), {}, enabled=True)
+    value = base64.b64encode(oracle_bytes({"WORKLOAD_NAME": "w"}))
+    headers = [
+        (peer.METADATA, value),
+        (b"a", b"1"),
+        (b"b", b"2"),
+        (peer.METADATA_ID, b"id"),
+        (b"c", b"3"),
+    ]
+    kept, labels = exchange.take(headers)
+    assert kept == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
+    assert all(pair is original for pair, original in zip(kept, headers[1:3], strict=False))
+    assert labels is not None and labels[0] == "w"
+    # One of the two alone is taken out too.
+    assert exchange.take([(b"a", b"1"), (peer.METADATA_ID, b"id")]) == ([(b"a", b"1")], None)
