@@ -78,6 +78,18 @@ def fetch(url: str) -> str:
         return str(response.read().decode())
 
 
+def requests_total(admin: str) -> list[tuple[dict[str, str], str]]:
+    """istio_requests_total's series from a sidecar's admin port: (labels, value)."""
+    series = []
+    for line in fetch(f"{admin}/stats/prometheus").splitlines():
+        if line.startswith("istio_requests_total{"):
+            labels = line[line.index("{") + 1 : line.rindex("}")]
+            pairs = (part.split("=", 1) for part in labels.split('",') if "=" in part)
+            fields = {name: value.strip('"') for name, value in pairs}
+            series.append((fields, line.rsplit(" ", 1)[1]))
+    return series
+
+
 def summarise(
     results: list[tuple[str, int, float]], admin: str, access_log: Path, sink: TraceSink
 ) -> str:
@@ -110,18 +122,13 @@ def summarise(
         "downstream_cx_tx_bytes_total",
     ):
         out.append(f"  {name:32} {stats.get(name, '?')}")
-    metrics = fetch(f"{admin}/stats/prometheus")
-    istio = [line for line in metrics.splitlines() if line.startswith("istio_requests_total{")]
+    istio = requests_total(admin)
     if istio:
         out += ["", "== Istio-standard metrics (GET /stats/prometheus), by response code"]
-        for line in istio[:8]:
-            labels = line[line.index("{") + 1 : line.rindex("}")]
-            fields = dict(part.split("=", 1) for part in labels.split('",') if "=" in part)
-            code = fields.get("response_code", "?").strip('"')
-            flags = fields.get("response_flags", "?").strip('"')
-            out.append(
-                f"  istio_requests_total code={code} flags={flags} -> {line.rsplit(' ', 1)[1]}"
-            )
+        for fields, value in istio[:8]:
+            code = fields.get("response_code", "?")
+            flags = fields.get("response_flags", "?")
+            out.append(f"  istio_requests_total code={code} flags={flags} -> {value}")
     with sink.lock:
         spans = list(sink.spans)
     if spans:
@@ -178,15 +185,11 @@ def start_sidecar(
 
 def who_called_whom(admin: str) -> list[str]:
     """The server sidecar's view, by the workload names the two sidecars exchanged."""
-    metrics = fetch(f"{admin}/stats/prometheus")
     pairs: Counter[tuple[str, str]] = Counter()
-    for line in metrics.splitlines():
-        if line.startswith("istio_requests_total{"):
-            labels = line[line.index("{") + 1 : line.rindex("}")]
-            fields = dict(part.split("=", 1) for part in labels.split('",') if "=" in part)
-            source = fields.get("source_workload", "?").strip('"')
-            destination = fields.get("destination_workload", "?").strip('"')
-            pairs[(source, destination)] += int(float(line.rsplit(" ", 1)[1]))
+    for fields, value in requests_total(admin):
+        source = fields.get("source_workload", "?")
+        destination = fields.get("destination_workload", "?")
+        pairs[(source, destination)] += int(float(value))
     return [
         f"  {source} -> {destination}: {count} requests"
         for (source, destination), count in sorted(pairs.items())

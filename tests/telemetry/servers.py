@@ -146,8 +146,10 @@ class UpstreamHandler(http.server.BaseHTTPRequestHandler):
         else:
             self._answer(200, json.dumps(dict(self.headers.items())).encode())
 
-    def _answer(self, status: int, body: bytes) -> None:
+    def _answer(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("content-type", "text/plain")
         self.send_header("content-length", str(len(body)))
         self.end_headers()

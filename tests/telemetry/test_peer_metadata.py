@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -24,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.telemetry.servers import (
     Sidecar,
     Upstream,
+    UpstreamHandler,
     free_port,
     http_get,
     raw_request,
@@ -84,26 +84,17 @@ def istio_metadata_header() -> str:
     return base64.b64encode(metadata.SerializeToString(deterministic=True)).decode()
 
 
-class IstioPeerHandler(http.server.BaseHTTPRequestHandler):
+class IstioPeerHandler(UpstreamHandler):
     """Answers as a server behind an Istio sidecar does: with that sidecar's metadata."""
-
-    protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
         self.server.seen.append({k.lower() for k in self.headers})  # type: ignore[attr-defined]
-        body = b"ratings\n"
-        self.send_response(200)
-        self.send_header(
-            "x-envoy-peer-metadata-id",
-            "sidecar~10.1.2.3~ratings-v1-5f9d-x2.bookinfo~bookinfo.svc.cluster.local",
+        node = "sidecar~10.1.2.3~ratings-v1-5f9d-x2.bookinfo~bookinfo.svc.cluster.local"
+        self._answer(
+            200,
+            b"ratings\n",
+            {"x-envoy-peer-metadata-id": node, "x-envoy-peer-metadata": istio_metadata_header()},
         )
-        self.send_header("x-envoy-peer-metadata", istio_metadata_header())
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 class World:
