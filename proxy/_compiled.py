@@ -42,6 +42,7 @@ HOT_PATH = (
     "proxy.runtime.retrying",
     "proxy.runtime.deadlines",
     "proxy.runtime.downstream",
+    "proxy.runtime.tcp_proxy",
     "proxy.runtime.upstream",
     "proxy.runtime.worker",
     "proxy.telemetry.stats",

@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the real peers the tests talk to (nginx, Prometheus), load tools
-# for the benchmark (wrk, h2load), the kernel tools for transparent capture, and a C
-# compiler for the mypyc-compiled hot path (proxy/_compiled.py).
+# Debian packages: the real peers the tests talk to (nginx, Prometheus, Redis for opaque
+# TCP), load tools for the benchmarks (wrk, h2load, redis-benchmark), the kernel tools for
+# transparent capture, and a C compiler for the mypyc-compiled hot path (proxy/_compiled.py).
 PYTHON=${PYTHON:-python3}
-DEBS=(nginx wrk nghttp2-client iptables iproute2 prometheus procps curl util-linux gcc libc6-dev)
+DEBS=(nginx wrk nghttp2-client iptables iproute2 prometheus procps curl util-linux gcc libc6-dev
+  redis-server redis-tools)
 if ! "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   DEBS+=(python3-dev)  # a distribution Python without its C headers
 fi
@@ -22,7 +23,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The packaged services must not hold the ports the tests use.
-    for svc in nginx prometheus prometheus-node-exporter; do
+    for svc in nginx prometheus prometheus-node-exporter redis-server; do
       service "$svc" stop >/dev/null 2>&1 || true
     done
   else

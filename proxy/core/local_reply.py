@@ -18,6 +18,11 @@ _BODIES = {
     flags.NO_ROUTE: b"no route for this request",
     flags.UPSTREAM_PROTOCOL_ERROR: b"upstream sent an invalid HTTP response",
 }
+# A connect that timed out is a UF too, with a reset reason of its own.
+CONNECT_TIMEOUT_DETAILS = "upstream_reset_before_response_started{connection_timeout}"
+_CONNECT_TIMEOUT_BODY = (
+    b"upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
+)
 
 
 def local_reply(
@@ -33,6 +38,8 @@ def local_reply(
     Connection refused` (`transport_failure` in its log form, underscores for spaces)."""
     if flag == flags.DOWNSTREAM_PROTOCOL_ERROR:
         body = b"Bad Request" if status == 400 else _status_text(status)
+    elif details == CONNECT_TIMEOUT_DETAILS:
+        body = _CONNECT_TIMEOUT_BODY
     else:
         body = _BODIES.get(flag, _status_text(status))
     if transport_failure:

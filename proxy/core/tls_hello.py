@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-_HANDSHAKE: Final = 22  # TLS record content type
+TLS_HANDSHAKE: Final = 22  # TLS record content type: a ClientHello's first byte
 _CLIENT_HELLO: Final = 1  # handshake message type
 _SERVER_NAME: Final = 0  # extension type (RFC 6066)
 _HOST_NAME: Final = 0  # server name type within it
@@ -41,14 +41,14 @@ def read_server_name(data: bytes) -> tuple[bool, str | None]:
     `(True, name)`, the host name in lower case."""
     if not data:
         return MORE
-    if data[0] != _HANDSHAKE or (len(data) > 1 and data[1] != 3):
+    if data[0] != TLS_HANDSHAKE or (len(data) > 1 and data[1] != 3):
         return NO_NAME
     handshake = b""
     at = 0
     # A ClientHello may span records (RFC 8446 section 5.1 lets a handshake message be
     # fragmented); gather their payloads until the message is whole.
     while len(data) - at >= 5:
-        if data[at] != _HANDSHAKE or data[at + 1] != 3:
+        if data[at] != TLS_HANDSHAKE or data[at + 1] != 3:
             return NO_NAME
         length = int.from_bytes(data[at + 3 : at + 5], "big")
         if not 0 < length <= _MAX_RECORD:

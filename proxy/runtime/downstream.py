@@ -96,9 +96,10 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         self.stats.downstream_cx_active += 1
         worker.connections.add(self)
         peer = transport.get_extra_info("peername")
-        if peer:
-            self.client_address = str(peer[0]).encode()
-            self.remote_address = address_of(transport, "peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            host = str(peer[0])
+            self.client_address = host.encode()
+            self.remote_address = address_text(host, peer[1])
         self.destination, self.source, dialled = self.resolve(transport)
         # Our end of the connection as its client sees it: the address it dialled when
         # the capture redirected it here (as Envoy's original-destination listeners

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from proxy.core import flags
-from proxy.core.tls_hello import ClientHelloReader
+from proxy.core.tls_hello import TLS_HANDSHAKE, ClientHelloReader
 from proxy.runtime import pause
-from proxy.runtime.upstream import address_of, transport_failure
+from proxy.runtime.upstream import CONNECT_TIMEOUT, address_of, connect
 
 monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 class _UpstreamSide(asyncio.Protocol):
     def __init__(self, relay: TcpRelay) -> None:
         self.relay = relay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.relay.upstream_connected(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
         self.relay.from_upstream(data)
@@ -67,10 +70,13 @@ class TcpRelay:
         self.transport_failure: str | None = None
         self.upstream_local = ""
         # The server name a TLS client asked for (proxy.core.tls_hello), read from its
-        # first bytes as they pass; `_hello` reads them until it has decided.
+        # first bytes as they pass; `_hello` reads them until it has decided. Bytes that
+        # do not begin a TLS handshake record decide it at once: no reader for them.
         self.server_name: str | None = None
-        self._hello: ClientHelloReader | None = ClientHelloReader()
-        self._look_for_server_name(first_bytes)
+        self._hello: ClientHelloReader | None = None
+        if not first_bytes or first_bytes[0] == TLS_HANDSHAKE:
+            self._hello = ClientHelloReader()
+            self._look_for_server_name(first_bytes)
         self.stats.tcp_downstream_cx_total += 1
         if worker.observer is not None:
             worker.observer.tcp_start(self)
@@ -79,24 +85,18 @@ class TcpRelay:
         worker.loop.create_task(self._connect(destination, source))
 
     async def _connect(self, destination: Destination, source: str | None) -> None:
-        loop = self.worker.loop
-        try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _UpstreamSide(self),
-                    destination[0],
-                    destination[1],
-                    local_addr=(source, 0) if source else None,
-                ),
-                self.worker.config.timeouts.connect,
-            )
-        except (TimeoutError, OSError) as error:
-            self.stats.upstream_cx_connect_fail += 1
+        worker = self.worker
+        timeout = worker.config.timeouts.connect
+        failure = await connect(
+            worker.loop, _UpstreamSide(self), destination, source, timeout, self.stats
+        )
+        if failure is not None:
             self.flags = flags.UPSTREAM_CONNECT_FAILURE
-            if not isinstance(error, TimeoutError):
-                self.transport_failure = transport_failure(error)
+            if failure != CONNECT_TIMEOUT:
+                self.transport_failure = failure
             self._close_downstream()
-            return
+
+    def upstream_connected(self, transport: asyncio.Transport) -> None:
         self.stats.upstream_cx_total += 1
         self.upstream_local = address_of(transport, "sockname")
         if self.closed:

@@ -21,6 +21,7 @@ from mypy_extensions import mypyc_attr, trait
 from proxy.config.model import address_text
 from proxy.core import flags
 from proxy.core.codecs.base import ClientCodec
+from proxy.core.local_reply import CONNECT_TIMEOUT_DETAILS
 from proxy.core.messages import Event
 from proxy.telemetry import stats as S
 
@@ -275,26 +276,51 @@ async def connect(
 ) -> str | None:
     """Open a TCP connection to `destination` for `protocol` (from `source` when given).
 
-    Both pools (HTTP/1 and HTTP/2) connect here: a failure is counted (connect_fail, and
-    connect_timeout) and returned as Envoy names it (`CONNECT_TIMEOUT`, or the transport
-    failure reason such as `delayed_connect_error:_Connection_refused`) for
-    `fail_connect`.
+    Every upstream connection is made here (the HTTP/1 and HTTP/2 pools', the TCP
+    relay's): a failure is counted (connect_fail, and connect_timeout) and returned as
+    Envoy names it (`CONNECT_TIMEOUT`, or the transport failure reason such as
+    `delayed_connect_error:_Connection_refused`) for `fail_connect`. Must run in a task.
     """
     local = (source, 0) if source else None
+    # The timeout is a timer that cancels this task, not asyncio.wait_for, which runs the
+    # connect in a task of its own with a future and callbacks besides: that was a fifth
+    # of the instructions of a relayed TCP connection's whole life.
+    expiry = _Expiry(asyncio.current_task(loop))
+    timer = loop.call_later(timeout, expiry.fire)
     try:
-        await asyncio.wait_for(
-            loop.create_connection(
-                lambda: protocol, destination[0], destination[1], local_addr=local
-            ),
-            timeout,
+        await loop.create_connection(
+            lambda: protocol, destination[0], destination[1], local_addr=local
         )
-    except (TimeoutError, OSError) as error:
+    except asyncio.CancelledError:
+        if not expiry.fired:
+            raise  # cancelled from outside (the worker stopping): not ours to answer
+        expiry.task.uncancel()
         stats.upstream_cx_connect_fail += 1
-        if isinstance(error, asyncio.TimeoutError):
-            stats.upstream_cx_connect_timeout += 1
-            return CONNECT_TIMEOUT
+        stats.upstream_cx_connect_timeout += 1
+        return CONNECT_TIMEOUT
+    except OSError as error:
+        stats.upstream_cx_connect_fail += 1
         return transport_failure(error)
+    finally:
+        timer.cancel()
     return None
+
+
+class _Expiry:
+    """The connect timeout's timer callback: cancels the connecting task and says so.
+
+    (uvloop's create_connection closes a transport it made when cancelled at that moment.)
+    """
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        if task is None:
+            raise RuntimeError("connect() must run in a task")
+        self.task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
 
 
 # What `connect` returns when the connect timeout passed (Envoy's reset reason; there is
@@ -314,8 +340,7 @@ def fail_connect(user: UpstreamUser, reason: str) -> None:
     """Tell `user` its upstream connect failed (`reason` from `connect`): a 503 with flag
     UF, the response code details and transport failure reason as Envoy words them."""
     if reason == CONNECT_TIMEOUT:
-        details = "upstream_reset_before_response_started{connection_timeout}"
-        user.upstream_failed(503, flags.UPSTREAM_CONNECT_FAILURE, details)
+        user.upstream_failed(503, flags.UPSTREAM_CONNECT_FAILURE, CONNECT_TIMEOUT_DETAILS)
         return
     details = f"upstream_reset_before_response_started{{remote_connection_failure|{reason}}}"
     user.upstream_failed(503, flags.UPSTREAM_CONNECT_FAILURE, details, reason)

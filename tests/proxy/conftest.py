@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -197,3 +198,27 @@ def status_of(data: bytes) -> int:
     match = re.match(rb"HTTP/1\.1 (\d{3}) ", data)
     assert match, data[:200]
     return int(match.group(1))
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose connects hang: a listener that accepts nothing, its accept
+    queue filled, so the kernel drops further SYNs (as a firewalled or dead peer does)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(3):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+                time.sleep(0.02)
+            with socket.socket() as probe:
+                probe.settimeout(0.3)
+                with pytest.raises(TimeoutError):
+                    probe.connect(("127.0.0.1", port))  # the queue is full: connects hang
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import Proxy, free_port, raw_exchange, status_of
+from tests.proxy.conftest import (
+    Proxy,
+    free_port,
+    log_entries,
+    raw_exchange,
+    status_of,
+    unanswered_port,
+)
 from tests.proxy.upstream_app import Server
 
 SMUGGLING = {
@@ -189,9 +196,39 @@ def test_stream_idle_timeout_408_si(upstream: Server, tmp_path: Path) -> None:
     try:
         started = time.monotonic()
         # a body that never finishes arriving: the stream goes quiet
-        data = raw_exchange(proxy.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", timeout=5)
+        data = raw_exchange(
+            proxy.port,
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
+            timeout=5,
+        )
         assert status_of(data) == 408 and b"connection: close" in data.lower()
         assert time.monotonic() - started < 3
         assert proxy.stats()["downstream_rq_4xx"] == 1
     finally:
         proxy.stop()
+
+
+def test_upstream_connect_timeout_503_uf(tmp_path: Path) -> None:
+    """A connect that is never answered ends at timeouts.connect: 503 UF with Envoy's
+    reason, counted as a connect timeout (and retried once, as a connect failure is)."""
+    log = tmp_path / "access.log"
+    config = _config(tmp_path, "timeouts:\n  connect: 300ms\n")
+    with unanswered_port() as port:
+        proxy = Proxy(port, args=["--config", config], env={"PILOTFISH_ACCESS_LOG": str(log)})
+        try:
+            started = time.monotonic()
+            data = raw_exchange(
+                proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            took = time.monotonic() - started
+            stats = proxy.stats()
+            (entry,) = log_entries(log)
+        finally:
+            proxy.stop()
+    assert status_of(data) == 503 and b"connection timeout" in data, data
+    assert 0.5 < took < 2.5  # two tries of 300 ms, with the retry's backoff between
+    assert stats["upstream_cx_connect_timeout"] == 2 and stats["upstream_cx_connect_fail"] == 2
+    assert entry["response_flags"] == "UF,URX"
+    assert entry["response_code_details"] == (
+        "upstream_reset_before_response_started{connection_timeout}"
+    )

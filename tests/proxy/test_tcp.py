@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from injector import certs
-from tests.proxy.conftest import Proxy, free_port, log_entries
+from tests.proxy.conftest import Proxy, free_port, log_entries, unanswered_port
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -132,6 +132,31 @@ def test_a_relay_whose_upstream_refuses_is_logged_uf_with_the_reason(tmp_path: P
     assert entry["response_flags"] == "UF"
     assert entry["upstream_transport_failure_reason"] == "delayed_connect_error:_Connection_refused"
     assert entry["upstream_local_address"] is None
+
+
+def test_a_relay_whose_connect_times_out_is_logged_uf(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    config = tmp_path / "pilotfish.yaml"
+    config.write_text("timeouts:\n  connect: 300ms\n")
+    with unanswered_port() as port:
+        proxy = Proxy(port, args=["--config", str(config)], env={"PILOTFISH_ACCESS_LOG": str(log)})
+        try:
+            with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
+                started = time.monotonic()
+                sock.sendall(b"\x00not http")
+                sock.settimeout(5)
+                assert sock.recv(100) == b""  # closed once the connect gave up
+                took = time.monotonic() - started
+            (entry,) = log_entries(log)
+            stats = proxy.stats()
+        finally:
+            proxy.stop()
+    assert 0.25 < took < 2
+    assert stats["upstream_cx_connect_timeout"] == 1 and stats["upstream_cx_connect_fail"] == 1
+    assert entry["response_flags"] == "UF"
+    # A timeout has no transport failure to report (as in Envoy's log).
+    assert entry["upstream_transport_failure_reason"] is None
+    assert entry["bytes_received"] == 9
 
 
 def test_http2_preface_is_counted(echo: EchoServer) -> None:
