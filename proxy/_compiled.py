@@ -27,6 +27,8 @@ from types import ModuleType
 # `@mypyc_attr(allow_interpreted_subclasses=True)`.
 HOT_PATH = (
     "proxy.core.messages",
+    "proxy.core.addresses",
+    "proxy.core.sniff",
     "proxy.core.headers",
     "proxy.core.ids",
     "proxy.core.codecs.base",

@@ -9,15 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from proxy.core.addresses import address_text
+
 Mode = Literal["sidecar", "explicit"]
 CodecName = Literal["llhttp", "h11"]
 LogFormat = Literal["json", "text"]
 Direction = Literal["outbound", "inbound"]
-
-
-def address_text(host: str, port: int) -> str:
-    """`host:port`, an IPv6 address in brackets (`[::1]:8080`), as Envoy writes them."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Final, cast
 
-from proxy.config.model import address_text
 from proxy.core import flags
+from proxy.core.addresses import address_of, address_text
 from proxy.core.messages import Event
 from proxy.core.sniff import Protocol, sniff
 from proxy.runtime.http1 import Http1ConnectionManager
 from proxy.runtime.listeners import Resolver
 from proxy.runtime.tcp_proxy import TcpRelay
-from proxy.runtime.upstream import address_of
 
 monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 
@@ -51,7 +50,6 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         "resolve",
         "scheme",
         "sniff_buffer",
-        "sniff_timer",
         "source",
         "stats",
         "transport",
@@ -71,7 +69,6 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         self.pending: deque[Event] = deque()
         self.relay: TcpRelay | None = None
         self.sniff_buffer = b""
-        self.sniff_timer: asyncio.TimerHandle | None = None
         self.destination: Destination | None = None
         self.source: str | None = None
         self.client_address = b"unknown"  # the client's IP, as X-Forwarded-For carries it
@@ -108,8 +105,8 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
             self.local_address = address_text(*dialled)
         else:
             self.local_address = address_of(transport, "sockname")
-        self.last_activity = monotonic()
-        self.sniff_timer = worker.loop.call_later(worker.config.timeouts.sniff, self._sniff_timeout)
+        self.last_activity = now = monotonic()
+        worker.sniff_deadlines.add(self, now + worker.sniff_timeout)
 
     def data_received(self, data: bytes) -> None:
         self.stats.downstream_cx_rx_bytes_total += len(data)
@@ -134,8 +131,8 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stats.downstream_cx_active -= 1
-        if self.sniff_timer is not None:
-            self.sniff_timer.cancel()
+        if self.mode is Protocol.UNDECIDED:
+            self.worker.sniff_deadlines.remove(self)
         if self.relay is not None:
             self.relay.downstream_lost()
         if self.h2 is not None:
@@ -198,15 +195,13 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
             return
         self._decided(protocol, buffered)
 
-    def _sniff_timeout(self) -> None:
-        self.sniff_timer = None
+    def sniff_timeout(self) -> None:
+        """The client sent nothing that decides (worker.sniff_deadlines): relay as TCP."""
         if self.mode is Protocol.UNDECIDED and self.transport is not None:
             self._decided(Protocol.TCP, self.sniff_buffer)
 
     def _decided(self, protocol: Protocol, first_bytes: bytes) -> None:
-        if self.sniff_timer is not None:
-            self.sniff_timer.cancel()
-            self.sniff_timer = None
+        self.worker.sniff_deadlines.remove(self)
         self.sniff_buffer = b""
         self.mode = protocol
         if protocol is Protocol.HTTP1:

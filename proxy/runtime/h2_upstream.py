@@ -18,6 +18,7 @@ import asyncio
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from proxy.core import flags
+from proxy.core.addresses import address_of
 from proxy.core.codecs.base import ClientCodec
 from proxy.core.codecs.h2 import (
     CANCEL,
@@ -34,7 +35,6 @@ from proxy.runtime.upstream import (
     PendingRequests,
     Upstream,
     UpstreamUser,
-    address_of,
     connect,
     fail_connect,
 )

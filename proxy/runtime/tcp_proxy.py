@@ -7,9 +7,10 @@ import time
 from typing import TYPE_CHECKING, Final, cast
 
 from proxy.core import flags
+from proxy.core.addresses import address_of
 from proxy.core.tls_hello import TLS_HANDSHAKE, ClientHelloReader
 from proxy.runtime import pause
-from proxy.runtime.upstream import CONNECT_TIMEOUT, address_of, connect
+from proxy.runtime.upstream import CONNECT_TIMEOUT, connect
 
 monotonic: Final = time.monotonic  # a C static in the compiled build (see http1.py)
 

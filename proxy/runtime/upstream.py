@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from mypy_extensions import mypyc_attr, trait
 
-from proxy.config.model import address_text
 from proxy.core import flags
+from proxy.core.addresses import address_of
 from proxy.core.codecs.base import ClientCodec
 from proxy.core.local_reply import CONNECT_TIMEOUT_DETAILS
 from proxy.core.messages import Event
@@ -344,15 +344,6 @@ def fail_connect(user: UpstreamUser, reason: str) -> None:
         return
     details = f"upstream_reset_before_response_started{{remote_connection_failure|{reason}}}"
     user.upstream_failed(503, flags.UPSTREAM_CONNECT_FAILURE, details, reason)
-
-
-def address_of(transport: asyncio.BaseTransport, end: str) -> str:
-    """One end of a connection ("sockname" or "peername") as `ip:port`, IPv6 in brackets
-    as Envoy writes it (`[::1]:8080`); "" when the transport does not know it."""
-    name = transport.get_extra_info(end)
-    if not isinstance(name, tuple) or len(name) < 2:
-        return ""
-    return address_text(str(name[0]), name[1])
 
 
 class UpstreamPool:

@@ -26,6 +26,10 @@ def _route_timeout(exchange: object) -> None:
     exchange.downstream.route_timeout(exchange)  # type: ignore[attr-defined]
 
 
+def _sniff_timeout(connection: object) -> None:
+    connection.sniff_timeout()  # type: ignore[attr-defined]
+
+
 class Worker:
     """Everything the connections of one worker process share; built once per process."""
 
@@ -70,6 +74,11 @@ class Worker:
         self._h2_pool: H2UpstreamPool | None = None
         self.connections: set[DownstreamConnection] = set()
         self.route_deadlines = DeadlineQueue(loop, _route_timeout)
+        # New connections whose first bytes have not said what they speak: after the
+        # sniff timeout they are relayed as TCP (a server-first protocol). One queue, as
+        # for route timeouts: a timer per connection cost a libuv handle each.
+        self.sniff_deadlines = DeadlineQueue(loop, _sniff_timeout)
+        self.sniff_timeout = config.timeouts.sniff
         # Read once per request; the config's dataclasses are interpreted (two
         # Python-level attribute reads from compiled code).
         self.route_timeout = config.timeouts.route
