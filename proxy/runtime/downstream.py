@@ -252,9 +252,14 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         if self.h2 is not None:
             self.h2.drain()
             return
+        if self.relay is not None:
+            self.relay.idle_timeout()
+            return
         self._close()
 
     def idle_for(self, now: float) -> float:
         if self.h2 is not None:
             return self.h2.idle_for(now)
-        return now - self.last_activity if self.exchange is None and self.relay is None else 0.0
+        if self.relay is not None:
+            return self.relay.idle_for(now)
+        return now - self.last_activity if self.exchange is None else 0.0

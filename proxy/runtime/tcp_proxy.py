@@ -65,6 +65,11 @@ class TcpRelay:
         self.start = monotonic()
         self.received = 0
         self.sent = 0
+        # Idleness as Envoy's tcp_proxy idle_timeout sees it (no bytes either way), read
+        # by the worker's once-a-second sweep from the byte counts, so the bytes' own
+        # path pays nothing for it: when they moved since its last look, and when.
+        self.idle_mark = 0
+        self.idle_since = self.start
         # For the access log: Envoy's response flags ("UF" when the connect failed) and
         # its words for why; this end of the upstream connection once there is one.
         self.flags = "-"
@@ -165,6 +170,19 @@ class TcpRelay:
         if transport is not None and transport.can_write_eof():
             transport.write_eof()
         return True
+
+    def idle_for(self, now: float) -> float:
+        progress = self.received + self.sent
+        if progress != self.idle_mark:
+            self.idle_mark = progress
+            self.idle_since = now
+        return now - self.idle_since
+
+    def idle_timeout(self) -> None:
+        """No bytes either way for `timeouts.downstream_idle` (1 h, Envoy's tcp_proxy
+        default): both connections close, as a peer that went away would leave them."""
+        self.stats.tcp_idle_timeout += 1
+        self._close_both()
 
     def _close_both(self) -> None:
         if self.upstream is not None:

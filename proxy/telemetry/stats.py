@@ -65,6 +65,7 @@ DECLARED: tuple[tuple[str, str, str], ...] = (
     ("tcp_downstream_cx_total", "counter", "Opaque TCP connections relayed"),
     ("tcp_downstream_cx_rx_bytes_total", "counter", "Opaque TCP bytes from downstream"),
     ("tcp_downstream_cx_tx_bytes_total", "counter", "Opaque TCP bytes to downstream"),
+    ("tcp_idle_timeout", "counter", "Opaque TCP relays closed after no bytes either way"),
     # HTTP/2, in Envoy's http2.* words (both directions: downstream and upstream codecs).
     ("downstream_cx_http2_active", "gauge", "Downstream HTTP/2 connections open"),
     ("http2_rx_reset", "counter", "HTTP/2 streams reset by the peer (RST_STREAM received)"),
@@ -126,6 +127,7 @@ class Stats:
     tcp_downstream_cx_total: int = 0
     tcp_downstream_cx_rx_bytes_total: int = 0
     tcp_downstream_cx_tx_bytes_total: int = 0
+    tcp_idle_timeout: int = 0
     downstream_cx_http2_active: int = 0
     http2_rx_reset: int = 0
     http2_tx_reset: int = 0

@@ -159,6 +159,42 @@ def test_a_relay_whose_connect_times_out_is_logged_uf(tmp_path: Path) -> None:
     assert entry["bytes_received"] == 9
 
 
+def test_a_relay_with_no_bytes_either_way_is_closed_after_the_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    """Envoy's tcp_proxy idle_timeout (1 h by default; here 1 s): a relay that carries
+    nothing either way is closed, one that keeps talking stays open."""
+    server = EchoServer(greet=False)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = tmp_path / "pilotfish.yaml"
+    config.write_text("timeouts:\n  downstream_idle: 1s\n")
+    proxy = Proxy(server.server_address[1], args=["--config", str(config)])
+    try:
+        quiet = socket.create_connection(("127.0.0.1", proxy.port), 5)
+        talking = socket.create_connection(("127.0.0.1", proxy.port), 5)
+        with quiet, talking:
+            for sock in (quiet, talking):
+                sock.sendall(b"\x00hello")
+                assert sock.recv(100) == b"\x00hello"
+            started = time.monotonic()
+            quiet.setblocking(False)
+            closed_after = None
+            while time.monotonic() - started < 4.5:
+                talking.sendall(b"\x01")  # a byte every 300 ms, echoed back
+                assert talking.recv(10) == b"\x01"
+                if closed_after is None:
+                    with contextlib.suppress(BlockingIOError):
+                        assert quiet.recv(10) == b""
+                        closed_after = time.monotonic() - started
+                time.sleep(0.3)
+        stats = proxy.stats()
+    finally:
+        proxy.stop()
+        server.shutdown()
+    assert closed_after is not None and 1.0 <= closed_after < 3.5
+    assert stats["tcp_idle_timeout"] == 1 and stats["downstream_cx_idle_timeout"] == 1
+
+
 def test_http2_preface_is_counted(echo: EchoServer) -> None:
     """Until HTTP/2 is served, the preface is at least recognised and counted (not relayed as TCP)."""
     proxy = Proxy(echo.server_address[1])
