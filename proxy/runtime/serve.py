@@ -22,6 +22,7 @@ from collections.abc import Callable
 from proxy.admin import server as admin_server
 from proxy.admin.endpoints import AdminEndpoints, ServerState
 from proxy.config.model import ProxyConfig
+from proxy.runtime import heap
 from proxy.runtime.downstream import DownstreamConnection
 from proxy.runtime.listeners import ListenerSpec, listener_specs
 from proxy.runtime.worker import Worker
@@ -97,6 +98,7 @@ class WorkerProcess:
         # about a tenth of all CPU per request.
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+        heap.tune()  # streamed bodies: no heap trimmed and regrown on every read
         if self.index == 0:
             where = ", ".join(f"{s.name} {s.host}:{s.port}" for s in specs)
             log.info(

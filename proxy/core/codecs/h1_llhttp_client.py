@@ -145,6 +145,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         "_final_head",
         "_first_bytes",
         "_framing_error",
+        "_head_left",
         "_head_request",
         "_headers",
         "_in_body",
@@ -168,12 +169,19 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
         # chunked framing (its trailers come as fields), HEAD and CONNECT exchanges.
         # Each response is parsed whole by one of them, so both are between messages
         # when the next response begins.
-        self._quiet_parser = httptools.HttpResponseParser(self)
+        # The quiet parser has no on_body either: httptools would copy every body slice
+        # it reports into new bytes (a 1 MiB body is four 256 KiB copies, and the heap
+        # grown and trimmed for each); `_feed_quiet` cuts the body from the reads.
+        self._quiet_parser = httptools.HttpResponseParser(
+            FieldCallbacks(None, None, None, self.on_headers_complete, None, None)
+        )
         self._field_parser: Any = None
         self._parser = self._quiet_parser
         # What is left of the quiet parser's response (head and body) to read; -1 until
-        # the connection closes (a close-delimited body).
+        # the connection closes (a close-delimited body). The head's length, until the
+        # read that holds it has been fed.
         self._body_left = 0
+        self._head_left = 0
         self._kept = _KeptResponse()
         self._events: list[Event] = []
         self._headers: list[Any] = []  # field pairs, as Field.pair
@@ -325,16 +333,26 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
 
     def _feed_quiet(self, data: bytes) -> None:
         """Part of a response `_read_head` read to the quiet parser, which calls no
-        callback at its end: the response ends where its Content-Length says."""
+        callback at its end: the response ends where its Content-Length says. llhttp
+        checks every byte and keeps its place; the body is cut from the reads here,
+        once llhttp has accepted them, and a read that is all body is passed on as it
+        came, not copied."""
         left = self._body_left
         parser = self._quiet_parser
+        head = self._head_left
+        self._head_left = 0  # the head is whole in the first read (`_read_head`)
         if left < 0 or len(data) < left:
             if left > 0:
                 self._body_left = left - len(data)
             parser.feed_data(data)
+            if len(data) > head:
+                self._events.append(Data(H1_STREAM, data[head:] if head else data))
             return
         self._body_left = 0
-        parser.feed_data(data[:left] if len(data) > left else data)
+        ours = data[:left] if len(data) > left else data
+        parser.feed_data(ours)
+        if left > head:
+            self._events.append(Data(H1_STREAM, ours[head:] if head else ours))
         if self._in_body:
             self._finish()
         if len(data) > left:
@@ -408,6 +426,7 @@ class LlhttpClientCodec(h1_framing.RequestFraming):
             )
         body = kept.body
         self._body_left = body if body < 0 else len(kept.head) + body
+        self._head_left = len(kept.head)
         return True
 
     def release(self) -> None:

@@ -147,6 +147,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         "_framing_error",
         "_head_bytes",
         "_head_done",
+        "_head_end",
         "_head_size",
         "_headers",
         "_hosts",
@@ -188,10 +189,15 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         # reads, chunked framing with its trailers, Upgrade and CONNECT) to the end of the
         # read. A read is cut where each request ends, so the quiet parser is never
         # handed a request it has not had read for it.
-        self._quiet_parser = httptools.HttpRequestParser(self)
+        # No on_body for it either: httptools would copy each body slice it reports into
+        # new bytes; `_feed_quiet_head` and `_feed_quiet_body` cut the body from the reads.
+        self._quiet_parser = httptools.HttpRequestParser(
+            FieldCallbacks(None, None, None, self.on_headers_complete, None, None)
+        )
         self._field_parser: Any = None
         self._parser = self._quiet_parser  # the one holding the message in progress
         self._body_left = 0  # what is left of the quiet parser's request body
+        self._head_end = 0  # where the head `_read_request_head` read ends in its read
         # The last request closes the connection: llhttp refuses anything after it, so
         # the parser that read it reads on (a fresh one would take it as a new request).
         self._closing = False
@@ -282,13 +288,14 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 self._feed(self._parser, data[start:] if start else data, True)
                 return
             self._parser = quiet
+            head = self._head_end - start
             if end >= size:  # the usual: the request ends with the read, or its body goes on
                 self._body_left = end - size
-                self._feed_quiet_head(data[start:] if start else data)
+                self._feed_quiet_head(data[start:] if start else data, head)
                 if end == size:
                     self.message_complete()
                 return
-            self._feed_quiet_head(data[start:end])
+            self._feed_quiet_head(data[start:end], head)
             self.message_complete()
             if self._closing:
                 self._feed(quiet, data[end:], True)  # for llhttp to refuse
@@ -320,28 +327,35 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
         self._trailers = NO_FIELDS
         self.message_complete()
 
-    def _feed_quiet_head(self, data: bytes) -> None:
+    def _feed_quiet_head(self, data: bytes, head: int) -> None:
         """A request `_read_request_head` read, from its first byte, to the quiet parser,
-        which calls no callback at its start: the message begins here."""
+        which calls no callback at its start: the message begins here. What follows its
+        `head` bytes is body, passed on once llhttp has accepted it."""
         self._line_read = data
         self._in_message = True
         self._target = self._kept.target
         self._head_done = False
         self._head_bytes = 0
         self._feed(self._quiet_parser, data, False)
+        if len(data) > head:
+            self._events.append(Data(H1_STREAM, data[head:]))
 
     def _feed_quiet_body(self, data: bytes) -> None:
         """More of the quiet parser's request body: the request ends where its
         Content-Length says (the quiet parser calls no callback there); what follows
-        begins the next."""
+        begins the next. A read that is all body is passed on as it came, not copied."""
         left = self._body_left
         parser = self._quiet_parser
         if len(data) < left:
             self._body_left = left - len(data)
             self._feed(parser, data, False)
+            self._events.append(Data(H1_STREAM, data))
             return
         self._body_left = 0
-        self._feed(parser, data[:left] if len(data) > left else data, False)
+        ours = data[:left] if len(data) > left else data
+        self._feed(parser, ours, False)
+        if left:
+            self._events.append(Data(H1_STREAM, ours))
         self.message_complete()
         if len(data) > left:
             if self._closing:
@@ -363,7 +377,6 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
                 )
             )
         return parser
-
     def _read_request_head(self, data: bytes, start: int) -> int:
         """Take the fields of a request head that is whole in `data` from `start` straight
         off the bytes, for the quiet parser, and return where the request ends in
@@ -386,6 +399,7 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
             end = self._read_request_fields(data, start)
             if end < 0:
                 return -1
+        self._head_end = end
         length = self._content_length
         return end if length is None else end + length
 
