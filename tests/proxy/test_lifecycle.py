@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -294,3 +295,12 @@ def test_second_instance_on_the_same_port_refuses_to_start(upstream: Server) -> 
     finally:
         result.send_signal(signal.SIGINT)
         result.wait(5)
+
+
+def test_the_heap_thresholds_are_set_where_the_c_library_is_glibc() -> None:
+    """proxy.runtime.heap: on glibc mallopt takes both thresholds (elsewhere it is a no-op)."""
+    from proxy.runtime import heap
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: nothing to tune")
+    assert heap.tune() is True

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from proxy.core.codecs import client_codec, server_codec
 from proxy.core.codecs.base import ClientCodec
-from proxy.core.messages import H1_STREAM, EndOfMessage, RequestHead, ResponseHead
+from proxy.core.messages import H1_STREAM, Data, EndOfMessage, RequestHead, ResponseHead
 from tests.proxy.codecs.helpers import errors, feed, feed_bytewise, shape
 
 REQUEST = RequestHead(H1_STREAM, b"GET", b"/", [(b"host", b"a")])
@@ -326,3 +326,31 @@ def test_a_repeated_response_to_head_is_parsed_as_one_to_head() -> None:
     codec.send_request_head(RequestHead(H1_STREAM, b"HEAD", b"/", [(b"host", b"a")]))
     # The same head, but to HEAD: no body, so "ok" is an unsolicited something.
     assert shape(codec.receive(OK % b"1"))[-1] == ("error", 502)
+
+
+def test_body_reads_are_passed_on_as_they_came_not_copied() -> None:
+    """The quiet parsers report no body (httptools would copy each slice): the codec cuts
+    the body from reads llhttp accepted, and a read that is all body goes on as itself."""
+    size = 600_000
+    client = client_codec("llhttp")
+    client.send_request_head(REQUEST)
+    first = client.receive(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"a" * 1000)
+    assert isinstance(first[0], ResponseHead) and first[1:] == [Data(H1_STREAM, b"a" * 1000)]
+    middle = b"b" * 300_000
+    (data,) = client.receive(middle)
+    assert isinstance(data, Data) and data.data is middle
+    last = b"c" * (size - 301_000)
+    events = client.receive(last)
+    assert isinstance(events[0], Data) and events[0].data is last
+    assert isinstance(events[1], EndOfMessage)
+
+    server = server_codec("llhttp")
+    upload = b"d" * 300_000
+    head = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (len(upload) + 10)
+    events = server.receive(head + b"0123")
+    assert isinstance(events[0], RequestHead) and events[1:] == [Data(H1_STREAM, b"0123")]
+    (data,) = server.receive(upload)
+    assert isinstance(data, Data) and data.data is upload
+    tail = server.receive(b"456789" + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert tail[0] == Data(H1_STREAM, b"456789") and isinstance(tail[1], EndOfMessage)
+    assert isinstance(tail[2], RequestHead) and tail[2].target == b"/"
