@@ -17,7 +17,6 @@ would be; the peak is the same. Not glibc (musl, or no C library found): nothing
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Final
 
 TRIM_THRESHOLD: Final = 4 << 20
@@ -28,12 +27,11 @@ _M_MMAP_THRESHOLD: Final = -3
 
 
 def tune() -> bool:
-    """Set both thresholds; False where the C library has no glibc mallopt."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
+    """Set both thresholds; False where the C library has no mallopt."""
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        # The process's own symbols, the C library's among them (ctypes.util's
+        # find_library would run ldconfig in a subprocess at every worker's start).
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
