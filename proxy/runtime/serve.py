@@ -180,7 +180,11 @@ class WorkerProcess:
             limit = DRAIN_IDLE_GRACE if worker.draining else idle_limit
             # 0 turns it off, as Envoy's stream_idle_timeout: 0s does (long-lived streams).
             stream_idle = self.config.timeouts.stream_idle or float("inf")
+            observer = worker.observer
             for connection in list(worker.connections):
+                relay = connection.relay
+                if relay is not None and observer is not None:
+                    observer.tcp_progress(relay)  # an open relay's bytes count as they go
                 if connection.idle_for(now) > limit:
                     if worker.draining:
                         connection.drain()

@@ -65,6 +65,9 @@ class TcpRelay:
         self.start = monotonic()
         self.received = 0
         self.sent = 0
+        # How much of each the metrics have counted (telemetry's tcp_progress, each second).
+        self.reported_received = 0
+        self.reported_sent = 0
         # Idleness as Envoy's tcp_proxy idle_timeout sees it (no bytes either way), read
         # by the worker's once-a-second sweep from the byte counts, so the bytes' own
         # path pays nothing for it: when they moved since its last look, and when.

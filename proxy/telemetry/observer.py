@@ -5,7 +5,8 @@ and peer metadata go in here), `response_start` before the response head goes to
 client when request_start asked for it (`exchange.observe_response`), and
 `request_done` once per exchange when it is over, with the downstream connection and
 the exchange record; `tcp_start` and `tcp_done` when an opaque TCP relay opens and
-closes. Metrics, traces and access logs are implementations.
+closes, and `tcp_progress` for an open one once a second (the worker's sweep). Metrics,
+traces and access logs are implementations.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class RequestObserver(Protocol):
 
     def tcp_start(self, relay: TcpRelay) -> None:
         """An opaque TCP relay began (istio_tcp_connections_opened_total counts here)."""
+        ...
+
+    def tcp_progress(self, relay: TcpRelay) -> None:
+        """An open relay's bytes since the last report count now, as Istio reports a
+        long-lived connection's every 15 s rather than only when it closes."""
         ...
 
     def tcp_done(self, relay: TcpRelay, now: float) -> None: ...

@@ -500,16 +500,31 @@ class Telemetry:
         values = self._tcp_values(relay, "-")  # nothing has gone wrong yet
         values[M.TCP_OPENED] = values[M.TCP_OPENED] + 1
 
+    def tcp_progress(self, relay: TcpRelay) -> None:
+        sent = relay.sent - relay.reported_sent
+        received = relay.received - relay.reported_received
+        if sent or received:
+            self._count_tcp_bytes(self._tcp_values(relay, relay.flags), relay, sent, received)
+
     def tcp_done(self, relay: TcpRelay, now: float) -> None:
         # As Istio's: a connection opened under `-` closes under the flags it ended
         # with (`UF` when its upstream refused), so failed relays show on the dashboards.
         values = self._tcp_values(relay, relay.flags)
         values[M.TCP_CLOSED] = values[M.TCP_CLOSED] + 1
-        values[M.TCP_SENT] = values[M.TCP_SENT] + relay.sent
-        values[M.TCP_RECEIVED] = values[M.TCP_RECEIVED] + relay.received
+        sent = relay.sent - relay.reported_sent
+        received = relay.received - relay.reported_received
+        self._count_tcp_bytes(values, relay, sent, received)
         log = self.access_log
         if log is not None:
             log.add(self._tcp_line(relay, now))
+
+    @staticmethod
+    def _count_tcp_bytes(values: list[float], relay: TcpRelay, sent: int, received: int) -> None:
+        """Bytes not counted yet (`tcp_progress` counts an open relay's as they go)."""
+        values[M.TCP_SENT] = values[M.TCP_SENT] + sent
+        values[M.TCP_RECEIVED] = values[M.TCP_RECEIVED] + received
+        relay.reported_sent = relay.sent
+        relay.reported_received = relay.received
 
     def _tcp_values(self, relay: TcpRelay, flags: str) -> list[float]:
         downstream = relay.downstream

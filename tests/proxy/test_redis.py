@@ -12,12 +12,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.h2.conftest import wait_port
 from tests.ports import free_port
 from tests.proxy.conftest import Proxy
-from tests.proxy.test_tcp import tcp_connections
+from tests.proxy.test_tcp import tcp_bytes, tcp_connections
 
 
 @pytest.fixture(scope="module")
@@ -152,14 +151,7 @@ def test_redis_benchmark_through_the_relay_is_counted(proxy: Proxy) -> None:
         time.sleep(0.1)
     # 8 kept for each of the four tests (and the benchmark's own probe), 400 fresh ones.
     assert opened >= 4 * 8 + 400 and closed == opened
-    status, metrics = proxy.admin("/stats/prometheus")
-    assert status == 200
-    sizes = {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(metrics.decode())
-        for sample in family.samples
-        if sample.name in ("istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total")
-    }
+    sizes = tcp_bytes(proxy)
     # Every request is at least a dozen bytes each way (`*1\r\n$4\r\nPING\r\n`, `+PONG\r\n`).
     assert sizes["istio_tcp_received_bytes_total"] > 16_400 * 12
     assert sizes["istio_tcp_sent_bytes_total"] > 16_400 * 5

@@ -112,6 +112,59 @@ def tcp_connections(proxy: Proxy) -> dict[tuple[str, str], float]:
     }
 
 
+def tcp_bytes(proxy: Proxy) -> dict[str, float]:
+    """istio_tcp_{received,sent}_bytes_total over all series, from the admin port."""
+    status, metrics = proxy.admin("/stats/prometheus")
+    assert status == 200
+    totals = {"istio_tcp_received_bytes_total": 0.0, "istio_tcp_sent_bytes_total": 0.0}
+    for family in text_string_to_metric_families(metrics.decode()):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals
+
+
+def test_an_open_relays_bytes_are_counted_before_it_closes(echo: EchoServer) -> None:
+    """As Istio reports a long-lived connection's bytes periodically: a database
+    connection open for hours shows its traffic on the dashboards while it is open, and
+    closing it adds only what was not counted yet."""
+    proxy = Proxy(echo.server_address[1])
+    greeting = len(b"220 server speaks first\r\n") if echo.greet else 0
+    payload = b"\x00" + os.urandom(1 << 20)
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
+            sock.sendall(payload)
+            received = 0
+            while received < greeting + len(payload):
+                received += len(sock.recv(1 << 20))
+            deadline = time.monotonic() + 5
+            while True:  # the worker's sweep counts it within a second or two
+                open_counts = tcp_bytes(proxy)
+                if open_counts["istio_tcp_sent_bytes_total"] >= received:
+                    break
+                assert time.monotonic() < deadline, open_counts
+                time.sleep(0.2)
+            sock.sendall(b"bye")
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(100):
+                pass
+        deadline = time.monotonic() + 5
+        while tcp_connections(proxy).get(("istio_tcp_connections_closed_total", "-"), 0) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        closed_counts = tcp_bytes(proxy)
+    finally:
+        proxy.stop()
+    assert open_counts == {
+        "istio_tcp_received_bytes_total": len(payload),
+        "istio_tcp_sent_bytes_total": received,
+    }
+    assert closed_counts == {
+        "istio_tcp_received_bytes_total": len(payload) + 3,
+        "istio_tcp_sent_bytes_total": received + 3,
+    }
+
+
 def test_a_relay_whose_upstream_refuses_is_logged_uf_with_the_reason(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     proxy = Proxy(free_port(), env={"PILOTFISH_ACCESS_LOG": str(log)})  # nothing listens
