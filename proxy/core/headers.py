@@ -53,6 +53,9 @@ NOTED_FIELDS: Final[dict[bytes, int]] = {
 
 # Connection options that are not field names (RFC 9112 section 9.6, 9110 section 7.8).
 _CONNECTION_OPTIONS: Final = frozenset((b"upgrade", b"close", b"keep-alive"))
+# Fields a `Connection` header may not make hop-by-hop: an HTTP/1.1 request needs its
+# Host (RFC 9112 section 3.2), and a sender could otherwise strip it on the way.
+_NEVER_LISTED: Final = _CONNECTION_OPTIONS | {b"host"}
 # Whole Connection values that name no field, as servers usually send them (the HTTP/1
 # codecs lift these into `keep_alive`, see messages.RequestHead).
 PLAIN_CONNECTION_VALUES: Final = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
@@ -89,7 +92,7 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> Headers:
         elif name == b"connection":
             value = pair[1]
             if not is_plain_connection_value(value):
-                tokens = _connection_tokens(value) - _CONNECTION_OPTIONS
+                tokens = _connection_tokens(value) - _NEVER_LISTED
                 if tokens:
                     listed = tokens if listed is None else listed | tokens
         elif keep_upgrade and name == b"upgrade":
@@ -169,9 +172,15 @@ def forward_request_headers(
     request_id = b""
     xff_index = -1
     has_proto = False
+    id_index = -1
+    stray_ids = False
     for index, (name, value) in enumerate(forwarded):
         if name == b"x-request-id":
-            request_id = value
+            if request_id or not value:
+                stray_ids = True  # an empty one, or a second: only the first is kept
+            else:
+                request_id = value
+                id_index = index
         elif name == b"x-forwarded-for":
             xff_index = index
         elif name == b"x-forwarded-proto":
@@ -185,6 +194,14 @@ def forward_request_headers(
         forwarded.append((b"x-forwarded-for", client_address))
     if not has_proto:
         forwarded.append((b"x-forwarded-proto", scheme))
+    if stray_ids:
+        forwarded = [
+            pair
+            for index, pair in enumerate(forwarded)
+            if index == id_index or pair[0] != b"x-request-id"
+        ]
+        if request_id:
+            return forwarded, request_id
     if not request_id:
         request_id = new_request_id()
         forwarded.append((b"x-request-id", request_id))

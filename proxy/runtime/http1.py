@@ -26,6 +26,7 @@ from proxy.core.messages import (
     ResponseHead,
     Upgraded,
 )
+from proxy.core.targets import normalise_target
 from proxy.runtime import pause, retrying
 from proxy.runtime.exchange import Exchange
 from proxy.telemetry import stats as S
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Parsed requests allowed to wait behind the one in flight before reading pauses.
 MAX_PIPELINED_EVENTS: Final = 64
+# RFC 9110 section 9.2.2: the methods a request may be repeated with, as after a pooled
+# connection closed under it.
+IDEMPOTENT_METHODS: Final = frozenset(
+    (b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE")
+)
 
 
 class Http1ConnectionManager:
@@ -141,6 +147,19 @@ class Http1ConnectionManager:
         if destination is None:
             self._local_reply(exchange, 404, flags.NO_ROUTE, "route_not_found", close=False)
             return
+        if request.method == b"CONNECT" or not request.target.startswith(b"/"):
+            refused = normalise_target(request)
+            if refused is not None:
+                self._protocol_error(exchange, ProtocolError(request.stream_id, 400, refused))
+                return
+        if request.chunked and request.http_version == b"1.0":
+            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+            # framing (an HTTP/1.0 hop before us would have read it differently).
+            self._protocol_error(
+                exchange,
+                ProtocolError(request.stream_id, 400, "transfer-encoding in an HTTP/1.0 request"),
+            )
+            return
         headers, exchange.request_id = forward_request_headers(
             request.headers,
             self.client_address,
@@ -149,10 +168,13 @@ class Http1ConnectionManager:
             request.fields,
         )
         if request.expect_continue:
-            # Envoy's default: answer 100 Continue here and drop Expect upstream.
+            # Envoy's default: answer 100 Continue here and drop Expect upstream. An
+            # HTTP/1.0 client's expectation is ignored (RFC 9110 section 10.1.1): it gets
+            # no 1xx at all.
             headers = [pair for pair in headers if pair[0] != b"expect"]
-            exchange.sent_continue = True
-            self._write(CONTINUE_100)
+            if request.http_version != b"1.0":
+                exchange.sent_continue = True
+                self._write(CONTINUE_100)
         if request.http_version == b"1.0" and header_value(headers, b"host") is None:
             # HTTP/1.1 upstream needs a Host (RFC 9112 section 3.2); a 1.0 client may
             # omit it, so name the destination, as Envoy's default_host_for_http_10 does.
@@ -332,6 +354,8 @@ class Http1ConnectionManager:
         if status < 200 and status != 101:
             if status == 100 and exchange.sent_continue:
                 return b""  # the client already has its 100 Continue, from us
+            if exchange.request.http_version == b"1.0":
+                return b""  # RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client
             head.headers = forwardable(head.headers, head.fields)
             return codec.send_response_head(head, exchange.request)
         if retry.retriable(status, None):
@@ -383,10 +407,13 @@ class Http1ConnectionManager:
             and not exchange.response_started
             and exchange.request.content_length in (None, 0)
             and not exchange.request.chunked
+            and exchange.request.method in IDEMPOTENT_METHODS
             and exchange.upstream_head is not None
         ):
-            # A pooled keep-alive connection the server had already closed: the request
-            # never reached it, so sending it again on a fresh connection is safe.
+            # A pooled keep-alive connection the server had closed, most likely before
+            # our request reached it. A close cannot tell that apart from a server that
+            # read the request and died, so only a request that is safe to repeat is
+            # sent again (RFC 9112 section 9.3.1: never a non-idempotent one).
             exchange.retried = True
             exchange.upstream = None
             self.stats.upstream_rq_retry += 1

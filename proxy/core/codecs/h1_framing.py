@@ -281,7 +281,13 @@ class ResponseFraming(ServerCodec):
 
     @property
     def keep_alive(self) -> bool:
-        return self._keep_alive and not self._failed and not self._response_close
+        """Whether the connection may carry the next request after the answered one.
+
+        Decided by the answered request and its response alone: a pipelined request that
+        failed to parse has its own ProtocolError event, queued behind the requests
+        before it, which are still answered (`_failed` only stops further parsing).
+        """
+        return self._keep_alive and not self._response_close
 
     def send_response_head(self, head: ResponseHead, request: RequestHead) -> bytes:
         status = head.status
@@ -293,6 +299,8 @@ class ResponseFraming(ServerCodec):
         self._keep_alive = request.keep_alive
         close = not (head.keep_alive and request.keep_alive)
         chunked = False
+        if status == 204:
+            content_length = None  # RFC 9110 section 8.6: never sent with a 204
         if status == 101 or (request.method == b"CONNECT" and status < 300):
             # The connection leaves HTTP: no framing (RFC 9110 section 9.3.6 forbids
             # Content-Length and Transfer-Encoding on a 2xx to CONNECT).

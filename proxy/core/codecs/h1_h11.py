@@ -421,7 +421,6 @@ class H11ServerCodec(h1_framing.ResponseFraming):
 
     def _fail(self, events: list[Event], status: int, reason: str) -> list[Event]:
         self._failed = True
-        self._keep_alive = False
         self._buffer = bytearray()
         events.append(ProtocolError(H1_STREAM, status, reason))
         return events

@@ -502,7 +502,6 @@ class LlhttpServerCodec(h1_framing.ResponseFraming):
 
     def _fail(self, status: int, reason: str) -> list[Event]:
         self._failed = True
-        self._keep_alive = False
         events = self._events
         events.append(ProtocolError(H1_STREAM, status, reason))
         self._events = []

