@@ -104,6 +104,15 @@ class AdminEndpoints:
             return self.ready(query)
         return Reply(404, b"not found\n")
 
+    def metrics_only(
+        self, method: str, path: str, query: dict[str, list[str]], request: RequestHead
+    ) -> Reply | Awaitable[Reply]:
+        """15090, on every address for Prometheus: the metrics and nothing else (the
+        rest of the admin API, mutations included, stays on 127.0.0.1:15000)."""
+        if path == "/stats/prometheus":
+            return self.handle(method, path, query, request)
+        return Reply(404, b"not found: this port serves /stats/prometheus only\n")
+
     def index(self, _: dict[str, list[str]]) -> Reply:
         lines = [f"{method:5} {path}" for path, (method, _h) in self.routes.items()]
         return Reply(200, ("\n".join(lines) + "\n").encode())

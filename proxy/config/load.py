@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,6 +52,8 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration such as 5s, 100ms, 1m or 1h")
         seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds
@@ -96,6 +100,15 @@ def parse_positive(value: Any) -> int:
     if number < 1:
         raise ValueError(f"{number} must be at least 1")
     return number
+
+
+def parse_concurrency(value: Any) -> int:
+    """Worker processes; 0 means one per CPU the proxy may run on (Istio's ProxyConfig
+    `concurrency: 0`, which the injector passes through)."""
+    workers = parse_int(value)
+    if workers < 0:
+        raise ValueError(f"{workers} must be at least 0 (0: one worker per CPU)")
+    return workers or len(os.sched_getaffinity(0))
 
 
 def parse_address(value: Any) -> Address:
@@ -163,7 +176,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "mode": one_of("sidecar", "explicit"),
     "listen": parse_address,
     "upstream": parse_address,
-    "concurrency": parse_positive,
+    "concurrency": parse_concurrency,
     "codec": one_of("llhttp", "h11"),
     "log_level": one_of("trace", "debug", "info", "warning", "error", "critical", "off"),
     "admin.host": parse_ip,
@@ -218,6 +231,8 @@ def read_file(path: str) -> dict[str, Any]:
         raise ConfigError(path, "-", f"cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise ConfigError(path, "-", f"not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, "-", f"not UTF-8 text: {error}") from None
     if tree is None:
         return {}
     if not isinstance(tree, Mapping):

@@ -122,6 +122,11 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
             self._sniff(data)
 
     def eof_received(self) -> bool | None:
+        if self.mode is Protocol.UNDECIDED and self.sniff_buffer and self.transport is not None:
+            # Nothing more will come to decide by, and a request line never ends in a
+            # FIN: relay what came, then the half-close. (With nothing at all, as from a
+            # port probe, the connection just closes: no upstream is dialled for it.)
+            self._decided(Protocol.TCP, self.sniff_buffer)
         if self.relay is not None:
             return self.relay.downstream_eof()
         # As Envoy does for HTTP/1 by default: a client's FIN ends the connection and
@@ -233,6 +238,15 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def start_draining(self) -> None:
+        """The worker began draining: an HTTP/2 client gets GOAWAY now; an HTTP/1 one
+        gets `Connection: close` on its next response, and the sweep closes the
+        connection once it has been quiet for a moment (`drain`). Closing a kept-alive
+        connection at once would lose a request already on its way."""
+        self.close_after = True
+        if self.h2 is not None:
+            self.h2.drain()
 
     def drain(self) -> None:
         """The worker is draining: close now if idle, else after the response in flight."""

@@ -68,6 +68,7 @@ class WorkerProcess:
         self.exiting = False
         self.stopped: asyncio.Event | None = None
         self.worker: Worker | None = None
+        self.sweeper: asyncio.Task[None] | None = None
         self.on_stop: list[Callable[[], None]] = []
 
     async def run(self) -> int:
@@ -104,10 +105,10 @@ class WorkerProcess:
             log.info(
                 "pilotfish %s: LIVE (%s; admin %s)", self.config.mode, where, self.config.admin
             )
-        sweeper = loop.create_task(self._sweep())
+        self.sweeper = loop.create_task(self._sweep())
         await self.stopped.wait()
         worker.flush()
-        sweeper.cancel()
+        self.sweeper.cancel()
         for server in self.servers + self.admin_servers:
             server.close()
         for callback in self.on_stop:
@@ -157,7 +158,7 @@ class WorkerProcess:
                 await admin_server.serve("0.0.0.0", config.health_port, self.admin.health_only)
             )
             self.admin_servers.append(
-                await admin_server.serve("0.0.0.0", config.prometheus_port, self.admin.handle)
+                await admin_server.serve("0.0.0.0", config.prometheus_port, self.admin.metrics_only)
             )
             # Imported only in sidecar mode: the 15020 agent brings prometheus_client's
             # parser and an HTTP/2 health prober, several MB of resident memory.
@@ -229,6 +230,11 @@ class WorkerProcess:
         for server in self.servers:
             server.close()
         worker.start_drain()
+        if self.sweeper is not None:
+            # Sweep at the draining pace from now on, not after the second-long sleep in
+            # progress: quiet keep-alive connections close within DRAIN_IDLE_GRACE or so.
+            self.sweeper.cancel()
+            self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def quit_now(self) -> None:
         for child in self.children:

@@ -134,6 +134,7 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
         "idle",
         "idle_since",
         "local_address",
+        "paused",
         "pool",
         "received_any",
         "stats",
@@ -160,6 +161,7 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
         self.idle_since = 0.0
         self.received_any = False
         self.local_address = ""
+        self.paused = False  # reading paused for a client that is not keeping up
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
@@ -208,14 +210,21 @@ class UpstreamConnection(asyncio.Protocol, Upstream):
             self.user.upstream_resume_writing()
 
     def release_to_pool(self, now: float = -1.0) -> None:
+        if self.paused:
+            # Paused for the client it served (whose answer just went out whole): the
+            # next exchange's client may be keeping up, and an idle connection must read
+            # to see the server close it.
+            self.resume_reading()
         self.pool.release(self, now)
 
     def pause_reading(self) -> None:
         if self.transport is not None:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None:
+            self.paused = False
             self.transport.resume_reading()
 
     def close(self) -> None:

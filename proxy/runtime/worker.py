@@ -107,7 +107,8 @@ class Worker:
             self._h2_pool.flusher.run()
 
     def start_drain(self) -> None:
-        """Stop reusing connections: idle ones close now, busy ones after their response."""
+        """Stop reusing connections: downstream ones close after their response in
+        flight or once quiet (the sweep), idle upstream ones now."""
         if self.draining:
             return
         self.draining = True
@@ -115,7 +116,7 @@ class Worker:
         if self._h2_pool is not None:
             self._h2_pool.close_idle()
         for connection in list(self.connections):
-            connection.drain()
+            connection.start_draining()
         self.check_drained()
 
     def check_drained(self) -> None:

@@ -94,3 +94,33 @@ def test_slow_reader_pauses_the_upstream(proxy: Proxy, upstream: Server) -> None
     assert payload_size == total
     assert first == _pattern()[: len(first)]
     assert proxy.peak_rss_kb() < RSS_LIMIT_KB
+
+
+def test_a_connection_paused_as_its_answer_ended_reads_again_in_the_pool(upstream: Server) -> None:
+    # A 20 MB answer arrives whole (llhttp gathers its head) and is written at once to a
+    # client that is not reading yet: the write buffer passes its high mark, reading from
+    # the upstream pauses, and the exchange ends in the same moment. The connection goes
+    # back to the pool; the next request on it must be read, not wait for its timeout.
+    upstream.state.reset()
+    proxy = Proxy(upstream.port, "llhttp")  # h11 caps a response head at 1 MiB (502)
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), 10) as sock:
+            sock.sendall(b"GET /big-head?fields=20&kb=1000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(1.0)
+            answer = b""
+            while not answer.endswith(b"ok"):
+                chunk = sock.recv(1 << 20)
+                assert chunk, "closed before the end of the answer"
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            started = time.monotonic()
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"hello")
+        assert time.monotonic() - started < 2.0
+        assert proxy.stats()["upstream_cx_total"] == 1  # the same, pooled connection
+    finally:
+        proxy.stop()

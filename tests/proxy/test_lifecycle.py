@@ -37,7 +37,9 @@ def run_pilotfish(
     ("text", "field", "reason"),
     [
         ("timeouts:\n  route: soon\n", "timeouts.route", "not a duration"),
-        ("concurrency: 0\n", "concurrency", "must be at least 1"),
+        ("concurrency: -1\n", "concurrency", "must be at least 0"),
+        ("timeouts:\n  route: .nan\n", "timeouts.route", "not a finite duration"),
+        ("\xe9t\xe9: 1\n", "-", "not UTF-8 text"),
         ("codec: llhttp2\n", "codec", "not one of"),
         ("admin:\n  port: 70000\n", "admin.port", "not a TCP port"),
         ("no_such_setting: 1\n", "no_such_setting", "unknown setting"),
@@ -48,7 +50,7 @@ def test_bad_config_file_names_file_field_and_reason(
     tmp_path: Path, text: str, field: str, reason: str
 ) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    path.write_bytes(text.encode("latin-1"))  # one case is Latin-1 text, not UTF-8
     result = run_pilotfish(
         "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2", "--config", str(path)
     )
@@ -76,6 +78,16 @@ def test_bad_env_and_flags_are_named() -> None:
     )
     result = run_pilotfish("--listen", "127.0.0.1:1")
     assert result.returncode == 2 and "'upstream'" in result.stderr
+
+
+def test_concurrency_0_is_a_worker_per_cpu(tmp_path: Path, upstream: Server) -> None:
+    # Istio's ProxyConfig `concurrency: 0`, which the injector passes on as it is.
+    proxy = Proxy(upstream.port, args=["--concurrency", "0"])
+    try:
+        dump = json.loads(proxy.admin("/config_dump")[1])
+        assert dump["concurrency"] == len(os.sched_getaffinity(0))
+    finally:
+        proxy.stop()
 
 
 def test_precedence_flag_over_env_over_file(tmp_path: Path, upstream: Server) -> None:
@@ -250,6 +262,32 @@ def test_sigterm_with_idle_keepalive_connection_exits_early(upstream: Server) ->
             assert sock.recv(1000) == b""  # the idle connection is closed by the drain
             assert proxy.proc.wait(5) == 0
             assert time.monotonic() - started < 2.0
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "/drain_listeners"])
+def test_a_request_sent_just_after_the_drain_began_is_answered(upstream: Server, how: str) -> None:
+    # A kept-alive connection that was busy a moment ago is not closed under its client:
+    # its next request is answered, with `Connection: close`.
+    proxy = Proxy(upstream.port, args=["--drain-duration", "5s"])
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert sock.recv(1000).endswith(b"hello")
+            if how == "SIGTERM":
+                proxy.proc.send_signal(signal.SIGTERM)
+            else:
+                assert proxy.admin(how, "POST")[0] == 200
+            time.sleep(0.01)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            response = b""
+            while chunk := sock.recv(1000):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"hello")
+        assert b"connection: close" in response.lower()
+        if how == "SIGTERM":
+            assert proxy.proc.wait(5) == 0
     finally:
         proxy.stop()
 

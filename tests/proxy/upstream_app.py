@@ -227,6 +227,12 @@ class Handler(socketserver.BaseRequestHandler):
         elif path == "/early-hints":
             self.send(conn, b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
             self.send(conn, _response(200, b"after hints\n"))
+        elif path == "/big-head":
+            # One answer larger than the proxy's write buffer before its body starts:
+            # written to the client in one go, it pauses the upstream as it completes.
+            value = "v" * int(query.get("kb", "600")) * 1024
+            fields = [(f"X-Big-{n}", value) for n in range(int(query.get("fields", "10")))]
+            self.send(conn, _response(200, b"ok", fields))
         elif path == "/no-length":
             self.send(conn, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
             return False

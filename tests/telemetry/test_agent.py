@@ -140,6 +140,16 @@ def test_agent_routes(sidecar: SidecarMode) -> None:
     wait_until(drained, 10, "draining")
 
 
+def test_the_prometheus_port_serves_metrics_and_nothing_else(sidecar: SidecarMode) -> None:
+    # 15090 listens on every address for Prometheus: the admin API, which can fail
+    # readiness or stop the sidecar, stays on 127.0.0.1:15000.
+    for path, method in (("/config_dump", "GET"), ("/quitquitquit", "POST"),
+                         ("/healthcheck/fail", "POST"), ("/stats", "GET")):  # fmt: skip
+        assert http_get(sidecar.url("prometheus", path), method=method)[0] == 404, path
+    assert http_get(sidecar.url("prometheus", "/stats/prometheus"))[0] == 200
+    assert http_get(sidecar.url("admin", "/ready"))[0] == 200  # still up and ready
+
+
 def test_quitquitquit_exits(sidecar: SidecarMode) -> None:
     assert http_get(sidecar.url("agent", "/quitquitquit"), method="POST")[0] == 200
     sidecar.process.proc.wait(10)
