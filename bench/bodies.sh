@@ -4,7 +4,8 @@
 # The referee (../shared/tools/meshbench.py) sends `GET /` for a 20-byte answer; real
 # calls carry bodies. This runs nginx (CPU 0) serving 64 KiB and 1 MiB files and taking
 # 4 KiB and 256 KiB POSTs, Envoy (one worker, the referee's HTTP config) and pilotfish (one
-# worker, default config) pinned to CPU 1, and for each load prints closed-loop
+# worker, default config) pinned to CPU 1 (the same files chunked too, as an app that
+# streams its answer sends them), and for each load prints closed-loop
 # requests/s (h2load --h1, 16 connections, 4 s) and the proxy's CPU microseconds per
 # request (utime + stime from /proc) at a fixed rate (ten connections in step, as the
 # referee's load; 1000/s, or 100/s for 1 MiB responses and 256 KiB uploads). Uploads stay
@@ -35,7 +36,10 @@ http { access_log off; keepalive_requests 1000000; client_max_body_size 4m;
     # client's connection, since the rest of the body cannot be read as a next request.
     location = /post { client_body_buffer_size 2m; proxy_pass_request_body off;
       proxy_set_header Content-Length ""; proxy_pass http://127.0.0.1:$UP/ok; }
-    location = /ok { return 200 "ok\n"; } } }
+    location = /ok { return 200 "ok\n"; }
+    # The same files without a length: SSI drops Content-Length, so nginx sends them
+    # chunked, as an app streaming its answer does.
+    location /chunked/ { ssi on; ssi_types *; alias $T/; } } }
 EOF
 cat >"$T/envoy.yaml" <<EOF
 static_resources:
@@ -84,7 +88,8 @@ sleep 3
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-for load in "GET /64k - 100" "GET /1m - 10" "POST /post post4k 100" "POST /post post256k 10"; do
+for load in "GET /64k - 100" "GET /1m - 10" "GET /chunked/64k - 100" "GET /chunked/1m - 10" \
+  "POST /post post4k 100" "POST /post post256k 10"; do
   read -r method path body rate <<<"$load"
   data=()
   [ "$method" = POST ] && data=(-d "$T/$body")
