@@ -42,7 +42,7 @@ def normalise_target(request: RequestHead) -> str | None:
         if 0 <= found < end:
             end = found
     authority = rest[:end]
-    if not _is_host(authority):
+    if not is_host(authority):
         return "absolute-form target without a valid host"
     path = rest[end:].partition(b"#")[0]
     request.target = path if path.startswith(b"/") else b"/" + path
@@ -55,10 +55,10 @@ def normalise_target(request: RequestHead) -> str | None:
 def _is_authority(target: bytes) -> bool:
     """`host:port`, as CONNECT names where to tunnel to."""
     host, colon, port = target.rpartition(b":")
-    return bool(colon) and port.isdigit() and len(port) <= 5 and _is_host(host)
+    return bool(colon) and port.isdigit() and len(port) <= 5 and is_host(host)
 
 
-def _is_host(host: bytes) -> bool:
+def is_host(host: bytes) -> bool:
     """A reg-name, IPv4 address or bracketed IPv6 address, with an optional port: no
     userinfo, spaces or delimiters that would make it name something else."""
     if not host or len(host) > 255:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 # Read on every read: a C static, not an Enum attribute looked up each time.
 _HTTP1: Final = Protocol.HTTP1
+# How many sniff timeouts a client whose first bytes trickle in may take to decide.
+SNIFF_PATIENCE: Final = 10
 
 
 class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
@@ -197,6 +199,14 @@ class DownstreamConnection(Http1ConnectionManager, asyncio.Protocol):
         protocol = sniff(buffered)
         if protocol is Protocol.UNDECIDED:
             self.sniff_buffer = buffered
+            # The client is still saying something that may be HTTP: its wait restarts
+            # from these bytes (a request trickling in is not taken for TCP), up to ten
+            # sniff timeouts after the accept (`last_activity` until decided).
+            worker = self.worker
+            timeout = worker.sniff_timeout
+            deadline = min(monotonic() + timeout, self.last_activity + SNIFF_PATIENCE * timeout)
+            worker.sniff_deadlines.remove(self)  # re-added last: the queue is in deadline order
+            worker.sniff_deadlines.add(self, deadline)
             return
         self._decided(protocol, buffered)
 

@@ -438,6 +438,11 @@ class H2Downstream:
                 ends = type(following) is EndOfMessage and not following.trailers
                 left = codec.send_data(stream_id, event.data, ends)
                 ended = ends
+                if codec.unsent() > self.worker.config.limits.buffer_high_water:
+                    # Framed output waits for the end of the loop's turn, while the
+                    # turn may read more from every HTTP/1 upstream: write it now, so
+                    # the socket's own high mark pauses them (pause_writing) in time.
+                    self.flush()
                 if (left or self.write_paused) and not exchange.paused_upstream:
                     self._pause_upstream(exchange)
             elif kind is ResponseHead:

@@ -210,3 +210,24 @@ def test_ended_streams_give_the_connection_window_back() -> None:
         client.close()
         proxy.stop()
         server.close()
+
+
+def test_many_http1_answers_to_one_fast_http2_client_keep_rss_bounded(nginx: int) -> None:
+    """Sixteen 8 MiB answers from HTTP/1 upstreams at once, to a client whose windows let
+    them all through: the framed output is written as it grows, so the socket's high mark
+    pauses the upstreams (before, one loop turn framed hundreds of MB: 230-465 MB peak)."""
+    proxy = Proxy(nginx)
+    client = RawH2(proxy.port, window=16 * MiB)
+    try:
+        client.conn.increment_flow_control_window(512 * MiB)
+        client.flush()
+        baseline = proxy.hwm_kb()
+        range_8m = [("range", f"bytes=0-{8 * MiB - 1}")]
+        streams = [client.request("/files/big", headers=range_8m) for _ in range(16)]
+        assert client.until(lambda: all(s in client.ended for s in streams), timeout=60)
+        assert all(len(client.bodies[s]) == 8 * MiB for s in streams)
+        growth_mb = (proxy.hwm_kb() - baseline) / 1024
+        assert growth_mb < 48, f"peak RSS grew {growth_mb:.0f} MiB for 128 MiB over one connection"
+    finally:
+        client.close()
+        proxy.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Callable, Iterator
 
 import hpack
@@ -114,6 +115,23 @@ def test_preface_not_followed_by_settings(nginx_proxy: Proxy) -> None:
         connection.close()
 
 
+@pytest.mark.parametrize("split", [1, 2, 3, 5])
+def test_a_first_settings_frame_split_across_reads_is_accepted(
+    nginx_proxy: Proxy, split: int
+) -> None:
+    connection = Raw(nginx_proxy.port, settings=False)
+    try:
+        settings = SettingsFrame(0).serialize()
+        connection.sock.sendall(settings[:split])
+        time.sleep(0.05)  # its own read at the proxy
+        connection.sock.sendall(settings[split:])
+        connection.send(connection.headers(1, GOOD))
+        frames = connection.frames(until=lambda frames: ended(frames, 1))
+        assert answered(frames, 1) and goaway(frames) is None
+    finally:
+        connection.close()
+
+
 def test_data_on_idle_stream(raw: Raw) -> None:
     frame = DataFrame(3)
     frame.data = b"x"
@@ -148,6 +166,14 @@ MALFORMED = {
     "te other than trailers": [*GOOD, (b"te", b"gzip")],
     "CRLF in a value": [*GOOD, (b"x-smuggle", b"a\r\nGET /evil HTTP/1.1")],
     "space in a name": [*GOOD, (b"bad name", b"1")],
+    # Passed on to HTTP/1 these would change the request line the upstream reads.
+    "space in :method": [(b":method", b"GET /admin"), *GOOD[1:3], (b":path", b"/p")],
+    "tab in :path": [*GOOD[:3], (b":path", b"/a\tb")],
+    "control byte in :path": [*GOOD[:3], (b":path", b"/a\x7fb\x01c")],
+    ":path without a slash": [*GOOD[:3], (b":path", b"noslash")],
+    "space in :authority": [GOOD[0], GOOD[1], (b":authority", b"a b"), GOOD[3]],
+    "userinfo in :authority": [GOOD[0], GOOD[1], (b":authority", b"u@evil"), GOOD[3]],
+    "empty field name": [*GOOD, (b"", b"1")],
 }
 
 
@@ -259,10 +285,41 @@ _NAME_CHARS = st.sampled_from([*b"az09-_.~!#$%&'*+^`|", *b"AZ :\r\n\x00\t\x7f\x8
 @given(st.lists(_NAME_CHARS, max_size=12).map(bytes))
 def test_field_names_checked_as_the_token_rule_says(name: bytes) -> None:
     token = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
-    assert h2_codec._bad_name(name) == (token(name) is not None)
-    assert h2_codec._bad_name(name) == (token(name) is not None)  # again, memoised
+    bad = not name or token(name) is not None  # a token has one character at least
+    assert h2_codec._bad_name(name) == bad
+    assert h2_codec._bad_name(name) == bad  # again, memoised
 
 
 @given(st.lists(st.sampled_from([*b"a ;\t\r\n\x00\x0b\x7f\xff"]), max_size=10).map(bytes))
 def test_field_values_checked_as_before(value: bytes) -> None:
     assert h2_codec._bad_value(value) == bool(re.search(rb"[\r\n\x00]|^[ \t]|[ \t]$", value))
+
+
+POST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"t"), (b":path", b"/")]
+
+
+@pytest.mark.parametrize("shape", ["head ends the stream", "trailers end a short body"])
+def test_a_body_shorter_than_its_content_length_is_never_forwarded(
+    nginx_proxy: Proxy, shape: str
+) -> None:
+    # RFC 9113 section 8.1.1. Passed on to HTTP/1 as `content-length: 100`, a shorter body
+    # would leave the upstream reading the next request's head as its rest (H2.CL
+    # smuggling), on a connection the pool then reuses.
+    connection = Raw(nginx_proxy.port)
+    before = nginx_proxy.stats()["upstream_rq_total"]
+    try:
+        head = [*POST, (b"content-length", b"100")]
+        if shape == "head ends the stream":
+            connection.send(connection.headers(1, head))
+        else:
+            data = DataFrame(1)
+            data.data = b"x" * 10
+            connection.send(
+                connection.headers(1, head, end_stream=False),
+                data,
+                connection.headers(1, [(b"x-checksum", b"1")]),
+            )
+        assert goaway(connection.frames()) == PROTOCOL_ERROR
+    finally:
+        connection.close()
+    assert nginx_proxy.stats()["upstream_rq_total"] == before

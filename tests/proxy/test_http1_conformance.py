@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 
 from tests.proxy.conftest import Proxy, raw_exchange
 from tests.proxy.test_http1 import request, seen
@@ -179,3 +181,18 @@ def test_a_204_carries_no_content_length(proxy: Proxy) -> None:
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 204 ")
     assert b"content-length" not in head.lower() and body == b""
+
+
+def test_a_request_line_that_trickles_in_is_still_http(proxy: Proxy) -> None:
+    # Each byte comes 60 ms after the last: more than the 100 ms sniff timeout in all,
+    # but the wait restarts with every byte that may still be HTTP.
+    with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
+        for byte in b"GET":
+            sock.sendall(bytes([byte]))
+            time.sleep(0.06)
+        sock.sendall(b" /headers HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert upstream_json(data)["map"]["x-forwarded-for"] == "127.0.0.1"
+    assert proxy.stats()["downstream_cx_http1_total"] == 1

@@ -305,3 +305,22 @@ def test_a_tls_connection_is_logged_with_the_name_its_client_asked_for(tmp_path:
         server.server_close()
     assert entry["requested_server_name"] == "shop.example.com"
     assert entry["response_flags"] == "-" and entry["protocol"] is None
+
+
+def test_bytes_sent_before_a_fin_while_sniffing_are_relayed_then_the_half_close() -> None:
+    server = EchoServer(False)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = Proxy(server.server_address[1])
+    try:
+        for first in (b"GE", b"PRI", b"P"):  # could still become HTTP when the FIN came
+            with socket.create_connection(("127.0.0.1", proxy.port), 5) as sock:
+                sock.sendall(first)
+                sock.shutdown(socket.SHUT_WR)
+                echoed = b""
+                while chunk := sock.recv(100):
+                    echoed += chunk
+            assert echoed == first
+        assert proxy.stats()["downstream_cx_tcp_total"] == 3
+    finally:
+        proxy.stop()
+        server.shutdown()

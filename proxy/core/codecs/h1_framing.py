@@ -371,6 +371,7 @@ class RequestFraming(ClientCodec):
     """
 
     __slots__ = (
+        "_body_left",
         "_complete",
         "_failed",
         "_field_lines",
@@ -382,6 +383,7 @@ class RequestFraming(ClientCodec):
     def __init__(self) -> None:
         self._field_lines = FieldLines()
         self._request_chunked = False
+        self._body_left = 0
         self._complete = True
         self._keep_alive = True
         self._failed = False
@@ -393,13 +395,24 @@ class RequestFraming(ClientCodec):
             raise RuntimeError("request sent before the previous response was read")
         self._complete = False
         self._request_chunked = head.chunked
+        self._body_left = head.content_length or 0
 
     @property
     def reusable(self) -> bool:
         return self._complete and self._keep_alive and not self._failed and not self._upgraded
 
     def send_data(self, data: bytes) -> bytes:
-        return chunk(data) if self._request_chunked else data
+        if self._request_chunked:
+            return chunk(data)
+        self._body_left -= len(data)
+        return data
 
     def send_end(self, trailers: Headers) -> bytes:
-        return last_chunk(trailers) if self._request_chunked else b""
+        if self._request_chunked:
+            return last_chunk(trailers)
+        if self._body_left:
+            # More or less body than the Content-Length framed: the server reads the
+            # difference as (part of) a next request, so the connection is never reused.
+            # (Codecs check lengths on the way in; this guards every way out.)
+            self._failed = True
+        return b""

@@ -39,6 +39,7 @@ from proxy.core.messages import (
     RequestHead,
     ResponseHead,
 )
+from proxy.core.targets import is_host
 
 # RFC 9113 section 7 error codes (ints, so the runtime need not import h2).
 NO_ERROR: Final = 0x0
@@ -71,6 +72,11 @@ _CONNECTION_SPECIFIC: Final = frozenset(
 )
 # A field name is a lower-case token (RFC 9110 section 5.6.2, RFC 9113 section 8.2.1).
 _BAD_NAME_CHAR: Final = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
+# What a method may not hold (RFC 9110 section 9.1: a token, of either case), and what a
+# path may not (RFC 9113 section 8.3.1 with RFC 3986: no whitespace or control bytes):
+# passed on to HTTP/1, either would make the upstream read another request line.
+_BAD_METHOD_CHAR: Final = re.compile(rb"[^A-Za-z0-9!#$%&'*+\-.^_`|~]").search
+_BAD_PATH_CHAR: Final = re.compile(rb"[\x00-\x20\x7f]").search
 # Names found valid, so that a name seen before costs one set lookup (bounded: names
 # come from peers).
 _GOOD_NAMES: Final[set[bytes]] = set()
@@ -80,6 +86,8 @@ _GOOD_NAMES_MAX: Final = 4096
 def _bad_name(name: bytes) -> bool:
     if name in _GOOD_NAMES:
         return False
+    if not name:
+        return True
     if _BAD_NAME_CHAR(name) is not None:
         return True
     if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
@@ -254,6 +262,10 @@ class _H2Codec:
 
     def data_to_send(self) -> bytes:
         return self.conn.data_to_send()
+
+    def unsent(self) -> int:
+        """Bytes framed and not yet taken by data_to_send."""
+        return len(self.conn._data_to_send)
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> int:
         """Queue body bytes; returns how many are still waiting for the peer's window."""
@@ -528,21 +540,26 @@ class _H2Codec:
 class H2ServerCodec(_H2Codec):
     """The downstream side: requests in, responses out."""
 
-    __slots__ = ("first_frame_seen", "requests")
+    __slots__ = ("first_frame_seen", "opening", "requests")
 
     def __init__(self, limits: H2Limits | None = None) -> None:
         super().__init__(False, limits or H2Limits())
         self.first_frame_seen = False
+        self.opening = b""  # the connection's first bytes, until the first frame's type
         # Header list -> (method, path, fields, content-length) of a valid request.
         self.requests: dict[tuple[Any, ...], tuple[bytes, bytes, Headers, int | None]] = {}
 
     def receive(self, data: bytes, now: float) -> list[H2Event]:
         if not self.first_frame_seen:
             # RFC 9113 section 3.4: the preface's first frame must be SETTINGS; h2 accepts any.
-            offset = 24 if data.startswith(b"PRI ") else 0
-            if len(data) >= offset + 4:
+            # Read across reads: a client's first frame may come split anywhere.
+            opening = self.opening + data
+            offset = 24 if opening.startswith(b"PRI ") else 0
+            self.opening = opening
+            if len(opening) >= offset + 4:
                 self.first_frame_seen = True
-                if data[offset + 3] != 0x4:
+                self.opening = b""
+                if opening[offset + 3] != 0x4:
                     self.closed = True
                     self.conn.close_connection(PROTOCOL_ERROR)
                     return [GoAway(PROTOCOL_ERROR, 0, True, "preface not followed by SETTINGS")]
@@ -630,16 +647,21 @@ class H2ServerCodec(_H2Codec):
             elif name == b"host" and authority is not None:
                 continue  # :authority wins (RFC 9113 section 8.3.1)
             fields.append((name, value))
-        if method is None or _bad_value(method):
+        if not method or _BAD_METHOD_CHAR(method) is not None:
             return None
         if method == b"CONNECT":
             if scheme is not None or path is not None or authority is None:
                 return None
             path = authority
-        elif scheme is None or not path or _bad_value(path) or 32 in path:
+        elif (
+            scheme is None
+            or not path
+            or _BAD_PATH_CHAR(path) is not None
+            or not (path[0] == 0x2F or (path == b"*" and method == b"OPTIONS"))
+        ):
             return None
         if authority is not None:
-            if _bad_value(authority):
+            if not is_host(authority):
                 return None
             fields.insert(0, (b"host", authority))
         return method, path, fields, content_length

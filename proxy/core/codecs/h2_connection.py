@@ -483,13 +483,21 @@ class Connection(h2.connection.H2Connection):
             ended = steps.received(machine, _RECV_END_STREAM)
             headers_event.stream_ended = ended[0]
             stream_events += ended
-        # H2Stream._initialize_content_length
-        if stream.request_method == b"HEAD":
-            stream._expected_content_length = 0
+        if type(headers_event) is _TrailersReceived:
+            if not end_stream:
+                raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+            # The body ends here: it must have been as long as the head said (RFC 9113
+            # section 8.1.1). h2 checks this only on a DATA frame that ends the stream, and
+            # a short body passed on to HTTP/1 would take the next request for its rest.
+            _check_length(stream, True)
         else:
-            stream._expected_content_length = steps.content_length(headers)
-        if not end_stream and type(headers_event) is _TrailersReceived:
-            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+            # H2Stream._initialize_content_length
+            if stream.request_method == b"HEAD":
+                stream._expected_content_length = 0
+            else:
+                stream._expected_content_length = steps.content_length(headers)
+            if end_stream and not client_side:
+                _check_length(stream, True)  # a request whose head says a body follows
         headers_event.headers = headers  # the decoder made this list for this block
         return events + stream_events
 
@@ -527,9 +535,7 @@ class Connection(h2.connection.H2Connection):
         # H2Stream._track_content_length
         actual = stream._actual_content_length + size
         stream._actual_content_length = actual
-        expected = stream._expected_content_length
-        if expected is not None and (expected < actual or (end_stream and expected != actual)):
-            raise h2.exceptions.InvalidBodyLengthError(expected, actual)
+        _check_length(stream, end_stream)
         if end_stream:
             ended = steps.received(machine, _RECV_END_STREAM)
             data_event.stream_ended = ended[0]
@@ -792,3 +798,12 @@ class Connection(h2.connection.H2Connection):
         )
         out += data
         return True
+
+
+def _check_length(stream: Any, ended: bool) -> None:
+    """H2Stream._track_content_length's check: no more body than the content-length
+    said, and, once the stream has ended, no less."""
+    expected = stream._expected_content_length
+    actual = stream._actual_content_length
+    if expected is not None and (expected < actual or (ended and expected != actual)):
+        raise h2.exceptions.InvalidBodyLengthError(expected, actual)
