@@ -60,6 +60,7 @@ HOT_PATH = (
     "proxy.core.codecs.h2_steps",
     "proxy.core.codecs.h2_connection",
     "proxy.core.codecs.h2",
+    "proxy.core.grpc_frames",  # each gRPC DATA frame, both ways
 )
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

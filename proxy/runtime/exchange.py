@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 from mypy_extensions import mypyc_attr
 
+from proxy.core.grpc_frames import MessageCount
 from proxy.core.messages import NO_FIELDS, Event, RequestHead, ResponseHead
 from proxy.runtime import pause
 from proxy.runtime.upstream import UpstreamUser
@@ -37,6 +38,7 @@ class Exchange(UpstreamUser):
         "downstream",
         "finished",
         "flags",
+        "grpc_messages",
         "observe_response",
         "replay",
         "replay_size",
@@ -123,6 +125,9 @@ class Exchange(UpstreamUser):
         # client does (RequestObserver.response_start).
         self.observe_response = False
         self.timed = False  # a route timeout is running (in the worker's deadline queue)
+        # gRPC messages each way (request, response), counted as DATA passes for Istio's
+        # message counters; None for everything that is not gRPC over HTTP/2.
+        self.grpc_messages: tuple[MessageCount, MessageCount] | None = None
 
     # Sending the request upstream, the same for HTTP/1 and HTTP/2 exchanges.
 

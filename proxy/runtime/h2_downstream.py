@@ -29,6 +29,7 @@ from proxy.core.codecs.h2 import (
     SendDrained,
     StreamReset,
 )
+from proxy.core.grpc_frames import MessageCount
 from proxy.core.headers import forward_request_headers, header_value, strip_hop_by_hop
 from proxy.core.local_reply import local_reply
 from proxy.core.messages import Data, EndOfMessage, Event, ProtocolError, RequestHead, ResponseHead
@@ -189,6 +190,9 @@ class H2Downstream:
                     codec.acknowledge(event.stream_id, size)  # answered or reset: dropped
                     continue
                 exchange.bytes_received += size
+                messages = exchange.grpc_messages
+                if messages is not None:
+                    messages[0].feed(event.data)
                 if self.keeps_bodies:
                     exchange.keep_for_retry(event.data, self.worker.config.limits.buffer_high_water)
                 upstream = exchange.upstream
@@ -331,6 +335,8 @@ class H2Downstream:
         self.stats.downstream_rq_total += 1
         self.stats.downstream_rq_active += 1
         exchange.grpc = grpc = is_grpc(request.headers)
+        if grpc:
+            exchange.grpc_messages = (MessageCount(), MessageCount())
         destination = connection.destination
         if destination is None or request.method == b"CONNECT":
             self.local_reply(exchange, 404, flags.NO_ROUTE, "route_not_found")
@@ -433,6 +439,9 @@ class H2Downstream:
                     codec.send_response(stream_id, head, False)
                     head = None
                 exchange.bytes_sent += len(event.data)
+                messages = exchange.grpc_messages
+                if messages is not None:
+                    messages[1].feed(event.data)
                 # The last DATA carries END_STREAM when the end follows without trailers.
                 following = events[index + 1] if index < last else None
                 ends = type(following) is EndOfMessage and not following.trailers

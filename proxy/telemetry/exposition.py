@@ -93,6 +93,8 @@ def _histogram(
     return family
 
 
+_PROTOCOL = M.HTTP_LABELS.index("request_protocol")
+
 def families(snapshot: Snapshot, stats: Mapping[str, tuple[str, str, int]]) -> Iterator[Metric]:
     """Every metric family: Istio's, the proxy's own stats, telemetry counters, process."""
     requests = CounterMetricFamily(*M.REQUESTS, labels=M.HTTP_LABELS)
@@ -107,9 +109,16 @@ def families(snapshot: Snapshot, stats: Mapping[str, tuple[str, str, int]]) -> I
     )
     yield _histogram(*M.REQUEST_BYTES, http, M.REQUEST_BYTES_SUM, layout.request_bytes, None, le)
     yield _histogram(*M.RESPONSE_BYTES, http, M.RESPONSE_BYTES_SUM, layout.response_bytes, None, le)
-    # Declared for gRPC over HTTP/2; no samples until the data plane serves HTTP/2.
-    yield CounterMetricFamily(*M.REQUEST_MESSAGES, labels=M.HTTP_LABELS)
-    yield CounterMetricFamily(*M.RESPONSE_MESSAGES, labels=M.HTTP_LABELS)
+    # gRPC series only (request_protocol "grpc"), as Istio's: counted by HTTP/2 downstreams.
+    for (name, text), index in (
+        (M.REQUEST_MESSAGES, layout.request_messages),
+        (M.RESPONSE_MESSAGES, layout.response_messages),
+    ):
+        family = CounterMetricFamily(name, text, labels=M.HTTP_LABELS)
+        for labels, values in http.items():
+            if labels[_PROTOCOL] == "grpc":
+                family.add_metric(labels, values[index])
+        yield family
     for (name, text), index in (
         (M.TCP_SENT_BYTES, M.TCP_SENT),
         (M.TCP_RECEIVED_BYTES, M.TCP_RECEIVED),

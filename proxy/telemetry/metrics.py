@@ -48,7 +48,11 @@ RESPONSE_BYTES_SUM = 3
 DURATION_BUCKETS = 4
 REQUEST_BYTES_BUCKETS = DURATION_BUCKETS + SLOTS
 RESPONSE_BYTES_BUCKETS = REQUEST_BYTES_BUCKETS + SLOTS
-HTTP_WIDTH = RESPONSE_BYTES_BUCKETS + SLOTS
+# gRPC messages each way (istio_request_messages, istio_response_messages): counted in
+# gRPC series only, zero in the rest.
+REQUEST_MESSAGES_AT = RESPONSE_BYTES_BUCKETS + SLOTS
+RESPONSE_MESSAGES_AT = REQUEST_MESSAGES_AT + 1
+HTTP_WIDTH = RESPONSE_MESSAGES_AT + 1
 
 # Layout of one TCP series.
 TCP_OPENED = 0
@@ -194,7 +198,9 @@ class Layout:
         self.duration = DURATION_BUCKETS
         self.request_bytes = DURATION_BUCKETS + self.slots
         self.response_bytes = DURATION_BUCKETS + 2 * self.slots
-        self.width = DURATION_BUCKETS + 3 * self.slots
+        self.request_messages = DURATION_BUCKETS + 3 * self.slots
+        self.response_messages = self.request_messages + 1
+        self.width = self.response_messages + 1
 
     def empty(self) -> list[float]:
         return [0] * self.width

@@ -470,6 +470,11 @@ class Telemetry:
             self.response_bytes_at
             + (slots[sent] if sent < _SIZE_SLOTS else histogram_slot(buckets, sent)),
         )
+        messages = exchange.grpc_messages
+        if messages is not None:
+            layout = self.layout
+            values[layout.request_messages] += messages[0].count
+            values[layout.response_messages] += messages[1].count
         if state is not None and state.sampled:
             self._record_span(downstream, exchange, state, now, key, slot, elapsed_ms)
         log = self.access_log

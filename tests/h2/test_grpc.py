@@ -158,3 +158,33 @@ def test_client_cancel_reaches_the_server(channel: grpc.Channel) -> None:
     while b"slow:cancel-me" not in CANCELLED and time.monotonic() < end:
         time.sleep(0.05)
     assert b"slow:cancel-me" in CANCELLED
+
+
+def test_grpc_messages_are_counted_each_way(grpc_server: int) -> None:
+    # istio_request_messages_total / istio_response_messages_total (contracts.md): every
+    # message of client-, server- and bidi-streaming calls, however frames cut them.
+    proxy = Proxy(grpc_server)
+    try:
+        with grpc.insecure_channel(proxy.target, options=OPTIONS) as chan:
+            upload = method(chan, "stream_unary", "ClientStream")
+            assert upload(iter([b"x" * 1000] * 20), timeout=10) == b"20 20000"
+            assert len(list(method(chan, "unary_stream", "ServerStream")(b"50x1000", timeout=10))) == 50
+            replies = list(method(chan, "stream_stream", "Bidi")(iter([b"a", b"b", b"c"]), timeout=10))
+            assert len(replies) == 3
+        url = f"http://127.0.0.1:{proxy.admin_port}/stats/prometheus"
+        totals: dict[str, float] = {}
+        end = time.monotonic() + 5
+        while time.monotonic() < end and totals.get("istio_response_messages_total") != 54:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            totals = {}
+            for line in text.splitlines():
+                name, _, value = line.partition("{")
+                if name in ("istio_request_messages_total", "istio_response_messages_total"):
+                    assert 'request_protocol="grpc"' in line
+                    totals[name] = totals.get(name, 0) + float(value.rpartition(" ")[2])
+            time.sleep(0.1)
+        # 20 + 1 + 3 messages up, 1 + 50 + 3 down.
+        assert totals == {"istio_request_messages_total": 24, "istio_response_messages_total": 54}
+    finally:
+        proxy.stop()

@@ -46,6 +46,7 @@ def exchange(
     ex.transport_failure = None
     ex.response = None
     ex.response_trailers = []
+    ex.grpc_messages = None
     return ex
 
 
