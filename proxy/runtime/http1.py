@@ -421,16 +421,25 @@ class Http1ConnectionManager:
             self._acquire(exchange, self.destination)
             return
         exchange.upstream = None
+        # Envoy's words for the access log: the client saw a head already, or nothing.
+        started = exchange.response_started
         if getattr(upstream, "reset_code", None) is not None:
             # An HTTP/2 upstream reset the stream (RST_STREAM): Envoy's 502 UR.
             self._upstream_broke(
-                exchange, flags.UPSTREAM_REMOTE_RESET, "upstream_reset_before_response_started", 502
+                exchange,
+                flags.UPSTREAM_REMOTE_RESET,
+                "upstream_reset_after_response_started{remote_reset}"
+                if started
+                else "upstream_reset_before_response_started",
+                502,
             )
             return
         self._upstream_broke(
             exchange,
             flags.UPSTREAM_CONNECTION_TERMINATION,
-            "upstream_reset_before_response_started",
+            "upstream_reset_after_response_started{connection_termination}"
+            if started
+            else "upstream_reset_before_response_started",
             503,
         )
 

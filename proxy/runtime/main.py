@@ -121,21 +121,34 @@ def main(argv: list[str]) -> int:
 
 
 def _taken_ports(config: ProxyConfig) -> str | None:
-    """A listener address another process holds, or None.
+    """A listener or admin address another process holds (or given twice), or None.
 
     The workers bind with SO_REUSEPORT, which a second pilotfish (or any process of
     the same user) could share silently, splitting the traffic between the two. A
     plain bind first makes that a start-up error instead.
     """
-    for spec in listener_specs(config):
-        with socket.socket(socket.AF_INET6 if ":" in spec.host else socket.AF_INET) as probe:
+    # The admin ports too (worker 0 alone binds them, after the fork): caught here, a
+    # busy one is named at once instead of failing worker 0 while the others serve.
+    addresses = [(spec.host, spec.port) for spec in listener_specs(config)]
+    addresses.append((config.admin.host, config.admin.port))
+    if config.mode == "sidecar":
+        addresses += [
+            ("0.0.0.0", port)
+            for port in (config.health_port, config.prometheus_port, config.agent_port)
+        ]
+    seen: set[tuple[str, int]] = set()
+    for host, port in addresses:
+        if (host, port) in seen:
+            return f"{host}:{port} (given twice)"
+        seen.add((host, port))
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             # SO_REUSEADDR: connections in TIME_WAIT from a previous run are no conflict
             # (on Linux it still refuses a port that another socket listens on).
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((spec.host, spec.port))
+                probe.bind((host, port))
             except OSError:
-                return f"{spec.host}:{spec.port}"
+                return f"{host}:{port}"
     return None
 
 

@@ -66,6 +66,10 @@ class WorkerProcess:
         self.admin_servers: list[asyncio.Server] = []
         self.exit_code = 0
         self.exiting = False
+        # Draining: this worker's own connections are done (worker 0 then waits for its
+        # children, keeping the admin ports up: /ready says DRAINING until the end).
+        self.own_drained = False
+        self.drain_deadline: asyncio.TimerHandle | None = None
         self.stopped: asyncio.Event | None = None
         self.worker: Worker | None = None
         self.sweeper: asyncio.Task[None] | None = None
@@ -211,13 +215,22 @@ class WorkerProcess:
             _signal(child, signal.SIGTERM)
         worker = self.worker
         assert worker is not None
-        deadline = asyncio.get_running_loop().call_later(self.config.timeouts.drain, self._stop)
+        self.drain_deadline = asyncio.get_running_loop().call_later(
+            self.config.timeouts.drain, self._stop
+        )
 
         def drained(_: object) -> None:
-            deadline.cancel()
-            self._stop()
+            self.own_drained = True
+            self._stop_when_all_drained()
 
         worker.drained.add_done_callback(drained)
+
+    def _stop_when_all_drained(self) -> None:
+        """Exit once this worker and every child have drained (or at the deadline)."""
+        if self.own_drained and not self.children:
+            if self.drain_deadline is not None:
+                self.drain_deadline.cancel()
+            self._stop()
 
     def drain_listeners(self) -> None:
         """Envoy's /drain_listeners: stop accepting and close kept-alive connections, stay up."""
@@ -254,7 +267,9 @@ class WorkerProcess:
             if pid == 0:
                 continue
             self.children.remove(child)
-            if self.state.state == "LIVE":
+            if self.exiting:
+                self._stop_when_all_drained()
+            elif self.state.state == "LIVE":
                 # A worker died on its own: fail fast so Kubernetes restarts the whole
                 # sidecar, rather than running on with a share of traffic unserved.
                 print(

@@ -114,6 +114,23 @@ def test_upstream_closes_mid_response_cuts_downstream(proxy: Proxy) -> None:
     assert proxy.stats()["upstream_cx_destroy_remote_with_active_rq"] == 1
 
 
+def test_a_cut_after_the_head_is_logged_as_after_the_response_started(
+    upstream: Server, codec: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    proxy = Proxy(upstream.port, codec, env={"PILOTFISH_ACCESS_LOG": str(log)})
+    try:
+        data = raw_exchange(proxy.port, b"GET /close-mid HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status_of(data) == 200
+        (entry,) = log_entries(log)
+    finally:
+        proxy.stop()
+    assert entry["response_flags"] == "UC"
+    assert entry["response_code_details"] == (
+        "upstream_reset_after_response_started{connection_termination}"  # Envoy's words
+    )
+
+
 def test_upstream_closes_before_response_503_uc(proxy: Proxy) -> None:
     data = raw_exchange(proxy.port, b"GET /close-before HTTP/1.1\r\nHost: a\r\n\r\n")
     assert status_of(data) == 503 and b"connection termination" in data

@@ -251,6 +251,43 @@ def test_sigterm_under_load_loses_nothing(upstream: Server) -> None:
         proxy.stop()
 
 
+def test_ready_says_draining_until_every_worker_has_drained(upstream: Server) -> None:
+    # Worker 0 serves the admin ports; it must keep them up while the other worker still
+    # finishes its requests (before, /ready was refused until the process exited).
+    proxy = Proxy(upstream.port, concurrency=2, args=["--drain-duration", "5s"])
+    clients = []
+    try:
+        for _ in range(10):  # spread over both workers by the kernel's SO_REUSEPORT hash
+            sock = socket.create_connection(("127.0.0.1", proxy.port), 5)
+            sock.sendall(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n")
+            clients.append(sock)
+        time.sleep(0.3)
+        proxy.proc.send_signal(signal.SIGTERM)
+        answers = []
+        while proxy.proc.poll() is None:
+            try:
+                answers.append(proxy.admin("/ready")[0])
+            except OSError:
+                if proxy.proc.poll() is None:
+                    answers.append("refused")
+            time.sleep(0.1)
+        for sock in clients:
+            response = b""
+            while chunk := sock.recv(4096):
+                response += chunk
+            assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"slow\n")
+        # 503 DRAINING throughout; the admin port closes only in the last moment before
+        # the exit (at most a poll or two may fall between the two).
+        served = answers[: answers.index("refused")] if "refused" in answers else answers
+        assert served and set(served) == {503}, answers
+        assert len(answers) - len(served) <= 2, answers
+        assert proxy.proc.returncode == 0
+    finally:
+        for sock in clients:
+            sock.close()
+        proxy.stop()
+
+
 def test_sigterm_with_idle_keepalive_connection_exits_early(upstream: Server) -> None:
     proxy = Proxy(upstream.port, args=["--drain-duration", "5s"])
     try:
@@ -312,6 +349,20 @@ def test_explicit_mode_port_in_use_fails_clearly(upstream: Server) -> None:
         and "cannot listen" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_a_busy_admin_port_is_named_before_any_worker_serves(upstream: Server) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        busy = sock.getsockname()[1]
+        started = time.monotonic()
+        result = run_pilotfish("--listen", f"127.0.0.1:{free_port()}", "--upstream",
+                               f"127.0.0.1:{upstream.port}", "--concurrency", "2",
+                               "--admin-port", str(busy))  # fmt: skip
+    assert result.returncode == 1
+    assert f"127.0.0.1:{busy} already in use" in result.stderr
+    assert time.monotonic() - started < 5  # not after a drain of the workers that started
 
 
 def test_second_instance_on_the_same_port_refuses_to_start(upstream: Server) -> None:
