@@ -58,7 +58,9 @@ class AdminEndpoints:
         self.extra_metrics = extra_metrics
         # Telemetry's /stats/prometheus (all workers, Istio metrics, OpenMetrics): replaces ours.
         self.metrics_page = metrics_page
-        self.log_level = "info"
+        self.log_level = config.log_level
+        # Puts a level in effect in every worker (WorkerProcess.set_log_level).
+        self.set_log_level: Callable[[str], None] | None = None
         self.routes: dict[
             str, tuple[str, Callable[[dict[str, list[str]]], Reply | Awaitable[Reply]]]
         ] = {
@@ -192,6 +194,8 @@ class AdminEndpoints:
                 400, b"usage: POST /logging?level=<trace|debug|info|warning|error|critical|off>\n"
             )
         self.log_level = level
+        if self.set_log_level is not None:
+            self.set_log_level(level)
         return Reply(200, f"active loggers:\n  pilotfish: {level}\n".encode())
 
     def quitquitquit(self, _: dict[str, list[str]]) -> Reply:

@@ -15,19 +15,9 @@ from proxy.config import env as env_names
 from proxy.config.load import ConfigError, build
 from proxy.config.model import ProxyConfig
 from proxy.runtime.listeners import listener_specs
-from proxy.runtime.serve import WorkerProcess
+from proxy.runtime.serve import LOG_LEVEL_NUMBERS, WorkerProcess
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# Envoy's level names, mapped onto Python's.
-_LOG_LEVELS = {
-    "trace": logging.DEBUG,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "off": logging.CRITICAL + 10,
-}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -97,7 +87,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as error:
         print(f"pilotfish: bad config: {error}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(_LOG_LEVELS[config.log_level])
+    logging.getLogger().setLevel(LOG_LEVEL_NUMBERS[config.log_level])
     install_event_loop()
     busy = _taken_ports(config)
     if busy:

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import Final
 
 from proxy.admin import server as admin_server
 from proxy.admin.endpoints import AdminEndpoints, ServerState
@@ -41,6 +42,18 @@ DRAIN_IDLE_GRACE = 0.1
 BACKLOG = 4096
 # The main process tells its workers to drain their listeners (without exiting) with this.
 DRAIN_LISTENERS_SIGNAL = signal.SIGUSR1
+# Envoy's level names, mapped onto Python's. POST /logging reaches the other workers as
+# SIGRTMIN + the level's place here.
+LOG_LEVEL_NUMBERS: Final = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "off": logging.CRITICAL + 10,
+}
+LOG_LEVELS: Final = tuple(LOG_LEVEL_NUMBERS)
 # Net allocations between young-generation collections (CPython's default is 700). After
 # gc.freeze() a young collection is cheap; what it finds is mostly one small cycle per
 # closed HTTP/1 connection (codec <-> parser callbacks). Measured with gc.callbacks under
@@ -95,6 +108,8 @@ class WorkerProcess:
             await self._start_admin(specs)
         loop.add_signal_handler(signal.SIGTERM, self.drain)
         loop.add_signal_handler(DRAIN_LISTENERS_SIGNAL, self.drain_listeners)
+        for offset, level in enumerate(LOG_LEVELS):
+            loop.add_signal_handler(signal.SIGRTMIN + offset, self._take_log_level, level)
         loop.add_signal_handler(signal.SIGINT, self.quit_now)
         self.state.state = "LIVE"
         # Everything built so far lives as long as the process: move it out of the
@@ -154,6 +169,7 @@ class WorkerProcess:
             self.quit_now,
             metrics_page=self.telemetry.metrics_page,
         )
+        self.admin.set_log_level = self.set_log_level
         self.admin_servers.append(
             await admin_server.serve(config.admin.host, config.admin.port, self.admin.handle)
         )
@@ -248,6 +264,16 @@ class WorkerProcess:
             # progress: quiet keep-alive connections close within DRAIN_IDLE_GRACE or so.
             self.sweeper.cancel()
             self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def set_log_level(self, level: str) -> None:
+        """POST /logging: the level in this process, and in each worker by a signal."""
+        self._take_log_level(level)
+        for child in self.children:
+            _signal(child, signal.SIGRTMIN + LOG_LEVELS.index(level))
+
+    @staticmethod
+    def _take_log_level(level: str) -> None:
+        logging.getLogger().setLevel(LOG_LEVEL_NUMBERS[level])
 
     def quit_now(self) -> None:
         for child in self.children:

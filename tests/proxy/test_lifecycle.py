@@ -80,6 +80,31 @@ def test_bad_env_and_flags_are_named() -> None:
     assert result.returncode == 2 and "'upstream'" in result.stderr
 
 
+def test_logging_reports_the_configured_level_and_changes_it(upstream: Server) -> None:
+    proxy = Proxy(upstream.port, args=["--log-level", "error"])
+    try:
+        assert proxy.admin("/logging") == (200, b"active loggers:\n  pilotfish: error\n")
+        assert proxy.admin("/logging?level=debug", "POST")[0] == 200
+        assert proxy.admin("/logging")[1].endswith(b"pilotfish: debug\n")
+    finally:
+        proxy.stop()
+    # What the POST does in each process (the others get it as SIGRTMIN + its place).
+    import logging
+
+    from proxy.runtime.main import load_config
+    from proxy.runtime.serve import LOG_LEVELS, WorkerProcess
+
+    worker = WorkerProcess(0, load_config(["--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2"], {}))
+    root = logging.getLogger()
+    before = root.level
+    try:
+        for level, number in (("warning", logging.WARNING), ("debug", logging.DEBUG)):
+            worker.set_log_level(level)
+            assert root.level == number and level in LOG_LEVELS
+    finally:
+        root.setLevel(before)
+
+
 def test_concurrency_0_is_a_worker_per_cpu(tmp_path: Path, upstream: Server) -> None:
     # Istio's ProxyConfig `concurrency: 0`, which the injector passes on as it is.
     proxy = Proxy(upstream.port, args=["--concurrency", "0"])
