@@ -7,7 +7,10 @@ a dump, and reads the largest total among the dump files.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -29,3 +32,24 @@ def total_instructions(directory: Path) -> int:
             if line.startswith(("totals:", "summary:")):
                 total = max(total, int(line.split()[1]))
     return total
+
+
+def sidecar(
+    out: Path, checkout: Path, listen: int, upstream: int, admin: int,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """One pilotfish worker of `checkout` in explicit mode, under callgrind."""
+    return subprocess.Popen(
+        [*wrapper(out), sys.executable, "-m", "proxy", "run", "--listen", f"127.0.0.1:{listen}",
+         "--upstream", f"127.0.0.1:{upstream}", "--concurrency", "1", "--admin-port", str(admin)],
+        cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def counted(pid: int, work: Callable[[], None]) -> None:
+    """Count the instructions `work` makes `pid` run, and dump them."""
+    control("-i", "on", pid)
+    work()
+    control("-i", "off", pid)
+    control("-d", pid)

@@ -36,10 +36,7 @@ def instructions_per_call(checkout: Path, calls: int) -> float:
             call,
         ):
             call(100, b"warm")
-            callgrind.control("-i", "on", sidecar.pid)
-            call(calls, b"x" * 100)
-            callgrind.control("-i", "off", sidecar.pid)
-            callgrind.control("-d", sidecar.pid)
+            callgrind.counted(sidecar.pid, lambda: call(calls, b"x" * 100))
         return callgrind.total_instructions(Path(tmp)) / calls
 
 

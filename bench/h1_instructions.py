@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import shutil
 import subprocess
 import sys
@@ -96,13 +95,9 @@ def instructions_per_request(
     upstream) or "server" (--from-peer: inbound, each request carries a caller's)."""
     listen, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        sidecar = subprocess.Popen(
-            [*callgrind.wrapper(Path(tmp) / "callgrind.out"),
-             sys.executable, "-m", "proxy", "run", "--listen", f"127.0.0.1:{listen}",
-             "--upstream", f"127.0.0.1:{upstream}", "--concurrency", "1",
-             "--admin-port", str(admin)],
-            cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, **(POD_ENV if role else {}),
+        sidecar = callgrind.sidecar(
+            Path(tmp) / "callgrind.out", checkout, listen, upstream, admin,
+            env={**(POD_ENV if role else {}),
                  **({"PILOTFISH_EXPLICIT_DIRECTION": "inbound"} if role == "server" else {})},
         )  # fmt: skip
         try:
@@ -126,10 +121,7 @@ def instructions_per_request(
                         raise RuntimeError(f"unexpected answer {response.status}")
 
             send(200)
-            callgrind.control("-i", "on", sidecar.pid)
-            send(requests)
-            callgrind.control("-i", "off", sidecar.pid)
-            callgrind.control("-d", sidecar.pid)
+            callgrind.counted(sidecar.pid, lambda: send(requests))
             for client in clients:
                 client.close()
         finally:

@@ -73,23 +73,18 @@ def _connections(port: int) -> Callable[[int], None]:
 def instructions(checkout: Path, upstream: int, count: int, per_connection: bool) -> float:
     listen, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        sidecar = subprocess.Popen(
-            [*callgrind.wrapper(Path(tmp) / "callgrind.out"),
-             sys.executable, "-m", "proxy", "run", "--listen", f"127.0.0.1:{listen}",
-             "--upstream", f"127.0.0.1:{upstream}", "--concurrency", "1",
-             "--admin-port", str(admin)],
-            cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        sidecar = callgrind.sidecar(Path(tmp) / "callgrind.out", checkout, listen, upstream, admin)
         try:
             wait_port(listen, 240)
             send = _connections(listen) if per_connection else _messages(listen)
             send(max(100, count // 10))
             time.sleep(0.5)  # the warm-up's closes, before counting starts
-            callgrind.control("-i", "on", sidecar.pid)
-            send(count)
-            time.sleep(0.5)  # and the measured ones', before it stops
-            callgrind.control("-i", "off", sidecar.pid)
-            callgrind.control("-d", sidecar.pid)
+
+            def measured() -> None:
+                send(count)
+                time.sleep(0.5)  # and the measured ones' closes, before counting stops
+
+            callgrind.counted(sidecar.pid, measured)
         finally:
             sidecar.terminate()
             sidecar.wait(60)
