@@ -31,22 +31,14 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
 from bench import callgrind  # noqa: E402
+from bench.tcp_relay import PING, read_pong  # noqa: E402
 from tests.h2.conftest import wait_port  # noqa: E402
 from tests.ports import free_port  # noqa: E402
-
-PING, PONG = b"*1\r\n$4\r\nPING\r\n", b"+PONG\r\n"
 
 
 def _ping(sock: socket.socket) -> None:
     sock.sendall(PING)
-    answer = b""
-    while len(answer) < len(PONG):
-        chunk = sock.recv(64)
-        if not chunk:
-            raise RuntimeError("the relay closed before the PONG")
-        answer += chunk
-    if answer != PONG:
-        raise RuntimeError(f"expected PONG, got {answer!r}")
+    read_pong(sock)
 
 
 def _messages(port: int) -> Callable[[int], None]:

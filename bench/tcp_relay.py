@@ -316,15 +316,20 @@ def _ping_all(connections: list[socket.socket], latencies: list[float]) -> None:
         sent.append(clock())
         conn.sendall(PING)
     for conn, at in zip(connections, sent, strict=True):
-        answer = b""
-        while len(answer) < len(PONG):
-            chunk = conn.recv(64)
-            if not chunk:
-                raise SystemExit("the connection closed before its PONG")
-            answer += chunk
+        read_pong(conn)
         latencies.append((clock() - at) * 1000)
-        if answer != PONG:
-            raise SystemExit(f"expected PONG, got {answer!r}")
+
+
+def read_pong(conn: socket.socket) -> None:
+    """Read one PONG from `conn`, or stop the run saying what came instead."""
+    answer = b""
+    while len(answer) < len(PONG):
+        chunk = conn.recv(64)
+        if not chunk:
+            raise SystemExit("the connection closed before its PONG")
+        answer += chunk
+    if answer != PONG:
+        raise SystemExit(f"expected PONG, got {answer!r}")
 
 
 def _bulk_up(port: int, mib: int) -> float:

@@ -133,6 +133,7 @@ class H2Downstream:
         "draining",
         "flusher",
         "goaway_last",
+        "high_water",
         "keeps_bodies",
         "route_deadlines",
         "stats",
@@ -157,6 +158,8 @@ class H2Downstream:
             )
         )
         self.streams: dict[int, H2Exchange] = {}
+        # Framed output past this is written at once (on_upstream_events).
+        self.high_water = limits.buffer_high_water
         # Requests that may be retried keep their bodies (up to buffer_high_water).
         self.keeps_bodies = retrying.keeps_bodies(worker, connection.listener_name)
         self.flusher = worker.h2_pool.flusher
@@ -447,7 +450,7 @@ class H2Downstream:
                 ends = type(following) is EndOfMessage and not following.trailers
                 left = codec.send_data(stream_id, event.data, ends)
                 ended = ends
-                if codec.unsent() > self.worker.config.limits.buffer_high_water:
+                if codec.unsent() > self.high_water:
                     # Framed output waits for the end of the loop's turn, while the
                     # turn may read more from every HTTP/1 upstream: write it now, so
                     # the socket's own high mark pauses them (pause_writing) in time.
